@@ -1,0 +1,120 @@
+//! The report `bitconv inspect FILE.gguf` prints: header, every key with type and value, every
+//! tensor with type, dims, offset, byte span and optionally the sha256 of that span.
+//!
+//! The JSON form uses the field names of the reference dumps in `tests/data/tiny/**/*.dump.json`
+//! (arrays abbreviated to their first 16 items), so the two can be compared directly.
+
+use std::fmt::Write as _;
+
+use rayon::prelude::*;
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use super::MappedGguf;
+
+/// How many leading array items reports show.
+pub const ARRAY_PREVIEW: usize = 16;
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Builds the JSON report; with `hash`, each tensor gets `sha256_span`.
+pub fn report_json(g: &MappedGguf, hash: bool) -> Json {
+    let h = &g.header;
+    let kv: Vec<Json> = h
+        .kv
+        .iter()
+        .map(|(k, v)| json!({"key": k, "type": v.value_type().short_name(), "value": v.to_json(Some(ARRAY_PREVIEW))}))
+        .collect();
+    let hashes: Vec<Option<String>> = if hash {
+        h.tensors
+            .par_iter()
+            .map(|t| Some(sha256_hex(g.tensor_bytes(t))))
+            .collect()
+    } else {
+        vec![None; h.tensors.len()]
+    };
+    let tensors: Vec<Json> = h
+        .tensors
+        .iter()
+        .zip(hashes)
+        .map(|(t, sha)| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(t.name));
+            m.insert("dims".into(), json!(t.dims));
+            m.insert("type_id".into(), json!(t.ty.id()));
+            m.insert("type".into(), json!(t.ty.name()));
+            m.insert("offset".into(), json!(t.offset));
+            m.insert("span".into(), json!(t.nbytes));
+            if let Some(sha) = sha {
+                m.insert("sha256_span".into(), json!(sha));
+            }
+            if let Some(s) = g.ternary_scale(t) {
+                m.insert("scale".into(), json!(s as f64));
+            }
+            Json::Object(m)
+        })
+        .collect();
+    json!({
+        "version": h.version,
+        "n_tensors": h.tensors.len(),
+        "n_kv": h.kv.len(),
+        "alignment": h.alignment,
+        "data_start": h.data_start,
+        "file_size": h.file_size,
+        "kv": kv,
+        "tensors": tensors,
+    })
+}
+
+/// Renders the report as text.
+pub fn report_text(g: &MappedGguf, hash: bool) -> String {
+    let h = &g.header;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}\nGGUF v{}  tensors={}  kv={}  alignment={}  data_start={}  file_size={}",
+        g.path().display(),
+        h.version,
+        h.tensors.len(),
+        h.kv.len(),
+        h.alignment,
+        h.data_start,
+        h.file_size
+    );
+    for (k, v) in &h.kv {
+        let _ = writeln!(s, "  {:<45} {:<5} {}", k, v.value_type().short_name(), v);
+    }
+    let _ = writeln!(
+        s,
+        "  {:<32} {:<6} {:<26} {:>12} {:>10}  {}",
+        "tensor",
+        "type",
+        "dims(ggml order)",
+        "offset",
+        "span",
+        if hash { "sha256[:16]" } else { "scale" }
+    );
+    for t in &h.tensors {
+        let extra = if hash {
+            sha256_hex(g.tensor_bytes(t))[..16].to_string()
+        } else {
+            g.ternary_scale(t)
+                .map(|x| format!("{x:e}"))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            s,
+            "  {:<32} {:<6} {:<26} {:>12} {:>10}  {}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.dims),
+            t.offset,
+            t.nbytes,
+            extra
+        );
+    }
+    s
+}

@@ -1,0 +1,518 @@
+//! GGUF reader/writer: agreement with the reference dumps, byte-exact round trips, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bitconv::gguf::{
+    inspect, ErrorKind, GgmlType, GgufHeader, GgufWriter, MappedGguf, TensorSpec, Value, ValueType,
+};
+use proptest::prelude::*;
+
+fn reference_ggufs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![common::tiny()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "gguf") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    assert!(
+        out.len() >= 9,
+        "expected the reference GGUF files, found {out:?}"
+    );
+    out
+}
+
+/// The dump beside `x.gguf` is `x.dump.json`.
+fn dump_for(p: &Path) -> Option<serde_json::Value> {
+    let d = p.with_extension("dump.json");
+    let text = std::fs::read_to_string(d).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn inspect_json_matches_every_reference_dump() {
+    let mut compared = 0;
+    for p in reference_ggufs() {
+        let Some(dump) = dump_for(&p) else { continue };
+        let g = MappedGguf::open(&p).unwrap();
+        let ours = inspect::report_json(&g, true);
+        for key in [
+            "version",
+            "n_tensors",
+            "n_kv",
+            "alignment",
+            "data_start",
+            "file_size",
+            "kv",
+        ] {
+            assert_eq!(ours[key], dump[key], "{}: field {key}", p.display());
+        }
+        let (ot, dt) = (
+            ours["tensors"].as_array().unwrap(),
+            dump["tensors"].as_array().unwrap(),
+        );
+        assert_eq!(ot.len(), dt.len(), "{}", p.display());
+        for (o, d) in ot.iter().zip(dt) {
+            for (k, v) in d.as_object().unwrap() {
+                assert_eq!(&o[k], v, "{}: tensor {} field {k}", p.display(), d["name"]);
+            }
+        }
+        compared += 1;
+    }
+    // Every reference file but llama-cpp/tiny-f32.gguf has a dump.
+    assert!(compared >= 8, "compared only {compared} dumps");
+}
+
+#[test]
+fn cli_inspect_json_hash_matches_a_dump() {
+    let p = common::tiny().join("bitnet-cpp/from-fp32/ggml-model-tl1.gguf");
+    let out = common::bitconv()
+        .args(["inspect", "--json", "--hash"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dump = dump_for(&p).unwrap();
+    assert_eq!(ours["kv"], dump["kv"]);
+    assert_eq!(
+        ours["tensors"][2]["sha256_span"],
+        dump["tensors"][2]["sha256_span"]
+    );
+    // TL1 exposes the hidden per-tensor scale.
+    assert!(ours["tensors"][2]["scale"].as_f64().unwrap() > 0.0);
+}
+
+/// Writes a parsed file back out, copying each tensor's span.
+fn rewrite(bytes: &[u8], h: &GgufHeader) -> Vec<u8> {
+    let specs = h
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut w = GgufWriter::new(Vec::new(), &h.kv, specs).unwrap();
+    for t in &h.tensors {
+        w.write_tensor(&t.name, h.tensor_bytes(bytes, t)).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+#[test]
+fn rewriting_every_reference_file_reproduces_it_byte_for_byte() {
+    for p in reference_ggufs() {
+        let bytes = std::fs::read(&p).unwrap();
+        let h = GgufHeader::parse(&bytes, &p).unwrap();
+        let out = rewrite(&bytes, &h);
+        assert!(out == bytes, "{} differs after read+write", p.display());
+    }
+}
+
+#[test]
+fn tl_hidden_scale_is_exposed_and_outside_the_table() {
+    let p = common::tiny().join("bitnet-cpp/from-fp32/ggml-model-tl2.gguf");
+    let g = MappedGguf::open(&p).unwrap();
+    let h = &g.header;
+    assert!(h.tensors.iter().all(|t| !t.name.ends_with("_scale")));
+    let t = h.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!(t.ty, GgmlType::TL2);
+    let s = g.ternary_scale(t).unwrap();
+    // The same tensor's I2_S scale in the I2_S file of the same checkpoint.
+    let i2 = MappedGguf::open(&common::tiny().join("bitnet-cpp/from-fp32/ggml-model-i2_s.gguf"))
+        .unwrap();
+    let ti = i2.header.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!(s.to_bits(), i2.ternary_scale(ti).unwrap().to_bits());
+}
+
+fn all_value_kinds() -> Vec<(String, Value)> {
+    vec![
+        ("general.alignment".into(), Value::U32(64)),
+        ("t.u8".into(), Value::U8(200)),
+        ("t.i8".into(), Value::I8(-5)),
+        ("t.u16".into(), Value::U16(65000)),
+        ("t.i16".into(), Value::I16(-32000)),
+        ("t.u32".into(), Value::U32(4_000_000_000)),
+        ("t.i32".into(), Value::I32(-2_000_000_000)),
+        ("t.f32".into(), Value::F32(-1.5e-7)),
+        ("t.bool".into(), Value::Bool(true)),
+        ("t.str".into(), Value::String("héllo ✓".into())),
+        ("t.u64".into(), Value::U64(u64::MAX)),
+        ("t.i64".into(), Value::I64(i64::MIN)),
+        ("t.f64".into(), Value::F64(std::f64::consts::PI)),
+        ("t.arr_str".into(), Value::str_array(["a", "", "ccc"])),
+        ("t.arr_empty".into(), Value::Array(ValueType::U16, vec![])),
+        ("t.arr_f32".into(), Value::f32_array([1.0, -2.0])),
+        (
+            "t.arr_arr".into(),
+            Value::Array(
+                ValueType::Array,
+                vec![
+                    Value::i32_array([1, 2, 3]),
+                    Value::Array(ValueType::I32, vec![]),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_value_type_and_odd_alignment_round_trips() {
+    for align in [8u32, 32, 64, 4096] {
+        let mut kv = all_value_kinds();
+        kv[0].1 = Value::U32(align);
+        let tensors = vec![
+            TensorSpec {
+                name: "a".into(),
+                dims: vec![3],
+                ty: GgmlType::F32,
+            },
+            TensorSpec {
+                name: "b".into(),
+                dims: vec![32, 2],
+                ty: GgmlType::Q8_0,
+            },
+            TensorSpec {
+                name: "c".into(),
+                dims: vec![256, 2],
+                ty: GgmlType::TL2,
+            },
+            TensorSpec {
+                name: "d".into(),
+                dims: vec![128, 1],
+                ty: GgmlType::I2_S,
+            },
+        ];
+        let mut w = GgufWriter::new(Vec::new(), &kv, tensors.clone()).unwrap();
+        let sizes: Vec<u64> = w.tensors().iter().map(|t| t.nbytes).collect();
+        for (i, n) in sizes.iter().enumerate() {
+            // Write in awkward chunks to exercise streaming.
+            let data: Vec<u8> = (0..*n)
+                .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8))
+                .collect();
+            for chunk in data.chunks(7) {
+                w.write_data(chunk).unwrap();
+            }
+        }
+        let bytes = w.finish().unwrap();
+        let h = GgufHeader::parse(&bytes, Path::new("mem")).unwrap();
+        assert_eq!(h.alignment, align as u64);
+        assert_eq!(h.kv, kv);
+        assert_eq!(h.data_start % align as u64, 0);
+        for (t, spec) in h.tensors.iter().zip(&tensors) {
+            assert_eq!((&t.name, &t.dims, t.ty), (&spec.name, &spec.dims, spec.ty));
+            assert_eq!(t.offset % align as u64, 0);
+        }
+        assert_eq!(rewrite(&bytes, &h), bytes);
+    }
+}
+
+#[test]
+fn zero_tensor_file_round_trips() {
+    let kv = vec![(
+        "general.architecture".to_string(),
+        Value::String("bitnet".into()),
+    )];
+    let bytes = GgufWriter::new(Vec::new(), &kv, vec![])
+        .unwrap()
+        .finish()
+        .unwrap();
+    let h = GgufHeader::parse(&bytes, Path::new("mem")).unwrap();
+    assert!(h.tensors.is_empty());
+    assert_eq!(h.kv, kv);
+    assert_eq!(rewrite(&bytes, &h), bytes);
+    let empty = GgufWriter::new(Vec::new(), &[], vec![])
+        .unwrap()
+        .finish()
+        .unwrap();
+    let h = GgufHeader::parse(&empty, Path::new("mem")).unwrap();
+    assert!(h.kv.is_empty() && h.tensors.is_empty());
+}
+
+#[test]
+fn writer_refuses_wrong_lengths_and_order() {
+    let t = vec![
+        TensorSpec {
+            name: "a".into(),
+            dims: vec![4],
+            ty: GgmlType::F32,
+        },
+        TensorSpec {
+            name: "b".into(),
+            dims: vec![4],
+            ty: GgmlType::F32,
+        },
+    ];
+    let mut w = GgufWriter::new(Vec::new(), &[], t.clone()).unwrap();
+    assert!(w.write_tensor("b", &[0; 16]).is_err());
+    assert!(w.write_tensor("a", &[0; 15]).is_err());
+    let mut w = GgufWriter::new(Vec::new(), &[], t).unwrap();
+    w.write_tensor("a", &[0; 16]).unwrap();
+    assert!(
+        w.finish().is_err(),
+        "finishing with a tensor missing must fail"
+    );
+    let bad = vec![TensorSpec {
+        name: "q".into(),
+        dims: vec![33],
+        ty: GgmlType::Q8_0,
+    }];
+    let err = GgufWriter::new(Vec::new(), &[], bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("q") && err.contains("multiple of 32"), "{err}");
+}
+
+fn arb_value(depth: u32) -> BoxedStrategy<Value> {
+    let leaf = prop_oneof![
+        any::<u8>().prop_map(Value::U8),
+        any::<i8>().prop_map(Value::I8),
+        any::<u16>().prop_map(Value::U16),
+        any::<i16>().prop_map(Value::I16),
+        any::<u32>().prop_map(Value::U32),
+        any::<i32>().prop_map(Value::I32),
+        any::<u32>().prop_map(|b| Value::F32(f32::from_bits(b))),
+        any::<bool>().prop_map(Value::Bool),
+        ".{0,20}".prop_map(Value::String),
+        any::<u64>().prop_map(Value::U64),
+        any::<i64>().prop_map(Value::I64),
+        any::<u64>().prop_map(|b| Value::F64(f64::from_bits(b))),
+    ];
+    if depth == 0 {
+        return leaf.boxed();
+    }
+    prop_oneof![
+        3 => leaf,
+        1 => (arb_value(depth - 1), 0usize..5).prop_flat_map(|(proto, n)| {
+            let t = proto.value_type();
+            proptest::collection::vec(Just(proto), n).prop_map(move |items| Value::Array(t, items))
+        }),
+    ]
+    .boxed()
+}
+
+/// Byte-level equality (NaN payloads included), since `Value` compares floats by value.
+fn same_bytes(a: &[(String, Value)]) -> Vec<u8> {
+    GgufWriter::new(Vec::new(), a, vec![])
+        .unwrap()
+        .finish()
+        .unwrap()
+}
+
+proptest! {
+    #[test]
+    fn random_metadata_round_trips(kv in proptest::collection::vec(("[a-z.]{1,12}", arb_value(2)), 0..12)) {
+        let mut kv: Vec<(String, Value)> = kv;
+        let mut seen = std::collections::HashSet::new();
+        kv.retain(|(k, _)| seen.insert(k.clone()) && k != "general.alignment");
+        let bytes = same_bytes(&kv);
+        let h = GgufHeader::parse(&bytes, Path::new("mem")).unwrap();
+        prop_assert_eq!(same_bytes(&h.kv), bytes);
+    }
+
+    #[test]
+    fn truncations_and_corruptions_never_panic(cut in 0usize..2000, flips in proptest::collection::vec((0usize..2000, any::<u8>()), 0..8)) {
+        let kv = all_value_kinds();
+        let t = vec![TensorSpec { name: "w".into(), dims: vec![256, 2], ty: GgmlType::TL2 }];
+        let mut w = GgufWriter::new(Vec::new(), &kv, t).unwrap();
+        let n = w.tensors()[0].nbytes as usize;
+        w.write_data(&vec![1u8; n]).unwrap();
+        let mut bytes = w.finish().unwrap();
+        for (i, b) in flips {
+            if i < bytes.len() { bytes[i] = b; }
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        let _ = GgufHeader::parse(&bytes, Path::new("mem"));
+    }
+}
+
+/// A small valid file to corrupt.
+fn small_file() -> Vec<u8> {
+    let kv = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String("bitnet".into()),
+        ),
+        ("x".to_string(), Value::U32(7)),
+    ];
+    let t = vec![
+        TensorSpec {
+            name: "a".into(),
+            dims: vec![8],
+            ty: GgmlType::F32,
+        },
+        TensorSpec {
+            name: "b".into(),
+            dims: vec![8],
+            ty: GgmlType::F32,
+        },
+    ];
+    let mut w = GgufWriter::new(Vec::new(), &kv, t).unwrap();
+    w.write_tensor("a", &[1; 32]).unwrap();
+    w.write_tensor("b", &[2; 32]).unwrap();
+    w.finish().unwrap()
+}
+
+fn parse_err(bytes: &[u8]) -> bitconv::gguf::ReadError {
+    GgufHeader::parse(bytes, Path::new("bad.gguf")).unwrap_err()
+}
+
+/// Offsets into `small_file()`: header 24 bytes, then KV 0 (key len 8 + 20 + type 4 + str 8 + 6).
+const KV1_START: usize = 24 + 8 + 20 + 4 + 8 + 6;
+const TI_START: usize = KV1_START + 8 + 1 + 4 + 4;
+
+#[test]
+fn bad_magic_and_version() {
+    let mut b = small_file();
+    b[0] = b'X';
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::BadMagic);
+    assert!(e.to_string().contains("bad.gguf") && e.to_string().contains("header.magic"));
+    let mut b = small_file();
+    b[4..8].copy_from_slice(&9u32.to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::UnsupportedVersion(9));
+    assert!(e.to_string().contains("header.version"), "{e}");
+}
+
+#[test]
+fn truncated_header() {
+    let b = small_file();
+    for cut in [0, 3, 10, 20, KV1_START + 3, TI_START + 5] {
+        let e = parse_err(&b[..cut]);
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::Truncated | ErrorKind::CountTooLarge(_) | ErrorKind::BadMagic
+            ),
+            "cut {cut}: {e}"
+        );
+    }
+    let e = parse_err(&b[..TI_START + 5]);
+    assert!(e.to_string().contains("tensor_info[0]"), "{e}");
+}
+
+#[test]
+fn huge_counts_fail_without_allocating() {
+    for (at, field) in [(8, "header.n_tensors"), (16, "header.n_kv")] {
+        let mut b = small_file();
+        b[at..at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        let e = parse_err(&b);
+        assert_eq!(e.kind, ErrorKind::CountTooLarge(1 << 60));
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    // An array claiming 2^60 elements.
+    let kv = vec![("arr".to_string(), Value::i32_array([1, 2]))];
+    let mut b = same_bytes(&kv);
+    let count_at = 24 + 8 + 3 + 4 + 4;
+    b[count_at..count_at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::CountTooLarge(1 << 60));
+    assert!(e.to_string().contains("kv[0] (arr)"), "{e}");
+}
+
+#[test]
+fn string_longer_than_file() {
+    let mut b = small_file();
+    b[24..32].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::CountTooLarge(1 << 40));
+    assert!(e.to_string().contains("kv[0].key"), "{e}");
+}
+
+#[test]
+fn invalid_utf8_key() {
+    let mut b = small_file();
+    b[32] = 0xff;
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::InvalidUtf8);
+    assert!(e.to_string().contains("kv[0].key"), "{e}");
+}
+
+#[test]
+fn unknown_value_type() {
+    let mut b = small_file();
+    b[KV1_START + 9..KV1_START + 13].copy_from_slice(&77u32.to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::UnknownValueType(77));
+    assert!(e.to_string().contains("kv[1] (x).type"), "{e}");
+}
+
+/// Byte offset of tensor info `i`'s type field in `small_file()` (names are one byte, 1 dim).
+fn ti_type_at(i: usize) -> usize {
+    TI_START + i * (8 + 1 + 4 + 8 + 4 + 8) + 8 + 1 + 4 + 8
+}
+
+#[test]
+fn unknown_tensor_type_names_the_tensor_and_id() {
+    let mut b = small_file();
+    let at = ti_type_at(1);
+    b[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::UnknownTensorType(99));
+    let s = e.to_string();
+    assert!(s.contains("tensor_info[1] (b)") && s.contains("99"), "{s}");
+}
+
+#[test]
+fn offsets_past_the_end_and_overlaps() {
+    let mut b = small_file();
+    let at = ti_type_at(1) + 4;
+    b[at..at + 8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::OutOfBounds);
+    assert!(e.to_string().contains("tensor_info[1] (b).offset"), "{e}");
+
+    let mut b = small_file();
+    b[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    let e = parse_err(&b);
+    assert_eq!(e.kind, ErrorKind::Overlap("a".into()));
+    assert!(e.to_string().contains("(b)"), "{e}");
+
+    let mut b = small_file();
+    b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_eq!(parse_err(&b).kind, ErrorKind::BadAlignment(u64::MAX));
+    b[at..at + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
+    assert_eq!(parse_err(&b).kind, ErrorKind::OutOfBounds);
+}
+
+#[test]
+fn truncated_data_section() {
+    let b = small_file();
+    let e = parse_err(&b[..b.len() - 1]);
+    assert_eq!(e.kind, ErrorKind::OutOfBounds);
+}
+
+#[test]
+fn cli_reports_bad_files_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("broken.gguf");
+    let mut b = small_file();
+    let at = ti_type_at(0);
+    b[at..at + 4].copy_from_slice(&1234u32.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    let out = common::bitconv().arg("inspect").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.gguf")
+            && err.contains("tensor_info[0] (a).type")
+            && err.contains("1234"),
+        "{err}"
+    );
+}

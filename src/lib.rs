@@ -9,4 +9,5 @@
 
 pub mod checkpoint;
 pub mod gguf;
+pub mod quant;
 pub mod util;

@@ -6,8 +6,11 @@ use std::path::Path;
 
 use bitconv::checkpoint::{Arch, Checkpoint, CheckpointError, SafetensorSet, StDtype};
 
-/// Serializes tensors (name, dtype string, shape, bytes) as a safetensors file.
-fn write_st(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+/// A tensor to serialize: name, dtype string, shape, bytes.
+type StTensor<'a> = (&'a str, &'a str, Vec<usize>, Vec<u8>);
+
+/// Serializes tensors as a safetensors file.
+fn write_st(path: &Path, tensors: &[StTensor]) {
     let mut header = serde_json::Map::new();
     let mut off = 0usize;
     let mut data = Vec::new();
@@ -50,7 +53,7 @@ fn sharded_copy(dir: &Path) -> serde_json::Map<String, serde_json::Value> {
     let src = common::tiny().join("ckpt-fp16");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     let set = SafetensorSet::open_dir(&src).unwrap();
-    let mut parts: [Vec<(&str, &str, Vec<usize>, Vec<u8>)>; 2] = [vec![], vec![]];
+    let mut parts: [Vec<StTensor>; 2] = [vec![], vec![]];
     let mut map = serde_json::Map::new();
     for (i, t) in set.tensors.iter().enumerate() {
         let p = i % 2;

@@ -3,4 +3,5 @@
 
 pub mod absmean;
 pub mod dtype;
+pub mod layouts;
 pub mod ternary;

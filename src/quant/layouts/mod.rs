@@ -1,0 +1,315 @@
+//! Byte layouts of ternary (1.58-bit) weights and of the small-block formats
+//! that sit next to them in a GGUF file.
+//!
+//! # Conventions shared by every submodule
+//!
+//! * A weight matrix has shape `M × K`: `M` output rows (Hugging Face
+//!   `out_features`, GGUF `ne1`) and `K` input columns (`in_features`, GGUF
+//!   `ne0`). GGUF tensor-info dims are therefore `[K, M]`.
+//! * Ternary codes are `i8` values in `{-1, 0, 1}`, stored row-major
+//!   (`codes[row * K + col]`). Every packer checks the codes and reports the
+//!   first value outside that set as [`LayoutError::InvalidCode`].
+//! * Functions taking an `out: &mut [u8]` slice never allocate; the slice must
+//!   have exactly the layout's byte size and is fully overwritten (padding
+//!   included). On error the contents of `out` are unspecified.
+//! * Sizes are the tensor's *own* bytes, as `ggml_nbytes` counts them. GGUF
+//!   alignment padding and the hidden 32-byte scale slot that follows a TL1/TL2
+//!   tensor belong to the GGUF writer; [`scale_slot`] builds that slot.
+//!
+//! # Submodules
+//!
+//! | module | format | source of truth |
+//! |---|---|---|
+//! | [`i2s`] | I2_S (type 36), 128-value / 32-byte interleave + f32 scale | bitnet.cpp fork, x86 `ACT_PARALLEL` layout |
+//! | [`tl1`] | TL1 (type 38), pair-index nibbles in BM/BK/bm tiles | bitnet.cpp converter |
+//! | [`tl2`] | TL2 (type 39/42), triple magnitudes + sign words + pair part | bitnet.cpp converter |
+//! | [`tq1_0`] | TQ1_0 (type 34), 256-value blocks of base-3 bytes, 54 bytes | mainline ggml reference quantizer |
+//! | [`tq2_0`] | TQ2_0 (type 35), 256-value blocks of 2-bit codes, 66 bytes | mainline ggml reference quantizer |
+//! | [`q8_0`] | Q8_0 (type 8), 32-value blocks, f16 scale + 32 × i8 | ggml reference quantizer |
+//! | [`params`] | BM/BK/bm kernel parameters, `kernel_config.ini` | bitnet.cpp `setup_env.py` / codegen |
+
+pub mod i2s;
+pub mod params;
+pub mod q8_0;
+pub mod tl1;
+pub mod tl2;
+pub mod tq1_0;
+pub mod tq2_0;
+
+pub use params::{KernelEntry, TlLayout, TlParams};
+
+/// Errors of the layout functions. Every variant names the shape, parameter
+/// or position that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// The code or value slice does not hold exactly `M·K` (or the expected
+    /// number of) elements.
+    #[error("input has {actual} elements, expected {expected} ({what})")]
+    InputLength {
+        /// What the length was derived from, e.g. `"M×K = 256×768"`.
+        what: String,
+        /// Required element count.
+        expected: usize,
+        /// Element count received.
+        actual: usize,
+    },
+    /// The output slice has the wrong size.
+    #[error("output buffer has {actual} bytes, expected {expected} ({what})")]
+    OutputLength {
+        /// What the size was derived from.
+        what: String,
+        /// Required byte count.
+        expected: usize,
+        /// Byte count received.
+        actual: usize,
+    },
+    /// The packed data to decode is shorter than the layout needs.
+    #[error("packed data has {actual} bytes, need at least {expected} ({what})")]
+    DataTooShort {
+        /// What the size was derived from.
+        what: String,
+        /// Minimum byte count.
+        expected: usize,
+        /// Byte count received.
+        actual: usize,
+    },
+    /// A ternary code is not in `{-1, 0, 1}`.
+    #[error("ternary code {value} at index {index} is not -1, 0 or 1")]
+    InvalidCode {
+        /// Row-major element index.
+        index: usize,
+        /// The offending value.
+        value: i8,
+    },
+    /// Packed bytes hold a value the layout can never produce.
+    #[error("invalid packed data at byte {offset}: {reason}")]
+    InvalidData {
+        /// Byte offset inside the tensor data.
+        offset: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The matrix shape cannot be stored in this layout.
+    #[error("shape M={m} K={k} is not valid for {layout}: {reason}")]
+    InvalidShape {
+        /// Layout name (`"I2_S"`, `"TL2"`, …).
+        layout: &'static str,
+        /// Output rows.
+        m: usize,
+        /// Input columns.
+        k: usize,
+        /// Which constraint fails.
+        reason: String,
+    },
+    /// The kernel parameters do not fit the shape.
+    #[error("kernel parameters {params} are not valid for {layout} shape M={m} K={k}: {reason}")]
+    InvalidParams {
+        /// Layout name (`"TL1"` or `"TL2"`).
+        layout: &'static str,
+        /// Output rows.
+        m: usize,
+        /// Input columns.
+        k: usize,
+        /// The rejected parameters.
+        params: TlParams,
+        /// Which constraint fails.
+        reason: String,
+    },
+    /// No valid kernel parameters exist for a shape.
+    #[error("no {layout} kernel parameters exist for shape M={m} K={k}: {reason}")]
+    NoParams {
+        /// Layout name.
+        layout: &'static str,
+        /// Output rows.
+        m: usize,
+        /// Input columns.
+        k: usize,
+        /// Why every candidate was rejected.
+        reason: String,
+    },
+    /// A `kernel_config.ini` text could not be parsed.
+    #[error("kernel config line {line}: {message}")]
+    Config {
+        /// 1-based line number (the line after the last one for errors found
+        /// at end of input).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, LayoutError>;
+
+/// Size of the hidden scale slot a GGUF writer places after every TL1/TL2
+/// tensor (f32 scale, then 28 zero bytes), and of the I2_S tail.
+pub const SCALE_SLOT_BYTES: usize = 32;
+
+/// Rounds `n` up to a multiple of 32 (GGUF alignment in every reference file).
+pub const fn pad32(n: usize) -> usize {
+    n.div_ceil(32) * 32
+}
+
+/// The 32-byte hidden scale slot of a TL1/TL2 tensor: `scale` as
+/// little-endian f32 followed by 28 zero bytes. The writer places it at
+/// `pad32(nbytes)` after the tensor's start and advances the running offset by
+/// `pad32(nbytes) + 32`.
+pub fn scale_slot(scale: f32) -> [u8; SCALE_SLOT_BYTES] {
+    let mut slot = [0u8; SCALE_SLOT_BYTES];
+    slot[..4].copy_from_slice(&scale.to_le_bytes());
+    slot
+}
+
+/// Ternarizes fake-quantized weights the way every reference packer prepares
+/// them: `0` when `|x| < 1e-6`, otherwise the sign of `x`. NaN maps to `0`.
+///
+/// `out` must have the same length as `values`.
+pub fn sign_codes(values: &[f32], out: &mut [i8]) -> Result<()> {
+    if out.len() != values.len() {
+        return Err(LayoutError::OutputLength {
+            what: "one code per value".into(),
+            expected: values.len(),
+            actual: out.len(),
+        });
+    }
+    for (o, &x) in out.iter_mut().zip(values) {
+        *o = if x.abs() < 1e-6 || x.is_nan() {
+            0
+        } else if x > 0.0 {
+            1
+        } else {
+            -1
+        };
+    }
+    Ok(())
+}
+
+/// Checks that every code is in `{-1, 0, 1}`; reports the first one that is
+/// not.
+pub fn check_codes(codes: &[i8]) -> Result<()> {
+    // Branch-free scan first, locate only on failure.
+    let bad = codes
+        .iter()
+        .fold(false, |acc, &c| acc | ((c as u8).wrapping_add(1) > 2));
+    if !bad {
+        return Ok(());
+    }
+    let (index, &value) = codes
+        .iter()
+        .enumerate()
+        .find(|(_, &c)| !(-1..=1).contains(&c))
+        .expect("a bad code was seen");
+    Err(LayoutError::InvalidCode { index, value })
+}
+
+/// `m * k`, or an [`LayoutError::InvalidShape`] when it overflows.
+pub(crate) fn checked_n(layout: &'static str, m: usize, k: usize) -> Result<usize> {
+    m.checked_mul(k).ok_or_else(|| LayoutError::InvalidShape {
+        layout,
+        m,
+        k,
+        reason: "M·K overflows usize".into(),
+    })
+}
+
+/// Checks `codes.len() == m * k` (with overflow detection).
+pub(crate) fn check_codes_len(
+    layout: &'static str,
+    codes: &[i8],
+    m: usize,
+    k: usize,
+) -> Result<()> {
+    let n = checked_n(layout, m, k)?;
+    if codes.len() != n {
+        return Err(LayoutError::InputLength {
+            what: format!("{layout} codes, M×K = {m}×{k}"),
+            expected: n,
+            actual: codes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `out.len() == expected`.
+pub(crate) fn check_out_len(
+    what: impl FnOnce() -> String,
+    out: &[u8],
+    expected: usize,
+) -> Result<()> {
+    if out.len() != expected {
+        return Err(LayoutError::OutputLength {
+            what: what(),
+            expected,
+            actual: out.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `data.len() >= expected`.
+pub(crate) fn check_data_len(
+    what: impl FnOnce() -> String,
+    data: &[u8],
+    expected: usize,
+) -> Result<()> {
+    if data.len() < expected {
+        return Err(LayoutError::DataTooShort {
+            what: what(),
+            expected,
+            actual: data.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Round half away from zero, as C `roundf`/`lroundf` and gguf-py's
+/// `np_roundf` do (Rust's `f32::round` has the same definition).
+#[inline]
+pub(crate) fn round_away(x: f32) -> f32 {
+    x.round()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad32_values() {
+        assert_eq!(pad32(0), 0);
+        assert_eq!(pad32(1), 32);
+        assert_eq!(pad32(32), 32);
+        assert_eq!(pad32(43690), 43712);
+    }
+
+    #[test]
+    fn scale_slot_layout() {
+        let s = scale_slot(0.5);
+        assert_eq!(&s[..4], &0.5f32.to_le_bytes());
+        assert!(s[4..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn sign_codes_threshold() {
+        let v = [0.0, 1e-7, -1e-7, 1e-6, -1e-6, 0.3, -2.0, f32::NAN];
+        let mut c = [9i8; 8];
+        sign_codes(&v, &mut c).unwrap();
+        assert_eq!(c, [0, 0, 0, 1, -1, 1, -1, 0]);
+        assert!(sign_codes(&v, &mut [0i8; 3]).is_err());
+    }
+
+    #[test]
+    fn check_codes_reports_first_bad() {
+        assert!(check_codes(&[-1, 0, 1, 1]).is_ok());
+        assert_eq!(
+            check_codes(&[0, 1, 2, -2]),
+            Err(LayoutError::InvalidCode { index: 2, value: 2 })
+        );
+        assert_eq!(
+            check_codes(&[0, i8::MIN]),
+            Err(LayoutError::InvalidCode {
+                index: 1,
+                value: i8::MIN
+            })
+        );
+    }
+}

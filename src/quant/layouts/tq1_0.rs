@@ -1,0 +1,243 @@
+//! TQ1_0: mainline ggml's 1.6875-bit ternary type (GGML type 34), as its
+//! reference quantizer (`quantize_row_tq1_0_ref`, and gguf-py's numpy port
+//! that `convert_hf_to_gguf.py --outtype tq1_0` runs) computes it.
+//!
+//! Blocks of 256 values, 54 bytes each: `qs[48]`, `qh[4]`, `d` (f16 LE).
+//!
+//! * `d = max|x|` over the block (f32, stored as f16 rounded to nearest
+//!   even); `id = 1/d` (0 when `d == 0`); trit `t = round(x·id) + 1 ∈ {0,1,2}`
+//!   with rounding half away from zero (C `lroundf`, numpy `np_roundf`).
+//! * `qs[m]`, `m < 32`: trits of values `m, m+32, m+64, m+96, m+128`;
+//!   `qs[32+m]`, `m < 16`: values `160+m, 176+m, 192+m, 208+m, 224+m`;
+//!   `qh[j]`, `j < 4`: values `240+j, 244+j, 248+j, 252+j` and a fifth trit 0.
+//!   The first value is the most significant trit: `q = Σ tᵢ·3^(4−i)`, stored
+//!   as the byte `⌈q·256/243⌉`.
+//! * Decoding trit `i` of byte `b`: `((b·3^i mod 256)·3) >> 8`.
+//!
+//! The quantizer takes real values: codes are recovered as
+//! `round(x / max|x|)`, so fake-quantized weights (all nonzeros `±s`) give
+//! their exact ternary codes and `d = f16(s)` for every block that is not all
+//! zero (an all-zero block has `d = 0`). Non-finite inputs give unspecified
+//! (but not panicking) output.
+
+use half::f16;
+
+use super::{check_data_len, check_out_len, round_away, LayoutError, Result};
+
+/// GGML type id.
+pub const TYPE_ID: u32 = 34;
+/// Values per block (`QK_K`).
+pub const BLOCK_VALUES: usize = 256;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 54;
+
+const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+
+/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 54`.
+pub const fn nbytes(n: usize) -> usize {
+    n / BLOCK_VALUES * BLOCK_BYTES
+}
+
+fn check_n(n: usize) -> Result<()> {
+    if n % BLOCK_VALUES != 0 {
+        return Err(LayoutError::InputLength {
+            what: "TQ1_0 needs a multiple of 256 values (each row's K % 256 == 0)".into(),
+            expected: n.div_ceil(BLOCK_VALUES) * BLOCK_VALUES,
+            actual: n,
+        });
+    }
+    Ok(())
+}
+
+/// Per-block scale `max|x|` (C `MAX(amax, fabsf(v))` order).
+pub(crate) fn block_amax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |a, &v| {
+        let av = v.abs();
+        if a > av {
+            a
+        } else {
+            av
+        }
+    })
+}
+
+#[inline]
+fn trit(x: f32, id: f32) -> u8 {
+    (round_away(x * id) as i32 + 1).clamp(0, 2) as u8
+}
+
+#[inline]
+fn pack5(q: u16) -> u8 {
+    // ⌈q·256/243⌉ (243 = 3^5)
+    (q * 256).div_ceil(243) as u8
+}
+
+fn quantize_block(x: &[f32], out: &mut [u8]) {
+    let d = block_amax(x);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for m in 0..32 {
+        let mut q = 0u16;
+        for n in 0..5 {
+            q = q * 3 + trit(x[m + 32 * n], id) as u16;
+        }
+        out[m] = pack5(q);
+    }
+    for m in 0..16 {
+        let mut q = 0u16;
+        for n in 0..5 {
+            q = q * 3 + trit(x[160 + m + 16 * n], id) as u16;
+        }
+        out[32 + m] = pack5(q);
+    }
+    for j in 0..4 {
+        let mut q = 0u16;
+        for n in 0..4 {
+            q = q * 3 + trit(x[240 + j + 4 * n], id) as u16;
+        }
+        out[48 + j] = pack5(q * 3);
+    }
+    out[52..54].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+}
+
+/// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
+/// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
+pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
+    check_n(values.len())?;
+    check_out_len(
+        || format!("TQ1_0 of {} values (n/256·54)", values.len()),
+        out,
+        nbytes(values.len()),
+    )?;
+    for (x, o) in values
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+    {
+        quantize_block(x, o);
+    }
+    Ok(())
+}
+
+#[inline]
+fn trit_at(b: u8, i: usize) -> u8 {
+    ((b.wrapping_mul(POW3[i]) as u16 * 3) >> 8) as u8
+}
+
+/// Calls `f(value index in block, trit 0..=2)` for every value of a block.
+fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {
+    for (m, &b) in blk[..32].iter().enumerate() {
+        for n in 0..5 {
+            f(m + 32 * n, trit_at(b, n));
+        }
+    }
+    for (m, &b) in blk[32..48].iter().enumerate() {
+        for n in 0..5 {
+            f(160 + m + 16 * n, trit_at(b, n));
+        }
+    }
+    for (j, &b) in blk[48..52].iter().enumerate() {
+        for n in 0..4 {
+            f(240 + j + 4 * n, trit_at(b, n));
+        }
+    }
+}
+
+fn block_d(blk: &[u8]) -> f32 {
+    f16::from_le_bytes([blk[52], blk[53]]).to_f32()
+}
+
+fn check_input(data: &[u8], n: usize) -> Result<()> {
+    check_n(n)?;
+    check_data_len(
+        || format!("TQ1_0 of {n} values (n/256·54)"),
+        data,
+        nbytes(n),
+    )
+}
+
+/// Dequantizes `n` values (a multiple of 256) from `data` (at least
+/// [`nbytes`]`(n)` bytes): `(t − 1)·d` per value, as ggml does.
+pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
+    check_input(data, n)?;
+    let mut out = vec![0.0f32; n];
+    for (blk, y) in data
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(BLOCK_VALUES))
+    {
+        let d = block_d(blk);
+        decode_block(blk, |i, t| y[i] = (t as i32 - 1) as f32 * d);
+    }
+    Ok(out)
+}
+
+/// Ternary codes (`t − 1 ∈ {-1, 0, 1}`) of `n` values and the per-block
+/// scales `d` (f16 widened to f32, one per 256 values).
+pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    check_input(data, n)?;
+    let mut codes = vec![0i8; n];
+    let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
+    for (blk, c) in data
+        .chunks_exact(BLOCK_BYTES)
+        .zip(codes.chunks_exact_mut(BLOCK_VALUES))
+    {
+        scales.push(block_d(blk));
+        decode_block(blk, |i, t| c[i] = t as i8 - 1);
+    }
+    Ok((codes, scales))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_trit_bytes_decode() {
+        // Every 5-trit number survives the ⌈q·256/243⌉ encoding.
+        for q in 0..243u16 {
+            let b = pack5(q);
+            let mut back = 0u16;
+            for i in 0..5 {
+                back = back * 3 + trit_at(b, i) as u16;
+            }
+            assert_eq!(back, q);
+        }
+    }
+
+    #[test]
+    fn roundtrip_fake_quantized() {
+        let s = 0.037f32;
+        let codes_in: Vec<i8> = (0..512).map(|i| ((i * 7 + i / 3) % 3) as i8 - 1).collect();
+        let mut vals: Vec<f32> = codes_in.iter().map(|&c| c as f32 * s).collect();
+        vals[256..].fill(0.0);
+        let mut out = vec![0u8; nbytes(512)];
+        quantize_into(&vals, &mut out).unwrap();
+        let (c, d) = codes(&out, 512).unwrap();
+        assert_eq!(&c[..256], &codes_in[..256]);
+        assert!(c[256..].iter().all(|&x| x == 0));
+        assert_eq!(d, vec![f16::from_f32(s).to_f32(), 0.0]);
+        let deq = dequantize(&out, 512).unwrap();
+        assert_eq!(deq[0], codes_in[0] as f32 * f16::from_f32(s).to_f32());
+    }
+
+    #[test]
+    fn rounding_half_away_from_zero() {
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 1.0;
+        vals[1] = 0.5; // → 1
+        vals[2] = -0.5; // → -1
+        vals[3] = 0.49; // → 0
+        let mut out = vec![0u8; 54];
+        quantize_into(&vals, &mut out).unwrap();
+        let (c, _) = codes(&out, 256).unwrap();
+        assert_eq!(&c[..4], &[1, 1, -1, 0]);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(quantize_into(&[0.0; 100], &mut [0u8; 54]).is_err());
+        assert!(quantize_into(&[0.0; 256], &mut [0u8; 53]).is_err());
+        assert!(codes(&[0u8; 53], 256).is_err());
+        assert!(dequantize(&[0u8; 54], 255).is_err());
+        let mut out = [0u8; 54];
+        quantize_into(&[f32::NAN; 256], &mut out).unwrap();
+    }
+}

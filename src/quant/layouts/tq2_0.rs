@@ -1,0 +1,180 @@
+//! TQ2_0: mainline ggml's 2-bit ternary type (GGML type 35), as its reference
+//! quantizer (`quantize_row_tq2_0_ref`, and gguf-py's numpy port that
+//! `convert_hf_to_gguf.py --outtype tq2_0` runs) computes it.
+//!
+//! Blocks of 256 values, 66 bytes each: `qs[64]`, then `d` (f16 LE).
+//!
+//! * `d = max|x|` over the block (f32, stored as f16 rounded to nearest
+//!   even); `id = 1/d` (0 when `d == 0`); code `c = round(x·id) + 1 ∈ {0,1,2}`
+//!   with rounding half away from zero.
+//! * Byte `32·h + m` (`h < 2`, `m < 32`) holds the codes of values
+//!   `128·h + m + 32·n` in bits `2n+1 : 2n`, `n = 0..4` (first value in the
+//!   low bits).
+//! * Dequantized value: `(c − 1)·d`.
+//!
+//! Non-finite inputs give unspecified (but not panicking) output.
+
+use half::f16;
+
+use super::tq1_0::block_amax;
+use super::{check_data_len, check_out_len, round_away, LayoutError, Result};
+
+/// GGML type id.
+pub const TYPE_ID: u32 = 35;
+/// Values per block (`QK_K`).
+pub const BLOCK_VALUES: usize = 256;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 66;
+
+/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 66`.
+pub const fn nbytes(n: usize) -> usize {
+    n / BLOCK_VALUES * BLOCK_BYTES
+}
+
+fn check_n(n: usize) -> Result<()> {
+    if n % BLOCK_VALUES != 0 {
+        return Err(LayoutError::InputLength {
+            what: "TQ2_0 needs a multiple of 256 values (each row's K % 256 == 0)".into(),
+            expected: n.div_ceil(BLOCK_VALUES) * BLOCK_VALUES,
+            actual: n,
+        });
+    }
+    Ok(())
+}
+
+#[inline]
+fn code(x: f32, id: f32) -> u8 {
+    (round_away(x * id) as i32 + 1).clamp(0, 2) as u8
+}
+
+fn quantize_block(x: &[f32], out: &mut [u8]) {
+    let d = block_amax(x);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for h in 0..2 {
+        for m in 0..32 {
+            let mut q = 0u8;
+            for n in 0..4 {
+                q |= code(x[128 * h + m + 32 * n], id) << (2 * n);
+            }
+            out[32 * h + m] = q;
+        }
+    }
+    out[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+}
+
+/// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
+/// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
+pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
+    check_n(values.len())?;
+    check_out_len(
+        || format!("TQ2_0 of {} values (n/256·66)", values.len()),
+        out,
+        nbytes(values.len()),
+    )?;
+    for (x, o) in values
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+    {
+        quantize_block(x, o);
+    }
+    Ok(())
+}
+
+fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {
+    for h in 0..2 {
+        for m in 0..32 {
+            let b = blk[32 * h + m];
+            for n in 0..4 {
+                f(128 * h + m + 32 * n, (b >> (2 * n)) & 3);
+            }
+        }
+    }
+}
+
+fn block_d(blk: &[u8]) -> f32 {
+    f16::from_le_bytes([blk[64], blk[65]]).to_f32()
+}
+
+fn check_input(data: &[u8], n: usize) -> Result<()> {
+    check_n(n)?;
+    check_data_len(
+        || format!("TQ2_0 of {n} values (n/256·66)"),
+        data,
+        nbytes(n),
+    )
+}
+
+/// Dequantizes `n` values (a multiple of 256) from `data` (at least
+/// [`nbytes`]`(n)` bytes): `(c − 1)·d` per value, as ggml does (code 3 gives
+/// `2·d`, as in ggml).
+pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
+    check_input(data, n)?;
+    let mut out = vec![0.0f32; n];
+    for (blk, y) in data
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(BLOCK_VALUES))
+    {
+        let d = block_d(blk);
+        decode_block(blk, |i, c| y[i] = (c as i32 - 1) as f32 * d);
+    }
+    Ok(out)
+}
+
+/// Ternary codes (`c − 1`) of `n` values and the per-block scales `d` (f16
+/// widened to f32). Code 3 never comes out of the quantizer and is reported
+/// as [`LayoutError::InvalidData`].
+pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    check_input(data, n)?;
+    let mut codes = vec![0i8; n];
+    let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
+    let mut bad = None;
+    for (b, (blk, c)) in data
+        .chunks_exact(BLOCK_BYTES)
+        .zip(codes.chunks_exact_mut(BLOCK_VALUES))
+        .enumerate()
+    {
+        scales.push(block_d(blk));
+        decode_block(blk, |i, q| {
+            if q == 3 {
+                bad.get_or_insert(b * BLOCK_BYTES + (i / 128) * 32 + i % 32);
+            }
+            c[i] = q as i8 - 1;
+        });
+    }
+    if let Some(offset) = bad {
+        return Err(LayoutError::InvalidData {
+            offset,
+            reason: "TQ2_0 code 3 (the quantizer only writes 0, 1, 2)".into(),
+        });
+    }
+    Ok((codes, scales))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_positions() {
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 2.0; // byte 0 bits 1:0 = 2
+        vals[32] = -2.0; // byte 0 bits 3:2 = 0
+        vals[128 + 97] = 1.0; // byte 33 bits 7:6 = round(0.5)+1 = 2
+        let mut out = vec![0u8; 66];
+        quantize_into(&vals, &mut out).unwrap();
+        assert_eq!(out[0], 0b01_01_00_10);
+        assert_eq!(out[33], 0b10_01_01_01);
+        assert_eq!(&out[64..], &f16::from_f32(2.0).to_le_bytes());
+        let (c, d) = codes(&out, 256).unwrap();
+        assert_eq!((c[0], c[32], c[225], c[1]), (1, -1, 1, 0));
+        assert_eq!(d, vec![2.0]);
+        assert_eq!(dequantize(&out, 256).unwrap()[32], -2.0);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(quantize_into(&[0.0; 300], &mut [0u8; 66]).is_err());
+        assert!(codes(&[0xFFu8; 66], 256).is_err());
+        assert!(codes(&[0u8; 65], 256).is_err());
+    }
+}

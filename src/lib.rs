@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod convert;
 pub mod gguf;
 pub mod quant;
 pub mod util;

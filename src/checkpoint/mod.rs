@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod names;
+pub mod sentencepiece;
 pub mod tensors;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 

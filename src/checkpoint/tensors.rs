@@ -87,6 +87,32 @@ impl Shard {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Tells the kernel that bytes `range` will not be read again soon, so their pages leave
+    /// this process's resident set (they stay in the page cache). Keeps the resident memory of a
+    /// conversion independent of the model's size. A no-op where unsupported.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let start = range.start.div_ceil(PAGE) * PAGE;
+            let end = (range.end / PAGE * PAGE).min(self.map.len());
+            if end > start {
+                // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only drops
+                // pages, which the kernel faults back in from the file on the next access, so
+                // no reference into the map observes different bytes.
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
 }
 
 /// All tensors of a checkpoint directory, in the order the reference converter visits them:
@@ -282,12 +308,14 @@ pub fn parse_header(
             Dtype::BF16 => StDtype::BF16,
             Dtype::U8 => StDtype::U8,
             Dtype::I8 => StDtype::I8,
-            other => return Err(CheckpointError::Invalid {
-                path: path.to_path_buf(),
-                what: format!(
+            other => {
+                return Err(CheckpointError::Invalid {
+                    path: path.to_path_buf(),
+                    what: format!(
                     "tensor {name:?} has dtype {other:?}; bitconv reads F32, F16, BF16, U8 and I8"
                 ),
-            }),
+                })
+            }
         };
         let (s, e) = info.data_offsets;
         out.push(TensorEntry {

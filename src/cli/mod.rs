@@ -1,6 +1,8 @@
 //! Subcommands, one file each. Exit codes: 0 success, 1 validation failed, 2 could not run.
 
+mod convert;
 mod inspect;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face checkpoint directory to GGUF.
+    Convert(convert::Args),
     /// Describe a GGUF file or a checkpoint directory.
     Inspect(inspect::Args),
 }
@@ -35,6 +39,7 @@ pub type Outcome = anyhow::Result<bool>;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => inspect::run(a),
     };
     match result {
@@ -55,6 +60,18 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Sizes rayon's global pool (`-t`); the default is one thread per core.
+pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        anyhow::ensure!(n > 0, "-t/--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Prints a JSON value to stdout, pretty.

@@ -140,10 +140,16 @@ pub fn pad_to(x: u64, align: u64) -> u64 {
 }
 
 /// The raw TL2 payload size (before the 32-byte rounding and the scale slot), FORMATS.md §3.4.
+/// `None` when `K < 256` or the arithmetic overflows.
 pub fn tl2_raw_bytes(m: u64, k: u64) -> Option<u64> {
-    let three = k.checked_sub(256)?.checked_mul(m)? / 3 * 5 / 8;
-    let two = 256u64.checked_mul(m)? / 2 * 4 / 8;
+    let three = (k.checked_sub(256)?.checked_mul(m)? / 3).checked_mul(5)? / 8;
+    let two = (256u64.checked_mul(m)? / 2).checked_mul(4)? / 8;
     three.checked_add(two)
+}
+
+/// [`pad_to`] that reports overflow.
+pub fn checked_pad_to(x: u64, align: u64) -> Option<u64> {
+    x.div_ceil(align).checked_mul(align)
 }
 
 impl GgmlType {
@@ -211,7 +217,9 @@ impl GgmlType {
                     ty: self,
                     why: "TL2 needs at least 256 columns",
                 })?;
-                pad_to(raw, 32).checked_add(32).ok_or(SizeError::Overflow)
+                checked_pad_to(raw, 32)
+                    .and_then(|p| p.checked_add(32))
+                    .ok_or(SizeError::Overflow)
             }
         }
     }
@@ -243,7 +251,7 @@ impl GgmlType {
         let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
         match self.info().rule {
             SizeRule::I2S => Some(n / 4),
-            SizeRule::Tl1 | SizeRule::Tl2 => Some(pad_to(self.data_bytes(dims).ok()?, 32)),
+            SizeRule::Tl1 | SizeRule::Tl2 => checked_pad_to(self.data_bytes(dims).ok()?, 32),
             SizeRule::Blocks => None,
         }
     }

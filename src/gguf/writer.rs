@@ -93,7 +93,16 @@ pub fn plan(tensors: Vec<TensorSpec>, alignment: u64) -> Result<Vec<PlannedTenso
             offset,
             nbytes,
         });
-        offset = pad_to(offset + nbytes, alignment);
+        offset = offset
+            .checked_add(nbytes)
+            .and_then(|end| super::types::checked_pad_to(end, alignment))
+            .ok_or_else(|| WriteError::Size {
+                tensor: out
+                    .last()
+                    .map(|t: &PlannedTensor| t.spec.name.clone())
+                    .unwrap_or_default(),
+                source: SizeError::Overflow,
+            })?;
     }
     Ok(out)
 }

@@ -1,0 +1,519 @@
+//! The conversion plan: which tensors go into the file, in which order, with which type and
+//! size, and the metadata. Everything is decided and checked here, before a byte is written;
+//! `--dry-run` prints the plan.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::checkpoint::{map_name, Arch, Checkpoint, Mapped, ModelConfig, StDtype, TensorEntry};
+use crate::gguf::{GgmlType, TensorSpec, Value};
+use crate::quant::layouts::{params, KernelEntry, TlLayout, TlParams};
+
+use super::{ConvertError, ConvertOptions, Flavor, OutType};
+
+/// Where a planned tensor's data comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A float tensor converted to the output type (embeddings, norms, head).
+    Float {
+        /// HF tensor name.
+        hf: String,
+    },
+    /// A latent full-precision projection, ternarized with the absmean rule.
+    Latent {
+        /// HF tensor name.
+        hf: String,
+    },
+    /// A packed uint8 projection with its `weight_scale`.
+    Packed {
+        /// HF tensor name of the packed weight.
+        hf: String,
+        /// HF tensor name of its scale.
+        scale: String,
+    },
+}
+
+impl Source {
+    /// The HF tensor holding the data.
+    pub fn hf(&self) -> &str {
+        match self {
+            Source::Float { hf } | Source::Latent { hf } | Source::Packed { hf, .. } => hf,
+        }
+    }
+}
+
+/// One tensor of the output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedTensor {
+    /// GGUF name, dims (ggml order) and type.
+    pub spec: TensorSpec,
+    /// Where the data comes from.
+    pub source: Source,
+    /// Output rows (`M`, PyTorch dim 0; 1 for 1-D tensors).
+    pub m: usize,
+    /// Values per row (`K`).
+    pub k: usize,
+    /// TL1/TL2 kernel parameters.
+    pub tl: Option<TlParams>,
+    /// For `llama`: permute rows of q/k from rotate-half to interleaved order with this many
+    /// heads.
+    pub permute_heads: Option<usize>,
+    /// Bytes in the data section (the type's byte size).
+    pub nbytes: u64,
+    /// A note for the plan (fallbacks, parameter origin).
+    pub note: Option<String>,
+}
+
+/// The whole conversion plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The output type.
+    pub out_type: OutType,
+    /// The GGUF architecture.
+    pub arch: Arch,
+    /// Metadata in write order.
+    pub kv: Vec<(String, Value)>,
+    /// Tensors in write order.
+    pub tensors: Vec<PlannedTensor>,
+    /// TL kernel parameters used, one entry per distinct shape (what `kernel_config.ini` needs).
+    pub kernel_entries: Vec<KernelEntry>,
+    /// Size of the output file in bytes.
+    pub file_size: u64,
+}
+
+impl Plan {
+    /// The plan as JSON (what `--dry-run --json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let tensors: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.spec.name,
+                    "source": t.source.hf(),
+                    "type": t.spec.ty.name(),
+                    "dims": t.spec.dims,
+                    "bytes": t.nbytes,
+                    "tl_params": t.tl.map(|p| json!({"bm": p.bm, "bk": p.bk, "bmm": p.bmm})),
+                    "note": t.note,
+                })
+            })
+            .collect();
+        json!({
+            "out_type": self.out_type.name(),
+            "architecture": self.arch.gguf_name(),
+            "n_kv": self.kv.len(),
+            "n_tensors": self.tensors.len(),
+            "file_size": self.file_size,
+            "tensors": tensors,
+        })
+    }
+}
+
+/// The expected PyTorch shape of an HF tensor, from config.json.
+fn expected_shape(cfg: &ModelConfig, gguf: &str, proj: Option<&str>) -> Option<Vec<usize>> {
+    let h = cfg.hidden_size as usize;
+    if let Some(p) = proj {
+        let (o, i) = cfg.projection_shape(p)?;
+        return Some(vec![o as usize, i as usize]);
+    }
+    let v = cfg.vocab_size as usize;
+    if gguf == "token_embd.weight" || gguf == "output.weight" {
+        return Some(vec![v, h]);
+    }
+    if gguf.ends_with("ffn_sub_norm.weight") {
+        return Some(vec![cfg.intermediate_size as usize]);
+    }
+    if gguf.ends_with("attn_sub_norm.weight") {
+        return Some(vec![(cfg.num_heads * cfg.head_dim) as usize]);
+    }
+    if gguf.ends_with("norm.weight") {
+        return Some(vec![h]);
+    }
+    None
+}
+
+/// HF names every layer must have, per architecture.
+fn required_layer_tensors(arch: Arch, family_names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if arch != Arch::Llama {
+        v.extend(family_names.iter().map(|s| s.to_string()));
+    }
+    v
+}
+
+/// Builds the plan for converting `ck` with `opts`.
+pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
+    let cfg = &ck.config;
+    let out = opts.out_type;
+    let arch = cfg.arch;
+    let packed = ck.is_packed();
+    let file_of = |t: &TensorEntry| ck.tensors.shards[t.shard].path.clone();
+
+    // Map every checkpoint tensor; refuse names no mapping knows.
+    let mut mapped: Vec<(&TensorEntry, String, Option<&'static str>)> = Vec::new();
+    let mut scales: HashMap<String, &TensorEntry> = HashMap::new();
+    for t in &ck.tensors.tensors {
+        match map_name(&t.name, arch) {
+            Some(Mapped::Tensor { name, proj }) => mapped.push((t, name, proj)),
+            Some(Mapped::Dropped) => {}
+            Some(Mapped::WeightScale(w)) => {
+                scales.insert(w, t);
+            }
+            None => {
+                return Err(ConvertError::UnknownTensor {
+                    file: file_of(t),
+                    tensor: t.name.clone(),
+                    arch: arch.gguf_name().into(),
+                })
+            }
+        }
+    }
+
+    // Every required tensor must be present.
+    let present: BTreeSet<&str> = ck.tensors.tensors.iter().map(|t| t.name.as_str()).collect();
+    let sub_norm_names: Vec<&str> = {
+        let attn = [
+            "self_attn.inner_attn_ln.weight",
+            "self_attn.attn_sub_norm.weight",
+        ];
+        let ffn = ["mlp.ffn_layernorm.weight", "mlp.ffn_sub_norm.weight"];
+        let pick = |c: [&'static str; 2]| {
+            if present.iter().any(|n| n.ends_with(c[1])) {
+                c[1]
+            } else {
+                c[0]
+            }
+        };
+        vec![pick(attn), pick(ffn)]
+    };
+    let mut required = vec![
+        "model.embed_tokens.weight".to_string(),
+        "model.norm.weight".to_string(),
+    ];
+    for l in 0..cfg.num_layers {
+        for s in required_layer_tensors(arch, &sub_norm_names) {
+            required.push(format!("model.layers.{l}.{s}"));
+        }
+    }
+    if !cfg.tie_word_embeddings && arch != Arch::Bitnet {
+        required.push("lm_head.weight".into());
+    }
+    for r in &required {
+        if !present.contains(r.as_str()) {
+            return Err(ConvertError::MissingTensor {
+                dir: ck.dir.clone(),
+                tensor: r.clone(),
+            });
+        }
+    }
+    let has_output = present.contains("lm_head.weight") && arch != Arch::Bitnet;
+
+    let model_name = opts.model_name.clone().unwrap_or_else(|| ck.dir_name());
+    let mut tensors = Vec::with_capacity(mapped.len());
+    let mut kernel_entries: Vec<KernelEntry> = Vec::new();
+    for (t, name, proj) in mapped {
+        // Layers beyond num_hidden_layers are a config/checkpoint disagreement.
+        if let Some(l) = name.strip_prefix("blk.").and_then(|r| r.split('.').next()) {
+            if l.parse::<u64>().map_or(true, |l| l >= cfg.num_layers) {
+                return Err(ConvertError::UnknownTensor {
+                    file: file_of(t),
+                    tensor: format!(
+                        "{} (layer {l}, but num_hidden_layers is {})",
+                        t.name, cfg.num_layers
+                    ),
+                    arch: arch.gguf_name().into(),
+                });
+            }
+        }
+        let mut shape = t.shape.clone();
+        if proj.is_some() && packed && t.dtype == StDtype::U8 {
+            // Packed (R, C) holds (4R, C) ternary values.
+            if shape.len() == 2 {
+                shape[0] *= 4;
+            }
+        }
+        if let Some(exp) = expected_shape(cfg, &name, proj) {
+            if exp != shape {
+                return Err(ConvertError::Shape {
+                    file: file_of(t),
+                    tensor: t.name.clone(),
+                    expected: exp,
+                    actual: t.shape.clone(),
+                });
+            }
+        }
+        let (m, k) = match shape.as_slice() {
+            [k] => (1, *k),
+            [m, k] => (*m, *k),
+            _ => {
+                return Err(ConvertError::Unsupported {
+                    tensor: name,
+                    m: 0,
+                    k: 0,
+                    reason: format!("{}-dimensional tensors are not supported", shape.len()),
+                })
+            }
+        };
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let mut note = None;
+        let mut tl = None;
+        let (ty, source) = if let Some(p) = proj {
+            let source = if t.dtype.is_float() {
+                Source::Latent { hf: t.name.clone() }
+            } else if t.dtype == StDtype::U8 {
+                let scale = scales
+                    .get(&t.name)
+                    .ok_or_else(|| ConvertError::MissingTensor {
+                        dir: ck.dir.clone(),
+                        tensor: format!("{}_scale (the packed weight {} needs it)", t.name, t.name),
+                    })?;
+                Source::Packed {
+                    hf: t.name.clone(),
+                    scale: scale.name.clone(),
+                }
+            } else {
+                return Err(ConvertError::Other(format!(
+                    "{}: tensor {} is {} — projections must be float or packed uint8",
+                    file_of(t).display(),
+                    t.name,
+                    t.dtype
+                )));
+            };
+            let _ = p;
+            let ty = match out {
+                OutType::Tq1_0 | OutType::Tq2_0 if k % 256 != 0 => {
+                    note = Some(format!(
+                        "{} needs rows that are a multiple of 256 values; written as F16 (as llama.cpp's converter does)",
+                        out.weight_type()
+                    ));
+                    GgmlType::F16
+                }
+                OutType::I2S if (m * k) % 128 != 0 => {
+                    return Err(ConvertError::Unsupported {
+                        tensor: name,
+                        m,
+                        k,
+                        reason: "I2_S needs M·K to be a multiple of 128".into(),
+                    })
+                }
+                OutType::Tl1 | OutType::Tl2 => {
+                    let layout = if out == OutType::Tl1 {
+                        TlLayout::Tl1
+                    } else {
+                        TlLayout::Tl2
+                    };
+                    let (params, origin) =
+                        tl_params(opts, &model_name, layout, m, k).map_err(|reason| {
+                            ConvertError::Unsupported {
+                                tensor: name.clone(),
+                                m,
+                                k,
+                                reason,
+                            }
+                        })?;
+                    note = Some(format!("{params} ({origin})"));
+                    tl = Some(params);
+                    if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
+                        kernel_entries.push(KernelEntry { m, k, params });
+                    }
+                    out.weight_type()
+                }
+                _ => out.weight_type(),
+            };
+            (ty, source)
+        } else {
+            let ty = float_type(&name, shape.len(), k, out, opts, has_output);
+            if ty == GgmlType::Q8_0 && k % 32 != 0 {
+                return Err(ConvertError::Unsupported {
+                    tensor: name,
+                    m,
+                    k,
+                    reason: "Q8_0 needs rows that are a multiple of 32".into(),
+                });
+            }
+            if !t.dtype.is_float() {
+                return Err(ConvertError::Other(format!(
+                    "{}: tensor {} is {}, expected a float tensor",
+                    file_of(t).display(),
+                    t.name,
+                    t.dtype
+                )));
+            }
+            (ty, Source::Float { hf: t.name.clone() })
+        };
+        let permute_heads = if arch == Arch::Llama {
+            match proj {
+                Some("q_proj") => Some(cfg.num_heads as usize),
+                Some("k_proj") => Some(cfg.num_kv_heads as usize),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let nbytes = ty.nbytes(&dims).map_err(|e| ConvertError::Unsupported {
+            tensor: name.clone(),
+            m,
+            k,
+            reason: e.to_string(),
+        })?;
+        tensors.push(PlannedTensor {
+            spec: TensorSpec { name, dims, ty },
+            source,
+            m,
+            k,
+            tl,
+            permute_heads,
+            nbytes,
+            note,
+        });
+    }
+
+    let total_params: u64 = tensors.iter().map(|t| (t.m * t.k) as u64).sum();
+    let general_name = opts
+        .general_name
+        .clone()
+        .unwrap_or_else(|| match out.flavor() {
+            Flavor::BitnetCpp => ck.dir_name(),
+            Flavor::Mainline => title_case(&ck.dir_name()),
+        });
+    let kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
+    let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
+    let planned = crate::gguf::writer::plan(specs.clone(), 32)
+        .map_err(|e| ConvertError::Other(e.to_string()))?;
+    let alignment =
+        crate::gguf::writer::alignment_of(&kv).map_err(|e| ConvertError::Other(e.to_string()))?;
+    let header = crate::gguf::writer::header_size(&kv, &planned, alignment);
+    let file_size = header
+        + planned
+            .last()
+            .map(|p| crate::gguf::types::pad_to(p.offset + p.nbytes, alignment))
+            .unwrap_or(0);
+    Ok(Plan {
+        out_type: out,
+        arch,
+        kv,
+        tensors,
+        kernel_entries,
+        file_size,
+    })
+}
+
+/// TL parameters for a shape: `--kernel-config` first, then the pretuned table of the model,
+/// then derived ones.
+fn tl_params(
+    opts: &ConvertOptions,
+    model_name: &str,
+    layout: TlLayout,
+    m: usize,
+    k: usize,
+) -> Result<(TlParams, String), String> {
+    let check = |p: TlParams| match layout {
+        TlLayout::Tl1 => crate::quant::layouts::tl1::validate(m, k, &p).map_err(|e| e.to_string()),
+        TlLayout::Tl2 => crate::quant::layouts::tl2::validate(m, k, &p).map_err(|e| e.to_string()),
+    };
+    if let Some(entries) = &opts.kernel_config {
+        if let Some(p) = params::find_entry(entries, m, k) {
+            check(p)?;
+            return Ok((p, "from --kernel-config".into()));
+        }
+    }
+    if let Some(p) = params::pretuned(model_name, layout, m, k) {
+        check(p)?;
+        return Ok((p, format!("pretuned for {model_name}")));
+    }
+    let derived = match layout {
+        TlLayout::Tl1 => params::derive_tl1(m, k),
+        TlLayout::Tl2 => params::derive_tl2(m, k),
+    };
+    match derived {
+        Ok(p) => Ok((p, "derived".into())),
+        Err(e) => Err(format!(
+            "{e}; no {layout} parameters fit this shape (give them with --kernel-config FILE, or use i2_s)"
+        )),
+    }
+}
+
+/// The GGML type of a non-projection tensor.
+fn float_type(
+    gguf: &str,
+    n_dims: usize,
+    ne0: usize,
+    out: OutType,
+    opts: &ConvertOptions,
+    has_output: bool,
+) -> GgmlType {
+    if n_dims < 2 || gguf.ends_with("_norm.weight") {
+        return GgmlType::F32;
+    }
+    let output_rule = |ne0: usize| {
+        if ne0 % 256 == 0 {
+            GgmlType::F16
+        } else {
+            GgmlType::Q8_0
+        }
+    };
+    if gguf == "token_embd.weight" {
+        if let Some(t) = opts.token_embedding_type {
+            return t;
+        }
+        return match out {
+            OutType::F32 => GgmlType::F32,
+            OutType::F16 | OutType::Tl1 | OutType::Tl2 => {
+                if opts.quant_embd {
+                    GgmlType::F16
+                } else {
+                    GgmlType::F32
+                }
+            }
+            // llama-quantize: the tied embedding doubles as the output and gets the output rule;
+            // with a separate output tensor it is F16.
+            OutType::I2S => {
+                if opts.quant_embd || has_output {
+                    GgmlType::F16
+                } else {
+                    output_rule(ne0)
+                }
+            }
+            OutType::Tq1_0 | OutType::Tq2_0 => GgmlType::F16,
+        };
+    }
+    if gguf == "output.weight" {
+        return match out {
+            OutType::F32 => GgmlType::F32,
+            OutType::I2S => output_rule(ne0),
+            _ => GgmlType::F16,
+        };
+    }
+    match out {
+        OutType::F32 => GgmlType::F32,
+        _ => GgmlType::F16,
+    }
+}
+
+/// `tiny` → `Tiny`, `bitnet_b1_58-large` → `Bitnet_b1_58 Large` (mainline's naming heuristic).
+fn title_case(s: &str) -> String {
+    s.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

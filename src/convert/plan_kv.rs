@@ -1,0 +1,153 @@
+//! The metadata keys of each output, in the order the reference converters write them
+//! (FORMATS.md §2.5; the mainline order from `tests/data/tiny/llama-cpp/*.dump.json`).
+
+use crate::checkpoint::tokenizer::{Flavor as TokFlavor, TokValue, TokenizerMeta};
+use crate::checkpoint::{Arch, Checkpoint};
+use crate::gguf::Value;
+
+use super::{ConvertError, ConvertOptions, Flavor, OutType};
+
+/// Builds the whole metadata list for a conversion.
+pub(super) fn metadata(
+    ck: &Checkpoint,
+    opts: &ConvertOptions,
+    general_name: &str,
+    total_params: u64,
+) -> Result<Vec<(String, Value)>, ConvertError> {
+    let cfg = &ck.config;
+    let out = opts.out_type;
+    let a = cfg.arch.gguf_name();
+    let mut kv: Vec<(String, Value)> = Vec::new();
+    let mut put = |k: String, v: Value| kv.push((k, v));
+    let u32v = |x: u64| Value::U32(x as u32);
+    let flavor = out.flavor();
+
+    put("general.architecture".into(), Value::String(a.into()));
+    if flavor == Flavor::Mainline {
+        put("general.type".into(), Value::String("model".into()));
+    }
+    put("general.name".into(), Value::String(general_name.into()));
+    if flavor == Flavor::Mainline {
+        put(
+            "general.size_label".into(),
+            Value::String(size_label(total_params)),
+        );
+    }
+    put(format!("{a}.block_count"), u32v(cfg.num_layers));
+    if let Some(c) = cfg.context_length {
+        put(format!("{a}.context_length"), u32v(c));
+    }
+    put(format!("{a}.embedding_length"), u32v(cfg.hidden_size));
+    put(
+        format!("{a}.feed_forward_length"),
+        u32v(cfg.intermediate_size),
+    );
+    put(format!("{a}.attention.head_count"), u32v(cfg.num_heads));
+    if cfg.has_kv_heads_key || flavor == Flavor::Mainline {
+        put(
+            format!("{a}.attention.head_count_kv"),
+            u32v(cfg.num_kv_heads),
+        );
+    }
+    if let Some(t) = cfg.rope_theta {
+        put(format!("{a}.rope.freq_base"), Value::F32(t as f32));
+    }
+    if let Some(e) = cfg.rms_norm_eps {
+        put(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(e as f32),
+        );
+    }
+    if flavor == Flavor::Mainline {
+        put(format!("{a}.attention.key_length"), u32v(cfg.head_dim));
+        put(format!("{a}.attention.value_length"), u32v(cfg.head_dim));
+    }
+    put("general.file_type".into(), Value::U32(out.file_type()));
+    match (flavor, cfg.arch) {
+        (Flavor::Mainline, _) => {
+            put(
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            );
+            put(format!("{a}.rope.scaling.factor"), Value::F32(1.0));
+            put("general.quantization_version".into(), Value::U32(2));
+        }
+        (Flavor::BitnetCpp, Arch::Bitnet) => {
+            put(format!("{a}.vocab_size"), u32v(cfg.vocab_size));
+            put(
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            );
+            put(format!("{a}.rope.scaling.factor"), Value::F32(1.0));
+        }
+        (Flavor::BitnetCpp, _) => {
+            put(format!("{a}.vocab_size"), u32v(cfg.vocab_size));
+            put(format!("{a}.rope.dimension_count"), u32v(cfg.head_dim));
+            if let Some(f) = cfg.rope_linear_factor {
+                put(
+                    format!("{a}.rope.scaling.type"),
+                    Value::String("linear".into()),
+                );
+                put(format!("{a}.rope.scaling.factor"), Value::F32(f as f32));
+            }
+        }
+    }
+
+    let tok_flavor = match flavor {
+        Flavor::BitnetCpp => TokFlavor::BitnetCpp,
+        Flavor::Mainline => TokFlavor::LlamaCpp,
+    };
+    let meta = TokenizerMeta::from_dir(&ck.dir, tok_flavor, opts.tokenizer_pre.as_deref())
+        .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+    for (k, v) in meta.kv_entries() {
+        kv.push((k, tok_value(v)));
+    }
+    // llama-quantize appends the quantization version to the file it rewrites.
+    if out == OutType::I2S {
+        kv.push(("general.quantization_version".into(), Value::U32(2)));
+    }
+    Ok(kv)
+}
+
+fn tok_value(v: TokValue) -> Value {
+    match v {
+        TokValue::Str(s) => Value::String(s),
+        TokValue::U32(x) => Value::U32(x),
+        TokValue::Bool(b) => Value::Bool(b),
+        TokValue::ArrStr(a) => Value::str_array(a),
+        TokValue::ArrF32(a) => Value::f32_array(a),
+        TokValue::ArrI32(a) => Value::i32_array(a),
+    }
+}
+
+/// llama.cpp's size label: the parameter count with a K/M/B/T suffix and at least two
+/// significant digits (`1963776` → `2.0M`, `7e8` → `700M`).
+pub(super) fn size_label(n: u64) -> String {
+    let n = n as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", scaled.round() as u64);
+    let digits = digits.trim_start_matches('0').len();
+    let fix = 2usize.saturating_sub(digits);
+    format!("{scaled:.fix$}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_label;
+
+    #[test]
+    fn size_labels() {
+        assert_eq!(size_label(1_963_776), "2.0M");
+        assert_eq!(size_label(728_000_000), "728M");
+        assert_eq!(size_label(3_320_000_000), "3.3B");
+        assert_eq!(size_label(125_000_000), "125M");
+    }
+}

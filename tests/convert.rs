@@ -1,0 +1,610 @@
+//! `bitconv convert`: byte equality with the reference files, the exact-mean variant, the
+//! Python `gguf` cross-check, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bitconv::gguf::{GgmlType, MappedGguf};
+use bitconv::quant::layouts::{i2s, params, tl1, tl2, tq1_0, tq2_0};
+
+/// Copies a tiny checkpoint into `<tmp>/tiny`, the directory name the reference converted
+/// (general.name is the directory's name).
+fn tiny_copy(which: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(common::tiny().join(which)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    (tmp, dir)
+}
+
+fn convert(dir: &Path, args: &[&str]) -> (PathBuf, std::process::Output) {
+    let out = dir.parent().unwrap().join(format!(
+        "out-{}.gguf",
+        args.join("_").replace(['/', ':'], "-")
+    ));
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(dir)
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    (out, o)
+}
+
+fn convert_ok(dir: &Path, args: &[&str]) -> PathBuf {
+    let (out, o) = convert(dir, args);
+    assert!(
+        o.status.success(),
+        "convert {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Compares two GGUF files: identical header, identical tensor bytes, except I2_S tensors,
+/// compared on their first n/4 + 4 bytes (the reference's 28 tail bytes are leftovers of
+/// llama-quantize's work buffer).
+fn assert_same_file(ours: &Path, reference: &Path) {
+    let a = MappedGguf::open(ours).unwrap();
+    let b = MappedGguf::open(reference).unwrap();
+    assert_eq!(a.header.kv, b.header.kv, "metadata of {}", ours.display());
+    assert_eq!(a.header.data_start, b.header.data_start);
+    assert_eq!(
+        a.bytes()[..a.header.data_start as usize],
+        b.bytes()[..b.header.data_start as usize]
+    );
+    assert_eq!(a.header.tensors.len(), b.header.tensors.len());
+    assert_eq!(a.header.file_size, b.header.file_size);
+    for (ta, tb) in a.header.tensors.iter().zip(&b.header.tensors) {
+        assert_eq!(ta, tb);
+        let (da, db) = (a.tensor_bytes(ta), b.tensor_bytes(tb));
+        let n = if ta.ty == GgmlType::I2_S {
+            (ta.numel() / 4 + 4) as usize
+        } else {
+            da.len()
+        };
+        assert!(
+            da[..n] == db[..n],
+            "tensor {} differs from {}",
+            ta.name,
+            reference.display()
+        );
+        if ta.ty == GgmlType::I2_S {
+            assert!(da[n..].iter().all(|&x| x == 0), "our I2_S tail is zeros");
+        }
+    }
+}
+
+fn reference(rel: &str) -> PathBuf {
+    common::tiny().join(rel)
+}
+
+#[test]
+fn fp16_and_fp32_outputs_equal_bitnet_cpp_byte_for_byte() {
+    for ck in ["fp16", "fp32"] {
+        let (_tmp, dir) = tiny_copy(&format!("ckpt-{ck}"));
+        let refdir = format!("bitnet-cpp/from-{ck}");
+        let f32 = convert_ok(&dir, &["--quant", "f32", "--absmean", "torch:2"]);
+        assert!(
+            std::fs::read(&f32).unwrap()
+                == std::fs::read(reference(&format!("{refdir}/ggml-model-f32.gguf"))).unwrap()
+        );
+        let i2s = convert_ok(&dir, &["--quant", "i2_s", "--absmean", "torch:2"]);
+        assert_same_file(&i2s, &reference(&format!("{refdir}/ggml-model-i2_s.gguf")));
+        // --quant-embd (setup_env's --token-embedding-type f16): identical for tiny.
+        let i2s_qe = convert_ok(
+            &dir,
+            &["--quant", "i2_s", "--absmean", "torch:2", "--quant-embd"],
+        );
+        assert_same_file(
+            &i2s_qe,
+            &reference(&format!("{refdir}/ggml-model-i2_s.gguf")),
+        );
+    }
+}
+
+#[test]
+fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp32");
+    for tl in ["tl1", "tl2"] {
+        let ini = reference(&format!("bitnet-cpp/kernel_config_{tl}.ini"));
+        let out = convert_ok(
+            &dir,
+            &[
+                "--quant",
+                tl,
+                "--absmean",
+                "torch:2",
+                "--quant-embd",
+                "--kernel-config",
+                ini.to_str().unwrap(),
+            ],
+        );
+        let ours = std::fs::read(&out).unwrap();
+        let theirs = std::fs::read(reference(&format!(
+            "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"
+        )))
+        .unwrap();
+        assert!(ours == theirs, "{tl} differs");
+    }
+}
+
+#[test]
+fn tq1_0_and_tq2_0_equal_llama_cpp_byte_for_byte() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    for tq in ["tq1_0", "tq2_0"] {
+        let out = convert_ok(&dir, &["--quant", tq, "--absmean", "torch:2"]);
+        let ours = std::fs::read(&out).unwrap();
+        let theirs = std::fs::read(reference(&format!("llama-cpp/tiny-{tq}.gguf"))).unwrap();
+        assert!(ours == theirs, "{tq} differs");
+    }
+}
+
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+#[test]
+fn exact_mean_differs_only_in_scales_within_2_ulp() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp32");
+    let ini = reference("bitnet-cpp/kernel_config_tl2.ini");
+    let cases: Vec<(Vec<&str>, PathBuf)> = vec![
+        (
+            vec!["--quant", "i2_s"],
+            reference("bitnet-cpp/from-fp32/ggml-model-i2_s.gguf"),
+        ),
+        (
+            vec!["--quant", "f32"],
+            reference("bitnet-cpp/from-fp32/ggml-model-f32.gguf"),
+        ),
+        (
+            vec![
+                "--quant",
+                "tl2",
+                "--quant-embd",
+                "--kernel-config",
+                ini.to_str().unwrap(),
+            ],
+            reference("bitnet-cpp/from-fp32/ggml-model-tl2.gguf"),
+        ),
+    ];
+    let mut differing = 0;
+    for (args, refp) in cases {
+        let out = convert_ok(&dir, &args);
+        let a = MappedGguf::open(&out).unwrap();
+        let b = MappedGguf::open(&refp).unwrap();
+        assert_eq!(a.header.kv, b.header.kv);
+        for (ta, tb) in a.header.tensors.iter().zip(&b.header.tensors) {
+            assert_eq!(ta, tb);
+            let (da, db) = (a.tensor_bytes(ta), b.tensor_bytes(tb));
+            match ta.ty {
+                GgmlType::I2_S | GgmlType::TL2 => {
+                    let off = ta.ty.scale_offset(&ta.dims).unwrap() as usize;
+                    assert!(da[..off] == db[..off], "{}: codes differ", ta.name);
+                    let (sa, sb) = (a.ternary_scale(ta).unwrap(), b.ternary_scale(tb).unwrap());
+                    assert!(ulps(sa, sb) <= 2, "{}: scale {sa} vs {sb}", ta.name);
+                    differing += (sa != sb) as usize;
+                }
+                GgmlType::F32 => {
+                    let fa: Vec<f32> = da
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    let fb: Vec<f32> = db
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    for (x, y) in fa.iter().zip(&fb) {
+                        assert_eq!(x.signum(), y.signum(), "{}", ta.name);
+                        assert_eq!(*x == 0.0, *y == 0.0, "{}: codes differ", ta.name);
+                        assert!(ulps(*x, *y) <= 2, "{}: {x} vs {y}", ta.name);
+                    }
+                }
+                _ => assert!(da == db, "{}", ta.name),
+            }
+        }
+    }
+    assert!(
+        differing > 0,
+        "the exact mean should differ from torch:2 somewhere (it does for 6 of 14 tensors)"
+    );
+}
+
+#[test]
+fn dry_run_sizes_equal_the_written_file() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    for q in ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"] {
+        let mut args = vec!["--quant", q, "--dry-run", "--json"];
+        let ini;
+        if q.starts_with("tl") {
+            ini = reference(&format!("bitnet-cpp/kernel_config_{q}.ini"));
+            args.extend(["--kernel-config", ini.to_str().unwrap()]);
+        }
+        let (out, o) = convert(&dir, &args);
+        assert!(
+            o.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!out.exists(), "--dry-run wrote a file");
+        let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        args.retain(|a| *a != "--dry-run" && *a != "--json");
+        let written = convert_ok(&dir, &args);
+        let g = MappedGguf::open(&written).unwrap();
+        assert_eq!(
+            plan["file_size"].as_u64().unwrap(),
+            g.header.file_size,
+            "{q}"
+        );
+        for (p, t) in plan["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&g.header.tensors)
+        {
+            assert_eq!(p["name"], t.name.as_str());
+            assert_eq!(p["bytes"].as_u64().unwrap(), t.nbytes, "{q} {}", t.name);
+            assert_eq!(p["type"], t.ty.name());
+        }
+    }
+}
+
+#[test]
+fn tl_from_fp16_and_derived_parameters_round_trip() {
+    // The reference cannot make TL files from fp16 checkpoints; bitconv can. Unpacking gives
+    // the same codes as the I2_S file of the same checkpoint.
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let i2s_path = convert_ok(&dir, &["--quant", "i2_s"]);
+    let i2 = MappedGguf::open(&i2s_path).unwrap();
+    let ini = reference("bitnet-cpp/kernel_config_tl2.ini");
+    let emitted = dir.parent().unwrap().join("kernel_config.ini");
+    for (q, extra) in [
+        ("tl1", vec![]),
+        ("tl2", vec!["--kernel-config", ini.to_str().unwrap()]),
+    ] {
+        let mut args = vec![
+            "--quant",
+            q,
+            "--emit-kernel-config",
+            emitted.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = convert_ok(&dir, &args);
+        let entries =
+            params::parse_kernel_config_ini(&std::fs::read_to_string(&emitted).unwrap()).unwrap();
+        let g = MappedGguf::open(&out).unwrap();
+        for t in g.header.tensors.iter().filter(|t| t.ty.is_bitnet()) {
+            let (k, m) = (t.dims[0] as usize, t.dims[1] as usize);
+            let p = params::find_entry(&entries, m, k).expect("emitted ini covers every shape");
+            let codes = if q == "tl1" {
+                tl1::unpack(g.tensor_bytes(t), m, k, &p).unwrap()
+            } else {
+                tl2::unpack(g.tensor_bytes(t), m, k, &p).unwrap()
+            };
+            let ti = i2.header.tensor(&t.name).unwrap();
+            let (c2, s2) = i2s::unpack(i2.tensor_bytes(ti), m, k).unwrap();
+            assert_eq!(codes, c2, "{q} {}", t.name);
+            assert_eq!(g.ternary_scale(t).unwrap(), s2);
+        }
+    }
+}
+
+/// Runs python3 with the `gguf` package; `None` (with a message) when either is missing.
+fn python_gguf(script: &str, args: &[&Path]) -> Option<String> {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import gguf, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 with the gguf package is not available (pip install -r tests/requirements.txt)");
+        return None;
+    }
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(String::from_utf8(o.stdout).unwrap())
+}
+
+#[test]
+fn python_gguf_reads_our_files_and_dequantizes_like_our_unpack() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let script = r#"
+import sys, gguf, numpy as np
+r = gguf.GGUFReader(sys.argv[1])
+out = []
+for t in r.tensors:
+    if t.tensor_type.name in ("TQ1_0", "TQ2_0", "F16", "F32") and len(t.shape) == 2:
+        v = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+        out.append(t.name + " " + t.tensor_type.name + " " + str(v.size) + " " + v.tobytes().hex())
+print("\n".join(out))
+"#;
+    for q in ["tq1_0", "tq2_0", "f16", "f32"] {
+        let path = convert_ok(&dir, &["--quant", q]);
+        let Some(text) = python_gguf(script, &[&path]) else {
+            return;
+        };
+        let g = MappedGguf::open(&path).unwrap();
+        let mut checked = 0;
+        for line in text.lines() {
+            let mut it = line.split(' ');
+            let (name, ty, n, hex) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+            );
+            let n: usize = n.parse().unwrap();
+            let theirs: Vec<f32> = (0..n)
+                .map(|i| {
+                    f32::from_le_bytes(
+                        u32::from_str_radix(&hex[8 * i..8 * i + 8], 16)
+                            .unwrap()
+                            .swap_bytes()
+                            .to_le_bytes(),
+                    )
+                })
+                .collect();
+            let t = g.header.tensor(name).unwrap();
+            assert_eq!(t.ty.name(), ty);
+            let data = g.tensor_bytes(t);
+            let ours: Vec<f32> = match t.ty {
+                GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
+                    let (codes, d) = if t.ty == GgmlType::TQ1_0 {
+                        tq1_0::codes(data, n).unwrap()
+                    } else {
+                        tq2_0::codes(data, n).unwrap()
+                    };
+                    codes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| c as f32 * d[i / 256])
+                        .collect()
+                }
+                GgmlType::F16 => data
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                _ => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            };
+            assert_eq!(ours.len(), theirs.len());
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!(a == b, "{q} {name}: {a} vs {b}");
+            }
+            checked += t.name.contains("blk") as usize;
+        }
+        assert_eq!(checked, 14, "{q}: every ternary tensor was compared");
+    }
+}
+
+fn assert_fails(o: &std::process::Output, out: &Path, needles: &[&str]) {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "no output file after a failure");
+    let dir = out.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(p, v.to_string()).unwrap();
+}
+
+/// Rewrites the checkpoint's safetensors with `f` applied to the (name, dtype, shape, bytes)
+/// list.
+fn edit_tensors(dir: &Path, f: impl FnOnce(&mut Vec<(String, String, Vec<usize>, Vec<u8>)>)) {
+    let p = dir.join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut list: Vec<(String, String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n,
+                format!("{:?}", v.dtype()),
+                v.shape().to_vec(),
+                v.data().to_vec(),
+            )
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    f(&mut list);
+    let mut header = serde_json::Map::new();
+    let mut off = 0;
+    for (n, d, s, b) in &list {
+        header.insert(
+            n.clone(),
+            serde_json::json!({"dtype": d, "shape": s, "data_offsets": [off, off + b.len()]}),
+        );
+        off += b.len();
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    for (_, _, _, b) in &list {
+        out.extend_from_slice(b);
+    }
+    std::fs::write(p, out).unwrap();
+}
+
+#[test]
+fn config_disagreeing_with_tensors() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    edit_config(&dir, |c| c["intermediate_size"] = 512.into());
+    let (out, o) = convert(&dir, &["--quant", "i2_s"]);
+    assert_fails(
+        &o,
+        &out,
+        &["model.safetensors", "mlp.down_proj.weight", "[256, 512]"],
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    edit_tensors(&dir, |l| {
+        l.retain(|t| t.0 != "model.layers.1.mlp.up_proj.weight")
+    });
+    let (out, o) = convert(&dir, &["--quant", "i2_s"]);
+    assert_fails(&o, &out, &["model.layers.1.mlp.up_proj.weight", "missing"]);
+}
+
+#[test]
+fn nan_and_inf_weights() {
+    for (bits, shown) in [(0x7e00u16, "NaN"), (0x7c00u16, "inf")] {
+        for q in ["i2_s", "f32"] {
+            let (_tmp, dir) = tiny_copy("ckpt-fp16");
+            edit_tensors(&dir, |l| {
+                let t = l
+                    .iter_mut()
+                    .find(|t| t.0 == "model.layers.0.self_attn.k_proj.weight")
+                    .unwrap();
+                let at = 2 * (3 * 256 + 7);
+                t.3[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+            });
+            let (out, o) = convert(&dir, &["--quant", q]);
+            assert_fails(
+                &o,
+                &out,
+                &[
+                    "model.layers.0.self_attn.k_proj.weight",
+                    "row 3, column 7",
+                    shown,
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_tensor_name() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    edit_tensors(&dir, |l| {
+        l.push((
+            "model.layers.0.mlp.extra_proj.weight".into(),
+            "F16".into(),
+            vec![4],
+            vec![0; 8],
+        ))
+    });
+    let (out, o) = convert(&dir, &["--quant", "i2_s"]);
+    assert_fails(
+        &o,
+        &out,
+        &["model.layers.0.mlp.extra_proj.weight", "no HF→GGUF mapping"],
+    );
+}
+
+#[test]
+fn shape_no_tl_parameters_fit() {
+    // K = 256 has no TL2 parameters within the kernel's work-buffer bound, and none is given.
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let (out, o) = convert(&dir, &["--quant", "tl2"]);
+    assert_fails(&o, &out, &["TL2", "256", "--kernel-config"]);
+}
+
+#[test]
+fn unwritable_output_path() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let out = dir.join("no-such-dir").join("x.gguf");
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&out)
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("x.gguf") && err.contains("cannot create"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn failure_leaves_an_existing_target_untouched() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let target = dir.parent().unwrap().join("existing.gguf");
+    std::fs::write(&target, b"precious").unwrap();
+    edit_tensors(&dir, |l| {
+        let t = l
+            .iter_mut()
+            .find(|t| t.0 == "model.layers.1.mlp.down_proj.weight")
+            .unwrap();
+        t.3[0..2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    });
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&target)
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+}
+
+#[test]
+fn default_output_name_and_json_summary() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(&dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["out_type"], "i2_s");
+    let out = dir.join("ggml-model-i2_s.gguf");
+    assert!(out.is_file());
+    assert_eq!(
+        v["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    assert!(o.stderr.is_empty(), "no progress output in a pipe");
+}

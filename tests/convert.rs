@@ -608,3 +608,118 @@ fn default_output_name_and_json_summary() {
     );
     assert!(o.stderr.is_empty(), "no progress output in a pipe");
 }
+
+/// Writes a packed (uint8 + weight_scale) copy of the tiny fp32 checkpoint, as 2B-4T and the
+/// Llama/Falcon 1.58-bit repos store weights: packed row r holds rows r, R+r, 2R+r, 3R+r in
+/// bits 1:0, 3:2, 5:4, 7:6, code = t + 1.
+fn packed_copy(linear_class: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    use bitconv::quant::absmean::{absmean_src, AbsmeanMode};
+    use bitconv::quant::dtype::{to_f32_vec, SrcDtype};
+    use bitconv::quant::ternary::Ternarized;
+    let (tmp, latent) = tiny_copy("ckpt-fp32");
+    let packed = tmp.path().join("packed");
+    std::fs::create_dir(&packed).unwrap();
+    for f in [
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+    ] {
+        std::fs::copy(latent.join(f), packed.join(f)).unwrap();
+    }
+    edit_config(&packed, |c| {
+        c["quantization_config"] = serde_json::json!({"quant_method": "bitnet", "linear_class": linear_class, "quantization_mode": "offline"});
+    });
+    std::fs::copy(
+        latent.join("model.safetensors"),
+        packed.join("model.safetensors"),
+    )
+    .unwrap();
+    edit_tensors(&packed, |l| {
+        let mut extra = Vec::new();
+        for t in l.iter_mut() {
+            if !t.0.ends_with("_proj.weight") {
+                continue;
+            }
+            let (m, k) = (t.2[0], t.2[1]);
+            let am = absmean_src(SrcDtype::F32, &t.3, AbsmeanMode::REFERENCE);
+            let tern = Ternarized::new(am, SrcDtype::F32);
+            let vals = to_f32_vec(SrcDtype::F32, &t.3);
+            let mut codes = vec![0i8; m * k];
+            tern.codes_into(&vals, &mut codes);
+            let r = m / 4;
+            let mut bytes = vec![0u8; r * k];
+            for i in 0..4 {
+                for row in 0..r {
+                    for c in 0..k {
+                        bytes[row * k + c] |= ((codes[(i * r + row) * k + c] + 1) as u8) << (2 * i);
+                    }
+                }
+            }
+            let ws = if linear_class == "autobitlinear" {
+                tern.scale
+            } else {
+                1.0 / tern.scale
+            };
+            extra.push((
+                t.0.replace(".weight", ".weight_scale"),
+                "F32".to_string(),
+                vec![1],
+                ws.to_le_bytes().to_vec(),
+            ));
+            *t = (t.0.clone(), "U8".into(), vec![r, k], bytes);
+        }
+        l.extend(extra);
+        l.sort_by(|a, b| a.0.cmp(&b.0));
+    });
+    (tmp, latent, packed)
+}
+
+#[test]
+fn packed_checkpoints_convert_to_the_same_ternary_tensors() {
+    for class in ["autobitlinear", "bitlinear"] {
+        let (_tmp, latent, packed) = packed_copy(class);
+        let a = convert_ok(&latent, &["--quant", "i2_s", "--absmean", "torch:2"]);
+        let b = convert_ok(&packed, &["--quant", "i2_s"]);
+        let (ga, gb) = (MappedGguf::open(&a).unwrap(), MappedGguf::open(&b).unwrap());
+        assert_eq!(ga.header.tensors, gb.header.tensors);
+        for (ta, tb) in ga.header.tensors.iter().zip(&gb.header.tensors) {
+            let (da, db) = (ga.tensor_bytes(ta), gb.tensor_bytes(tb));
+            if ta.ty == GgmlType::I2_S {
+                let n = (ta.numel() / 4) as usize;
+                assert!(da[..n] == db[..n], "{class}: codes of {} differ", ta.name);
+                let (sa, sb) = (ga.ternary_scale(ta).unwrap(), gb.ternary_scale(tb).unwrap());
+                if class == "autobitlinear" {
+                    assert_eq!(
+                        sa.to_bits(),
+                        sb.to_bits(),
+                        "{}: W = T·weight_scale",
+                        ta.name
+                    );
+                } else {
+                    assert!(
+                        ulps(sa, sb) <= 1,
+                        "{}: W = T/weight_scale: {sa} vs {sb}",
+                        ta.name
+                    );
+                }
+            } else {
+                assert!(da == db, "{class}: {}", ta.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_weight_without_scale_is_an_error() {
+    let (_tmp, _latent, packed) = packed_copy("autobitlinear");
+    edit_tensors(&packed, |l| {
+        l.retain(|t| t.0 != "model.layers.1.self_attn.v_proj.weight_scale")
+    });
+    let (out, o) = convert(&packed, &["--quant", "i2_s"]);
+    assert_fails(
+        &o,
+        &out,
+        &["model.layers.1.self_attn.v_proj.weight_scale", "missing"],
+    );
+}

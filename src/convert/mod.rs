@@ -7,14 +7,15 @@
 //! converter writes them.
 
 mod plan;
-mod plan_kv;
+pub mod plan_kv;
 mod run;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use plan::{plan, Plan, PlannedTensor, Source};
+pub use plan::{float_type, plan, Plan, PlannedTensor, Source};
+pub use plan_kv::metadata_for;
 pub use run::{write, Progress, Summary};
 
 use crate::checkpoint::CheckpointError;

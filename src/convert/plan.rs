@@ -447,8 +447,10 @@ fn tl_params(
     }
 }
 
-/// The GGML type of a non-projection tensor.
-fn float_type(
+/// The GGML type of a non-projection tensor `gguf` (GGUF name) with `n_dims` dimensions and
+/// rows of `ne0` values, for output `out`; `has_output` says whether the model has a separate
+/// `output.weight`.
+pub fn float_type(
     gguf: &str,
     n_dims: usize,
     ne0: usize,

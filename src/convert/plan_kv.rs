@@ -2,20 +2,42 @@
 //! (FORMATS.md §2.5; the mainline order from `tests/data/tiny/llama-cpp/*.dump.json`).
 
 use crate::checkpoint::tokenizer::{Flavor as TokFlavor, TokValue, TokenizerMeta};
-use crate::checkpoint::{Arch, Checkpoint};
+use crate::checkpoint::{Arch, Checkpoint, ModelConfig};
 use crate::gguf::Value;
 
 use super::{ConvertError, ConvertOptions, Flavor, OutType};
 
-/// Builds the whole metadata list for a conversion.
+/// Builds the whole metadata list for a conversion of a checkpoint directory.
 pub(super) fn metadata(
     ck: &Checkpoint,
     opts: &ConvertOptions,
     general_name: &str,
     total_params: u64,
 ) -> Result<Vec<(String, Value)>, ConvertError> {
-    let cfg = &ck.config;
-    let out = opts.out_type;
+    let tok_flavor = match opts.out_type.flavor() {
+        Flavor::BitnetCpp => TokFlavor::BitnetCpp,
+        Flavor::Mainline => TokFlavor::LlamaCpp,
+    };
+    let meta = TokenizerMeta::from_dir(&ck.dir, tok_flavor, opts.tokenizer_pre.as_deref())
+        .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+    Ok(metadata_for(
+        &ck.config,
+        opts.out_type,
+        general_name,
+        total_params,
+        &meta,
+    ))
+}
+
+/// The metadata list for a model described by `cfg` written as `out`, with the tokenizer
+/// keys of `tokenizer` (which must be of `out`'s flavor). Used by `convert` and `dummy`.
+pub fn metadata_for(
+    cfg: &ModelConfig,
+    out: OutType,
+    general_name: &str,
+    total_params: u64,
+    tokenizer: &TokenizerMeta,
+) -> Vec<(String, Value)> {
     let a = cfg.arch.gguf_name();
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut put = |k: String, v: Value| kv.push((k, v));
@@ -93,20 +115,14 @@ pub(super) fn metadata(
         }
     }
 
-    let tok_flavor = match flavor {
-        Flavor::BitnetCpp => TokFlavor::BitnetCpp,
-        Flavor::Mainline => TokFlavor::LlamaCpp,
-    };
-    let meta = TokenizerMeta::from_dir(&ck.dir, tok_flavor, opts.tokenizer_pre.as_deref())
-        .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
-    for (k, v) in meta.kv_entries() {
+    for (k, v) in tokenizer.kv_entries() {
         kv.push((k, tok_value(v)));
     }
     // llama-quantize appends the quantization version to the file it rewrites.
     if out == OutType::I2S {
         kv.push(("general.quantization_version".into(), Value::U32(2)));
     }
-    Ok(kv)
+    kv
 }
 
 fn tok_value(v: TokValue) -> Value {
@@ -122,7 +138,7 @@ fn tok_value(v: TokValue) -> Value {
 
 /// llama.cpp's size label: the parameter count with a K/M/B/T suffix and at least two
 /// significant digits (`1963776` → `2.0M`, `7e8` → `700M`).
-pub(super) fn size_label(n: u64) -> String {
+pub fn size_label(n: u64) -> String {
     let n = n as f64;
     let (scaled, suffix) = if n > 1e12 {
         (n * 1e-12, "T")

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod convert;
+pub mod dummy;
 pub mod gguf;
 pub mod quant;
 pub mod util;

@@ -1,6 +1,7 @@
 //! Subcommands, one file each. Exit codes: 0 success, 1 validation failed, 2 could not run.
 
 mod convert;
+mod dummy;
 mod inspect;
 mod progress;
 
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Convert a Hugging Face checkpoint directory to GGUF.
     Convert(convert::Args),
+    /// Generate a random model of any bitnet.cpp size and any output type.
+    Dummy(dummy::Args),
     /// Describe a GGUF file or a checkpoint directory.
     Inspect(inspect::Args),
 }
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(a) => convert::run(a),
+        Command::Dummy(a) => dummy::run(a),
         Command::Inspect(a) => inspect::run(a),
     };
     match result {

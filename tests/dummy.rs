@@ -1,0 +1,340 @@
+//! `bitconv dummy`: planned sizes equal written sizes, the layouts read the files back,
+//! reproducibility, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bitconv::gguf::{GgmlType, MappedGguf};
+use bitconv::quant::layouts::{i2s, params, tl1, tl2, tq1_0, tq2_0};
+
+const TYPES: [&str; 7] = ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"];
+
+fn dummy(dir: &Path, args: &[&str]) -> (PathBuf, std::process::Output) {
+    let out = dir.join(format!("{}.gguf", args.join("_").replace(['/', '.'], "-")));
+    let o = common::bitconv()
+        .arg("dummy")
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    (out, o)
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Checks that every ternary tensor of `path` unpacks into valid codes with a positive scale;
+/// `ini` gives the TL parameters.
+fn unpack_all(path: &Path, ini: Option<&Path>) {
+    let g = MappedGguf::open(path).unwrap();
+    let entries =
+        ini.map(|p| params::parse_kernel_config_ini(&std::fs::read_to_string(p).unwrap()).unwrap());
+    let mut seen = 0;
+    for t in &g.header.tensors {
+        let (k, m) = (
+            t.dims[0] as usize,
+            t.dims.get(1).copied().unwrap_or(1) as usize,
+        );
+        let data = g.tensor_bytes(t);
+        let codes: Vec<i8> = match t.ty {
+            GgmlType::I2_S => i2s::unpack(data, m, k).unwrap().0,
+            GgmlType::TL1 => tl1::unpack(
+                data,
+                m,
+                k,
+                &params::find_entry(entries.as_ref().unwrap(), m, k).unwrap(),
+            )
+            .unwrap(),
+            GgmlType::TL2 => tl2::unpack(
+                data,
+                m,
+                k,
+                &params::find_entry(entries.as_ref().unwrap(), m, k).unwrap(),
+            )
+            .unwrap(),
+            GgmlType::TQ1_0 => tq1_0::codes(data, m * k).unwrap().0,
+            GgmlType::TQ2_0 => tq2_0::codes(data, m * k).unwrap().0,
+            _ => continue,
+        };
+        let zeros = codes.iter().filter(|&&c| c == 0).count() as f64 / codes.len() as f64;
+        assert!((0.3..0.5).contains(&zeros), "{}: {zeros} zeros", t.name);
+        assert!(codes.contains(&1) && codes.contains(&-1));
+        if t.ty.is_bitnet() {
+            let s = g.ternary_scale(t).unwrap();
+            assert!(s > 0.01 && s < 1.0, "{}: scale {s}", t.name);
+        }
+        seen += 1;
+    }
+    assert!(seen > 0 || !path.to_string_lossy().contains("i2_s"));
+}
+
+#[test]
+fn every_size_plans_every_type() {
+    // The plan exists for every size and type (TL parameters derived where no table has them),
+    // and its total equals the sum of the tensors' sizes plus the header.
+    for size in [
+        "125M", "350M", "1B", "1.5B", "2.7B", "3.8B", "7B", "13B", "30B", "70B", "100B",
+    ] {
+        for q in TYPES {
+            let o = common::bitconv()
+                .args(["dummy", "--size", size, "--quant", q, "--dry-run", "--json"])
+                .output()
+                .unwrap();
+            ok(&o);
+            let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let sum: u64 = plan["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["bytes"].as_u64().unwrap().div_ceil(32) * 32)
+                .sum();
+            let total = plan["file_size"].as_u64().unwrap();
+            assert!(
+                total > sum && total - sum < 1 << 20,
+                "{size} {q}: {total} vs {sum}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dry_run_sizes_equal_written_files_up_to_1b_and_layouts_read_them_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    for size in ["125M", "350M", "1B"] {
+        for q in TYPES {
+            let mut args = vec!["--size", size, "--quant", q];
+            let ini = tmp.path().join(format!("{size}-{q}.ini"));
+            let (plan_out, o) = dummy(tmp.path(), &[&args[..], &["--dry-run", "--json"]].concat());
+            ok(&o);
+            assert!(!plan_out.exists());
+            let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if q.starts_with("tl") {
+                args.extend(["--emit-kernel-config", ini.to_str().unwrap()]);
+            }
+            let (out, o) = dummy(tmp.path(), &args);
+            ok(&o);
+            let len = std::fs::metadata(&out).unwrap().len();
+            assert_eq!(plan["file_size"].as_u64().unwrap(), len, "{size} {q}");
+            let g = MappedGguf::open(&out).unwrap();
+            for (p, t) in plan["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(&g.header.tensors)
+            {
+                assert_eq!(
+                    p["bytes"].as_u64().unwrap(),
+                    t.nbytes,
+                    "{size} {q} {}",
+                    t.name
+                );
+            }
+            drop(g);
+            if size == "125M" {
+                unpack_all(&out, q.starts_with("tl").then_some(ini.as_path()));
+            }
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for q in ["i2_s", "tl2"] {
+        let a = tmp.path().join(format!("a-{q}.gguf"));
+        let b = tmp.path().join(format!("b-{q}.gguf"));
+        let c = tmp.path().join(format!("c-{q}.gguf"));
+        for (p, seed, threads) in [(&a, "7", "1"), (&b, "7", "2"), (&c, "8", "2")] {
+            let o = common::bitconv()
+                .args([
+                    "dummy", "--size", "125M", "--quant", q, "--seed", seed, "-t", threads, "-q",
+                    "-o",
+                ])
+                .arg(p)
+                .output()
+                .unwrap();
+            ok(&o);
+        }
+        let (a, b, c) = (
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            std::fs::read(c).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{q}: same seed, different thread counts, different bytes"
+        );
+        assert!(a != c, "{q}: different seeds, same bytes");
+        assert_eq!(a.len(), c.len());
+    }
+}
+
+#[test]
+fn custom_sizes_and_architectures() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["bitnet", "bitnet-b1.58", "llama"] {
+        let args = [
+            "--size",
+            "custom",
+            "--hidden",
+            "512",
+            "--intermediate",
+            "1536",
+            "--layers",
+            "2",
+            "--heads",
+            "8",
+            "--kv-heads",
+            "2",
+            "--vocab",
+            "1024",
+            "--arch",
+            arch,
+            "--quant",
+            "i2_s",
+        ];
+        let (out, o) = dummy(tmp.path(), &args);
+        ok(&o);
+        let g = MappedGguf::open(&out).unwrap();
+        assert_eq!(
+            g.header.get("general.architecture").unwrap().as_str(),
+            Some(arch)
+        );
+        assert_eq!(
+            g.header
+                .get(&format!("{arch}.attention.head_count_kv"))
+                .unwrap()
+                .as_u64(),
+            Some(2)
+        );
+        let k = g.header.tensor("blk.0.attn_k.weight").unwrap();
+        assert_eq!(k.dims, vec![512, 128]);
+        assert_eq!(g.header.tensor("output.weight").is_some(), arch == "llama");
+        assert_eq!(
+            g.header.tensor("blk.1.attn_sub_norm.weight").is_some(),
+            arch != "llama"
+        );
+        unpack_all(&out, None);
+    }
+}
+
+fn fails(args: &[&str], needles: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, o) = dummy(tmp.path(), args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn bad_input() {
+    fails(&["--size", "5B"], &["unknown size", "\"5B\"", "125M"]);
+    fails(
+        &[
+            "--size",
+            "custom",
+            "--hidden",
+            "100",
+            "--intermediate",
+            "300",
+            "--layers",
+            "1",
+            "--heads",
+            "4",
+            "--quant",
+            "i2_s",
+        ],
+        &["token_embd.weight", "Q8_0", "multiple of 32"],
+    );
+    fails(
+        &[
+            "--size",
+            "custom",
+            "--hidden",
+            "32",
+            "--intermediate",
+            "2",
+            "--layers",
+            "1",
+            "--heads",
+            "1",
+            "--quant",
+            "i2_s",
+        ],
+        &["ffn_down", "32×2", "multiple of 128"],
+    );
+    fails(
+        &[
+            "--size",
+            "custom",
+            "--hidden",
+            "192",
+            "--intermediate",
+            "512",
+            "--layers",
+            "1",
+            "--heads",
+            "4",
+            "--quant",
+            "tl2",
+        ],
+        &["TL2", "192"],
+    );
+    fails(
+        &["--size", "custom", "--hidden", "256"],
+        &["--size custom needs"],
+    );
+    fails(
+        &["--size", "125M", "--heads", "5"],
+        &["not a multiple of heads"],
+    );
+}
+
+#[test]
+fn full_disk_leaves_no_partial_file() {
+    // A file-size limit makes writes fail past 8 MB, as a full disk does (SIGXFSZ ignored, so
+    // the write returns EFBIG).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("full.gguf");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 16384; trap '' XFSZ; exec \"{}\" dummy --size 125M --quant f16 -q -o \"{}\"",
+            env!("CARGO_BIN_EXE_bitconv"),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("full.gguf"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temporary file removed"
+    );
+}

@@ -11,5 +11,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod dummy;
 pub mod gguf;
+pub mod hub;
 pub mod quant;
+pub mod runtime;
 pub mod util;

@@ -1,0 +1,147 @@
+//! The repositories bitnet.cpp's `setup_env.py` knows (`SUPPORTED_HF_MODELS`), for
+//! `bitconv fetch --list`, with the output types that apply to each.
+//!
+//! Output types follow from the shapes recorded for each model:
+//! - `tq1_0`/`tq2_0` need every ternary matrix's input dimension K to be a multiple of 256;
+//! - `tl1`/`tl2` need kernel parameters for the model's own (M, K) shapes, which setup_env
+//!   generates only for bitnet_b1_58-large, bitnet_b1_58-3B and Llama3-8B-1.58-100B-tokens
+//!   (2B-4T and Falcon get another model's tables and fail);
+//! - `i2_s`, `f16`, `f32` apply to every ternary model.
+
+/// One known repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownRepo {
+    /// `org/name` on the Hub.
+    pub repo: &'static str,
+    /// bitnet.cpp's local model name (its model directory and codegen key).
+    pub local_name: &'static str,
+    /// Checkpoint family: `bitnet` (1bitLLM, SiLU), `bitnet-b1.58` (2B-4T, relu²), `llama`
+    /// (Llama3/Falcon3/Falcon-E, packed weights), `qwen3`/`gemma3` (embedding models).
+    pub family: &'static str,
+    /// The `--outtype` values that apply.
+    pub output_types: &'static [&'static str],
+    /// A caveat shown with the entry (empty when none).
+    pub note: &'static str,
+}
+
+const ALL: &[&str] = &["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"];
+const NO_TQ: &[&str] = &["i2_s", "tl1", "tl2", "f16", "f32"];
+const NO_TL: &[&str] = &["i2_s", "tq1_0", "tq2_0", "f16", "f32"];
+const BASIC: &[&str] = &["i2_s", "f16", "f32"];
+
+const FALCON_NOTE: &str = "shapes not recorded: tq1_0/tq2_0 unverified; no TL kernel tables \
+                           for these shapes";
+
+const fn falcon(repo: &'static str, local_name: &'static str) -> KnownRepo {
+    KnownRepo {
+        repo,
+        local_name,
+        family: "llama",
+        output_types: BASIC,
+        note: FALCON_NOTE,
+    }
+}
+
+static KNOWN: &[KnownRepo] = &[
+    KnownRepo {
+        repo: "1bitLLM/bitnet_b1_58-large",
+        local_name: "bitnet_b1_58-large",
+        family: "bitnet",
+        output_types: ALL,
+        note: "K in {1536, 4096}: all multiples of 256",
+    },
+    KnownRepo {
+        repo: "1bitLLM/bitnet_b1_58-3B",
+        local_name: "bitnet_b1_58-3B",
+        family: "bitnet",
+        output_types: NO_TQ,
+        note: "K in {3200, 8640}: not multiples of 256, so no tq1_0/tq2_0",
+    },
+    KnownRepo {
+        repo: "HF1BitLLM/Llama3-8B-1.58-100B-tokens",
+        local_name: "Llama3-8B-1.58-100B-tokens",
+        family: "llama",
+        output_types: ALL,
+        note: "K in {4096, 14336}: all multiples of 256",
+    },
+    falcon(
+        "tiiuae/Falcon3-7B-Instruct-1.58bit",
+        "Falcon3-7B-Instruct-1.58bit",
+    ),
+    falcon("tiiuae/Falcon3-7B-1.58bit", "Falcon3-7B-1.58bit"),
+    falcon(
+        "tiiuae/Falcon3-10B-Instruct-1.58bit",
+        "Falcon3-10B-Instruct-1.58bit",
+    ),
+    falcon("tiiuae/Falcon3-10B-1.58bit", "Falcon3-10B-1.58bit"),
+    falcon(
+        "tiiuae/Falcon3-3B-Instruct-1.58bit",
+        "Falcon3-3B-Instruct-1.58bit",
+    ),
+    falcon("tiiuae/Falcon3-3B-1.58bit", "Falcon3-3B-1.58bit"),
+    falcon(
+        "tiiuae/Falcon3-1B-Instruct-1.58bit",
+        "Falcon3-1B-Instruct-1.58bit",
+    ),
+    KnownRepo {
+        repo: "microsoft/BitNet-b1.58-2B-4T",
+        local_name: "BitNet-b1.58-2B-4T",
+        family: "bitnet-b1.58",
+        output_types: NO_TL,
+        note: "K in {2560, 6912}: multiples of 256; no TL kernel tables for its shapes",
+    },
+    falcon("tiiuae/Falcon-E-3B-Instruct", "Falcon-E-3B-Instruct"),
+    falcon("tiiuae/Falcon-E-1B-Instruct", "Falcon-E-1B-Instruct"),
+    falcon("tiiuae/Falcon-E-3B-Base", "Falcon-E-3B-Base"),
+    falcon("tiiuae/Falcon-E-1B-Base", "Falcon-E-1B-Base"),
+    KnownRepo {
+        repo: "microsoft/bitnet-embedding-0.6b",
+        local_name: "bitnet-embedding-0.6b",
+        family: "qwen3",
+        output_types: BASIC,
+        note: "embedding model (bitnet.cpp converts it with a separate script)",
+    },
+    KnownRepo {
+        repo: "microsoft/bitnet-embedding-270m",
+        local_name: "bitnet-embedding-270m",
+        family: "gemma3",
+        output_types: BASIC,
+        note: "embedding model (bitnet.cpp converts it with a separate script)",
+    },
+];
+
+/// The repositories bitnet.cpp's `setup_env.py` supports, in its order.
+pub fn known_repos() -> &'static [KnownRepo] {
+    KNOWN
+}
+
+/// The known entry for `repo` (exact `org/name`, case-insensitive).
+pub fn find_known(repo: &str) -> Option<&'static KnownRepo> {
+    KNOWN.iter().find(|k| k.repo.eq_ignore_ascii_case(repo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ternary input dimensions K recorded in FORMATS §8 decide TQ eligibility.
+    #[test]
+    fn tq_matches_shapes() {
+        let shapes: &[(&str, &[u32])] = &[
+            ("1bitLLM/bitnet_b1_58-large", &[1536, 4096]),
+            ("1bitLLM/bitnet_b1_58-3B", &[3200, 8640]),
+            ("HF1BitLLM/Llama3-8B-1.58-100B-tokens", &[4096, 14336]),
+            ("microsoft/BitNet-b1.58-2B-4T", &[2560, 6912]),
+        ];
+        for (repo, ks) in shapes {
+            let k = find_known(repo).unwrap();
+            let fits = ks.iter().all(|k| k % 256 == 0);
+            assert_eq!(k.output_types.contains(&"tq1_0"), fits, "{repo}");
+            assert_eq!(k.output_types.contains(&"tq2_0"), fits, "{repo}");
+        }
+        assert_eq!(known_repos().len(), 17);
+        for k in known_repos() {
+            assert!(k.repo.ends_with(k.local_name), "{}", k.repo);
+        }
+    }
+}

@@ -1,0 +1,990 @@
+//! Loading a GGUF model for the runtime: hyperparameters from the `<arch>.*` metadata keys and
+//! the tensors of the `bitnet`, `bitnet-b1.58` (alias `bitnet-25`) and `llama` architectures.
+//!
+//! The file is memory-mapped and never copied. Weights are kept compact:
+//!
+//! | type in the file | held as |
+//! |---|---|
+//! | I2_S | the file's own bytes (canonical 128-value interleave, `K/4` bytes per row) + scale |
+//! | TL1, TL2 | decoded once with the kernel parameters and re-packed as I2_S rows (2 bits per weight) |
+//! | TQ2_0 | the file's own blocks |
+//! | TQ1_0 | re-packed once as TQ2_0 blocks (same codes and block scales) |
+//! | Q8_0, F16, F32 | the file's own bytes |
+//!
+//! Norm vectors (F32) are copied into small vectors. Anything the architecture does not use,
+//! any missing tensor, wrong shape or unsupported type is an error naming the tensor.
+//!
+//! TL1/TL2 data can only be decoded with the `(BM, BK, bm)` tiling it was packed with, which
+//! the file does not record: pass the `kernel_config.ini` entries in
+//! [`LoadOptions::tl_params`], or leave it empty to read `kernel_config_tl1.ini` /
+//! `kernel_config_tl2.ini` / `kernel_config.ini` from the model's directory.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+
+use crate::gguf::{GgmlType, MappedGguf, TensorInfo, Value};
+use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, KernelEntry};
+
+use super::ops::{RopeStyle, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use super::RuntimeError;
+
+/// Options of [`Model::load`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Kernel parameters (`kernel_config.ini` sections, keyed by `m` = output rows and `k` =
+    /// input columns) used to decode TL1/TL2 tensors. When empty and the file holds TL1/TL2
+    /// tensors, the loader reads `kernel_config_tl1.ini` or `kernel_config_tl2.ini` (matching
+    /// the tensor type), else `kernel_config.ini`, from the model's directory.
+    pub tl_params: Vec<KernelEntry>,
+    /// Validation mode: every projection is re-expressed as I2_S codes with one scale, so the
+    /// forward pass applies bitnet.cpp's I2_S arithmetic whatever the file stores. TQ1_0/TQ2_0
+    /// codes take their (common) block scale; F32/F16 projections, which hold fake-quantized
+    /// weights, take `sign(x)` as codes and `max |x|` as scale. A projection that is not
+    /// ternary is an error naming it. The logits then depend only on the file's ternary
+    /// content, so files of every type can be checked against one golden.
+    pub ternary_as_i2s: bool,
+}
+
+/// The architectures the runtime executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// `bitnet` (1bitLLM checkpoints): SiLU gate, attention and FFN sub-norms, head tied to
+    /// `token_embd`.
+    Bitnet,
+    /// `bitnet-b1.58` (also read as `bitnet-25`, the name of the first official 2B-4T file):
+    /// ReLU² gate, sub-norms, `output.weight` if present, else tied.
+    BitnetB158,
+    /// `llama`: no sub-norms, SiLU gate, interleaved RoPE, `output.weight` if present, else tied.
+    Llama,
+}
+
+impl Arch {
+    /// The architecture for a `general.architecture` string.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "bitnet" => Some(Arch::Bitnet),
+            "bitnet-b1.58" | "bitnet-25" => Some(Arch::BitnetB158),
+            "llama" => Some(Arch::Llama),
+            _ => None,
+        }
+    }
+
+    /// The canonical architecture string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Bitnet => "bitnet",
+            Arch::BitnetB158 => "bitnet-b1.58",
+            Arch::Llama => "llama",
+        }
+    }
+
+    /// The FFN gate activation.
+    pub fn activation(self) -> Activation {
+        match self {
+            Arch::Bitnet | Arch::Llama => Activation::Silu,
+            Arch::BitnetB158 => Activation::ReluSqr,
+        }
+    }
+
+    /// The RoPE convention: NEOX for the BitNet architectures, interleaved for `llama`.
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Bitnet | Arch::BitnetB158 => RopeStyle::Neox,
+            Arch::Llama => RopeStyle::Normal,
+        }
+    }
+
+    /// Whether blocks have `attn_sub_norm` / `ffn_sub_norm`.
+    pub fn has_sub_norms(self) -> bool {
+        !matches!(self, Arch::Llama)
+    }
+
+    /// Whether the file may carry a separate `output.weight` (else the head is tied).
+    pub fn allows_output(self) -> bool {
+        !matches!(self, Arch::Bitnet)
+    }
+}
+
+/// The FFN gate activation: `act(gate(x)) · up(x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(g) = g / (1 + e^(−g))`.
+    Silu,
+    /// `relu(g)²`.
+    ReluSqr,
+}
+
+/// Hyperparameters read from the metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hparams {
+    /// The architecture.
+    pub arch: Arch,
+    /// Vocabulary size (rows of `token_embd`).
+    pub n_vocab: usize,
+    /// Hidden size (`embedding_length`).
+    pub n_embd: usize,
+    /// FFN size (`feed_forward_length`).
+    pub n_ff: usize,
+    /// Number of blocks (`block_count`).
+    pub n_layer: usize,
+    /// Query heads (`attention.head_count`).
+    pub n_head: usize,
+    /// Key/value heads (`attention.head_count_kv`, default `n_head`).
+    pub n_head_kv: usize,
+    /// Dimension of one head (`attention.key_length`, default `n_embd / n_head`).
+    pub head_dim: usize,
+    /// Rotated dimensions per head (`rope.dimension_count`, default `head_dim`).
+    pub n_rot: usize,
+    /// Training context (`context_length`).
+    pub n_ctx_train: usize,
+    /// RoPE base (`rope.freq_base`, default 10000).
+    pub rope_freq_base: f32,
+    /// RoPE position scale: `1 / rope.scaling.factor` for linear scaling, else 1.
+    pub rope_freq_scale: f32,
+    /// RMSNorm epsilon (`attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+}
+
+/// How a weight matrix is held in memory (and which kernel multiplies it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Canonical I2_S rows (`K/4` bytes each) and one f32 scale; int8 activations.
+    I2s,
+    /// TQ2_0 blocks (66 bytes per 256 values); Q8_K activations.
+    Tq2,
+    /// Q8_0 blocks (34 bytes per 32 values); Q8_0 activations.
+    Q8_0,
+    /// IEEE half floats; f32 activations.
+    F16,
+    /// f32; f32 activations.
+    F32,
+}
+
+impl WeightFormat {
+    /// Bytes of one row of `k` values.
+    pub fn row_bytes(self, k: usize) -> usize {
+        match self {
+            WeightFormat::I2s => k / 4,
+            WeightFormat::Tq2 => k / QK_K * TQ2_BLOCK_BYTES,
+            WeightFormat::Q8_0 => k / QK8_0 * Q8_0_BLOCK_BYTES,
+            WeightFormat::F16 => 2 * k,
+            WeightFormat::F32 => 4 * k,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Data {
+    /// Absolute byte range in the mapped file.
+    File(Range<usize>),
+    /// Bytes converted at load time.
+    Owned(Vec<u8>),
+}
+
+/// A 2-D weight: `rows` outputs (`M`, GGUF `ne1`) × `cols` inputs (`K`, GGUF `ne0`).
+#[derive(Debug)]
+pub struct Matrix {
+    name: String,
+    rows: usize,
+    cols: usize,
+    file_type: GgmlType,
+    format: WeightFormat,
+    scale: f32,
+    data: Data,
+}
+
+impl Matrix {
+    /// The tensor name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Output rows `M`.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input columns `K`.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The tensor type in the file.
+    pub fn file_type(&self) -> GgmlType {
+        self.file_type
+    }
+
+    /// How the weights are held in memory.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// The per-tensor scale of ternary (I2_S-held) weights; 1 for other formats.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Bytes held in memory outside the file mapping (converted layouts).
+    pub fn owned_bytes(&self) -> usize {
+        match &self.data {
+            Data::File(_) => 0,
+            Data::Owned(v) => v.len(),
+        }
+    }
+
+    /// All rows' bytes (`rows · row_bytes`), given the mapped file.
+    pub(crate) fn bytes<'a>(&'a self, file: &'a [u8]) -> &'a [u8] {
+        match &self.data {
+            Data::File(r) => &file[r.clone()],
+            Data::Owned(v) => v,
+        }
+    }
+
+    /// Bytes of one row.
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.format.row_bytes(self.cols)
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values). Supported for F32, F16 and Q8_0 (the
+    /// embedding formats).
+    pub(crate) fn dequantize_row(&self, file: &[u8], r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        let row = &self.bytes(file)[r * rb..(r + 1) * rb];
+        match self.format {
+            WeightFormat::F32 => {
+                for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            WeightFormat::F16 => {
+                for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            WeightFormat::Q8_0 => {
+                for (ob, blk) in out
+                    .chunks_exact_mut(QK8_0)
+                    .zip(row.chunks_exact(Q8_0_BLOCK_BYTES))
+                {
+                    let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                    for (o, &q) in ob.iter_mut().zip(&blk[2..]) {
+                        *o = (q as i8) as f32 * d;
+                    }
+                }
+            }
+            WeightFormat::I2s | WeightFormat::Tq2 => {
+                unreachable!("embedding rows are F32, F16 or Q8_0 (checked at load)")
+            }
+        }
+    }
+}
+
+/// The tensors of one block.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub attn_sub_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+    pub ffn_sub_norm: Option<Vec<f32>>,
+}
+
+/// A model ready to run: the mapped file, its hyperparameters and its bound tensors.
+pub struct Model {
+    gguf: MappedGguf,
+    hparams: Hparams,
+    tok_embd: Matrix,
+    output: Option<Matrix>,
+    output_norm: Vec<f32>,
+    rope_freqs: Option<Vec<f32>>,
+    pub(crate) layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.gguf.path())
+            .field("hparams", &self.hparams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Opens and binds a GGUF model. See the module docs for what is accepted.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model, RuntimeError> {
+        let gguf = MappedGguf::open(path)?;
+        let mut b = Binder {
+            file: path.to_path_buf(),
+            gguf: &gguf,
+            used: HashSet::new(),
+            tl_params: opts.tl_params.clone(),
+            tl_loaded: false,
+            ternary_as_i2s: opts.ternary_as_i2s,
+        };
+        let hparams = b.hparams()?;
+        let hp = &hparams;
+        let q_dim = hp.n_head * hp.head_dim;
+        let kv_dim = hp.n_head_kv * hp.head_dim;
+
+        let tok_embd = b.matrix("token_embd.weight", hp.n_embd, hp.n_vocab, Role::Embedding)?;
+        let output_norm = b.norm("output_norm.weight", hp.n_embd)?;
+        let output = if hp.arch.allows_output() && b.has("output.weight") {
+            Some(b.matrix("output.weight", hp.n_embd, hp.n_vocab, Role::Head)?)
+        } else {
+            None
+        };
+        let rope_freqs = if b.has("rope_freqs.weight") {
+            Some(b.norm("rope_freqs.weight", hp.n_rot / 2)?)
+        } else {
+            None
+        };
+
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for i in 0..hp.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let sub = hp.arch.has_sub_norms();
+            layers.push(Layer {
+                attn_norm: b.norm(&n("attn_norm"), hp.n_embd)?,
+                wq: b.matrix(&n("attn_q"), hp.n_embd, q_dim, Role::Projection)?,
+                wk: b.matrix(&n("attn_k"), hp.n_embd, kv_dim, Role::Projection)?,
+                wv: b.matrix(&n("attn_v"), hp.n_embd, kv_dim, Role::Projection)?,
+                wo: b.matrix(&n("attn_output"), q_dim, hp.n_embd, Role::Projection)?,
+                attn_sub_norm: if sub {
+                    Some(b.norm(&n("attn_sub_norm"), q_dim)?)
+                } else {
+                    None
+                },
+                ffn_norm: b.norm(&n("ffn_norm"), hp.n_embd)?,
+                w_gate: b.matrix(&n("ffn_gate"), hp.n_embd, hp.n_ff, Role::Projection)?,
+                w_up: b.matrix(&n("ffn_up"), hp.n_embd, hp.n_ff, Role::Projection)?,
+                w_down: b.matrix(&n("ffn_down"), hp.n_ff, hp.n_embd, Role::Projection)?,
+                ffn_sub_norm: if sub {
+                    Some(b.norm(&n("ffn_sub_norm"), hp.n_ff)?)
+                } else {
+                    None
+                },
+            });
+        }
+        if let Some(t) = gguf
+            .header
+            .tensors
+            .iter()
+            .find(|t| !b.used.contains(&t.name))
+        {
+            return Err(RuntimeError::Tensor {
+                file: b.file.clone(),
+                tensor: t.name.clone(),
+                reason: format!(
+                    "not used by architecture {} (unexpected or unsupported tensor)",
+                    hp.arch.name()
+                ),
+            });
+        }
+        drop(b);
+        Ok(Model {
+            gguf,
+            hparams,
+            tok_embd,
+            output,
+            output_norm,
+            rope_freqs,
+            layers,
+        })
+    }
+
+    /// The model file's path.
+    pub fn path(&self) -> &Path {
+        self.gguf.path()
+    }
+
+    /// The mapped file (header and bytes).
+    pub fn gguf(&self) -> &MappedGguf {
+        &self.gguf
+    }
+
+    /// The hyperparameters.
+    pub fn hparams(&self) -> &Hparams {
+        &self.hparams
+    }
+
+    /// The token embedding (`n_vocab` rows × `n_embd`).
+    pub fn tok_embd(&self) -> &Matrix {
+        &self.tok_embd
+    }
+
+    /// The LM head: `output.weight`, or `token_embd.weight` when the head is tied.
+    pub fn head(&self) -> &Matrix {
+        self.output.as_ref().unwrap_or(&self.tok_embd)
+    }
+
+    /// Whether the LM head is tied to the token embedding.
+    pub fn is_tied(&self) -> bool {
+        self.output.is_none()
+    }
+
+    /// The final norm's weights.
+    pub fn output_norm(&self) -> &[f32] {
+        &self.output_norm
+    }
+
+    /// RoPE frequency factors (`rope_freqs.weight`), if the file has them.
+    pub fn rope_freqs(&self) -> Option<&[f32]> {
+        self.rope_freqs.as_deref()
+    }
+
+    /// Every weight matrix, in block order, then the embedding and an untied head.
+    pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .chain(std::iter::once(&self.tok_embd))
+            .chain(self.output.iter())
+    }
+
+    /// Bytes held on the heap besides the mapping: converted weights and norm vectors.
+    pub fn heap_bytes(&self) -> usize {
+        let norms: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attn_norm.len()
+                    + l.ffn_norm.len()
+                    + l.attn_sub_norm.as_ref().map_or(0, Vec::len)
+                    + l.ffn_sub_norm.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>()
+            + self.output_norm.len();
+        self.matrices().map(Matrix::owned_bytes).sum::<usize>() + 4 * norms
+    }
+
+    /// The mapped file's bytes.
+    pub(crate) fn file_bytes(&self) -> &[u8] {
+        self.gguf.bytes()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Projection,
+    Embedding,
+    Head,
+}
+
+struct Binder<'g> {
+    file: PathBuf,
+    gguf: &'g MappedGguf,
+    used: HashSet<String>,
+    tl_params: Vec<KernelEntry>,
+    tl_loaded: bool,
+    ternary_as_i2s: bool,
+}
+
+impl Binder<'_> {
+    /// The ternary codes and single scale of a projection stored as TQ1_0/TQ2_0 (block scales
+    /// must agree) or as float values (fake-quantized: one magnitude besides zero).
+    fn ternary_codes(
+        &self,
+        name: &str,
+        t: &crate::gguf::TensorInfo,
+        m: usize,
+        k: usize,
+    ) -> Result<(Vec<i8>, f32), RuntimeError> {
+        let bytes = self.gguf.tensor_bytes(t);
+        let n = m * k;
+        let bad = |why: String| self.tensor_err(name, why);
+        match t.ty {
+            GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
+                let (codes, d) = if t.ty == GgmlType::TQ1_0 {
+                    tq1_0::codes(bytes, n)
+                } else {
+                    crate::quant::layouts::tq2_0::codes(bytes, n)
+                }
+                .map_err(|e| bad(e.to_string()))?;
+                let scale = d.iter().fold(0f32, |a, &b| a.max(b.abs()));
+                for (b, (blk, &db)) in codes.chunks_exact(QK_K).zip(&d).enumerate() {
+                    if blk.iter().any(|&c| c != 0) && db.abs() != scale {
+                        return Err(bad(format!(
+                            "block {b} has scale {db}, others {scale}: not one ternary scale per tensor"
+                        )));
+                    }
+                }
+                Ok((codes, scale))
+            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 => {
+                let vals: Vec<f32> = match t.ty {
+                    GgmlType::F32 => bytes[..4 * n]
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    GgmlType::F16 => bytes[..2 * n]
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    _ => crate::quant::layouts::q8_0::dequantize(bytes, n)
+                        .map_err(|e| bad(e.to_string()))?,
+                };
+                let scale = vals.iter().fold(0f32, |a, &b| a.max(b.abs()));
+                let mut codes = vec![0i8; n];
+                for (i, (&x, c)) in vals.iter().zip(codes.iter_mut()).enumerate() {
+                    if x.abs() < 1e-6 {
+                        continue;
+                    }
+                    if (x.abs() - scale).abs() > scale * 1e-3 {
+                        return Err(bad(format!(
+                            "value {x} at row {}, column {} is neither 0 nor ±{scale}: the weights are not ternary",
+                            i / k,
+                            i % k
+                        )));
+                    }
+                    *c = if x > 0.0 { 1 } else { -1 };
+                }
+                Ok((codes, scale))
+            }
+            other => Err(bad(format!("{other} is not a ternary layout"))),
+        }
+    }
+
+    fn meta_err(&self, key: &str, reason: impl Into<String>) -> RuntimeError {
+        RuntimeError::Metadata {
+            file: self.file.clone(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn tensor_err(&self, tensor: &str, reason: impl Into<String>) -> RuntimeError {
+        RuntimeError::Tensor {
+            file: self.file.clone(),
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<&Value> {
+        self.gguf.header.get(key)
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, RuntimeError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(x) => usize::try_from(x)
+                    .map(Some)
+                    .map_err(|_| self.meta_err(key, format!("value {x} is too large"))),
+                None => Err(self.meta_err(key, format!("expected an integer, found {v}"))),
+            },
+        }
+    }
+
+    fn req_usize(&self, key: &str) -> Result<usize, RuntimeError> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.meta_err(key, "required key is missing"))
+    }
+
+    fn req_positive(&self, key: &str) -> Result<usize, RuntimeError> {
+        match self.req_usize(key)? {
+            0 => Err(self.meta_err(key, "must be positive")),
+            v => Ok(v),
+        }
+    }
+
+    fn opt_f32(&self, key: &str) -> Result<Option<f32>, RuntimeError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) => Ok(Some(x as f32)),
+                None => Err(self.meta_err(key, format!("expected a number, found {v}"))),
+            },
+        }
+    }
+
+    fn hparams(&mut self) -> Result<Hparams, RuntimeError> {
+        let arch_key = "general.architecture";
+        let arch_s = self
+            .value(arch_key)
+            .ok_or_else(|| self.meta_err(arch_key, "required key is missing"))?
+            .as_str()
+            .ok_or_else(|| self.meta_err(arch_key, "expected a string"))?
+            .to_string();
+        let arch = Arch::from_name(&arch_s).ok_or_else(|| RuntimeError::UnsupportedArch {
+            file: self.file.clone(),
+            arch: arch_s.clone(),
+        })?;
+        let k = |s: &str| format!("{arch_s}.{s}");
+        let n_layer = self.req_usize(&k("block_count"))?;
+        let n_embd = self.req_positive(&k("embedding_length"))?;
+        let n_ff = self.req_positive(&k("feed_forward_length"))?;
+        let n_head = self.req_positive(&k("attention.head_count"))?;
+        let n_head_kv = self
+            .opt_usize(&k("attention.head_count_kv"))?
+            .unwrap_or(n_head);
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(self.meta_err(
+                &k("attention.head_count_kv"),
+                format!("{n_head_kv} does not divide head_count {n_head}"),
+            ));
+        }
+        let head_dim = match self.opt_usize(&k("attention.key_length"))? {
+            Some(d) => d,
+            None => {
+                if n_embd % n_head != 0 {
+                    return Err(self.meta_err(
+                        &k("attention.head_count"),
+                        format!("{n_head} heads do not divide embedding_length {n_embd}"),
+                    ));
+                }
+                n_embd / n_head
+            }
+        };
+        if let Some(v) = self.opt_usize(&k("attention.value_length"))? {
+            if v != head_dim {
+                return Err(self.meta_err(
+                    &k("attention.value_length"),
+                    format!("{v} differs from the key length {head_dim} (not supported)"),
+                ));
+            }
+        }
+        let n_rot = self
+            .opt_usize(&k("rope.dimension_count"))?
+            .unwrap_or(head_dim);
+        if n_rot % 2 != 0 || n_rot > head_dim || n_rot == 0 {
+            return Err(self.meta_err(
+                &k("rope.dimension_count"),
+                format!("{n_rot} must be even, positive and at most the head size {head_dim}"),
+            ));
+        }
+        let n_ctx_train = self.req_usize(&k("context_length"))?;
+        let rope_freq_base = self.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
+        let rms_key = k("attention.layer_norm_rms_epsilon");
+        let rms_eps = self
+            .opt_f32(&rms_key)?
+            .ok_or_else(|| self.meta_err(&rms_key, "required key is missing"))?;
+
+        let scaling_key = k("rope.scaling.type");
+        let mut rope_freq_scale = 1.0f32;
+        let scaling = match self.value(&scaling_key) {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or_else(|| self.meta_err(&scaling_key, "expected a string"))?
+                    .to_string(),
+            ),
+        };
+        match scaling.as_deref() {
+            None | Some("none") => {
+                if let Some(f) = self.opt_f32(&k("rope.scale_linear"))? {
+                    if f != 0.0 {
+                        rope_freq_scale = 1.0 / f;
+                    }
+                }
+            }
+            Some("linear") => {
+                if let Some(f) = self.opt_f32(&k("rope.scaling.factor"))? {
+                    if f != 0.0 {
+                        rope_freq_scale = 1.0 / f;
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(self.meta_err(
+                    &scaling_key,
+                    format!("rope scaling {other:?} is not supported (none or linear)"),
+                ))
+            }
+        }
+
+        let embd = self.tensor("token_embd.weight")?;
+        let n_vocab = match embd.dims.as_slice() {
+            [d0, d1] if *d0 as usize == n_embd => *d1 as usize,
+            d => {
+                return Err(self.tensor_err(
+                    "token_embd.weight",
+                    format!("dims {d:?}, expected [{n_embd}, n_vocab]"),
+                ))
+            }
+        };
+        if let Some(v) = self.opt_usize(&k("vocab_size"))? {
+            if v != n_vocab {
+                return Err(self.meta_err(
+                    &k("vocab_size"),
+                    format!("{v} differs from the {n_vocab} rows of token_embd.weight"),
+                ));
+            }
+        }
+        Ok(Hparams {
+            arch,
+            n_vocab,
+            n_embd,
+            n_ff,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_rot,
+            n_ctx_train,
+            rope_freq_base,
+            rope_freq_scale,
+            rms_eps,
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.gguf.header.tensor(name).is_some()
+    }
+
+    fn tensor(&self, name: &str) -> Result<&TensorInfo, RuntimeError> {
+        self.gguf
+            .header
+            .tensor(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                file: self.file.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    fn abs_range(&self, t: &TensorInfo, len: usize) -> Range<usize> {
+        let start = (self.gguf.header.data_start + t.offset) as usize;
+        start..start + len
+    }
+
+    fn norm(&mut self, name: &str, n: usize) -> Result<Vec<f32>, RuntimeError> {
+        let t = self.tensor(name)?.clone();
+        if t.dims != [n as u64] {
+            return Err(self.tensor_err(name, format!("dims {:?}, expected [{n}]", t.dims)));
+        }
+        if t.ty != GgmlType::F32 {
+            return Err(self.tensor_err(name, format!("type {}, expected F32", t.ty)));
+        }
+        let bytes = self.gguf.tensor_bytes(&t);
+        let v = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        self.used.insert(name.to_string());
+        Ok(v)
+    }
+
+    fn matrix(
+        &mut self,
+        name: &str,
+        k: usize,
+        m: usize,
+        role: Role,
+    ) -> Result<Matrix, RuntimeError> {
+        let t = self.tensor(name)?.clone();
+        if t.dims != [k as u64, m as u64] {
+            return Err(self.tensor_err(
+                name,
+                format!(
+                    "dims {:?}, expected [{k}, {m}] (ggml order: inputs, outputs)",
+                    t.dims
+                ),
+            ));
+        }
+        let allowed: &[GgmlType] = match role {
+            Role::Projection => &[
+                GgmlType::I2_S,
+                GgmlType::TL1,
+                GgmlType::TL2,
+                GgmlType::TQ1_0,
+                GgmlType::TQ2_0,
+                GgmlType::Q8_0,
+                GgmlType::F16,
+                GgmlType::F32,
+            ],
+            Role::Embedding | Role::Head => &[GgmlType::Q8_0, GgmlType::F16, GgmlType::F32],
+        };
+        if !allowed.contains(&t.ty) {
+            let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+            return Err(self.tensor_err(
+                name,
+                format!(
+                    "type {} is not supported here (expected one of {})",
+                    t.ty,
+                    names.join(", ")
+                ),
+            ));
+        }
+        let mut scale = 1.0f32;
+        if self.ternary_as_i2s
+            && role == Role::Projection
+            && !matches!(t.ty, GgmlType::I2_S | GgmlType::TL1 | GgmlType::TL2)
+        {
+            let (codes, s) = self.ternary_codes(name, &t, m, k)?;
+            self.need_i2s_width(name, k)?;
+            let mut out = vec![0u8; m * k / 4];
+            i2s::pack_rows(&codes, &mut out)
+                .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
+            self.used.insert(name.to_string());
+            return Ok(Matrix {
+                name: name.to_string(),
+                rows: m,
+                cols: k,
+                file_type: t.ty,
+                format: WeightFormat::I2s,
+                scale: s,
+                data: Data::Owned(out),
+            });
+        }
+        let (format, data) = match t.ty {
+            GgmlType::I2_S => {
+                self.need_i2s_width(name, k)?;
+                scale = self
+                    .gguf
+                    .ternary_scale(&t)
+                    .ok_or_else(|| self.tensor_err(name, "no room for the I2_S scale"))?;
+                (WeightFormat::I2s, Data::File(self.abs_range(&t, m * k / 4)))
+            }
+            GgmlType::TL1 | GgmlType::TL2 => {
+                self.need_i2s_width(name, k)?;
+                scale = self
+                    .gguf
+                    .ternary_scale(&t)
+                    .ok_or_else(|| self.tensor_err(name, "no room for the hidden scale slot"))?;
+                let p = self.tl_params_for(name, t.ty, m, k)?;
+                let bytes = self.gguf.tensor_bytes(&t);
+                let codes = if t.ty == GgmlType::TL1 {
+                    tl1::unpack(bytes, m, k, &p)
+                } else {
+                    tl2::unpack(bytes, m, k, &p)
+                }
+                .map_err(|e| self.tensor_err(name, format!("decoding with {p}: {e}")))?;
+                let mut out = vec![0u8; m * k / 4];
+                i2s::pack_rows(&codes, &mut out)
+                    .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
+                (WeightFormat::I2s, Data::Owned(out))
+            }
+            GgmlType::TQ2_0 => (
+                WeightFormat::Tq2,
+                Data::File(self.abs_range(&t, t.nbytes as usize)),
+            ),
+            GgmlType::TQ1_0 => {
+                let (codes, scales) = tq1_0::codes(self.gguf.tensor_bytes(&t), m * k)
+                    .map_err(|e| self.tensor_err(name, e.to_string()))?;
+                (
+                    WeightFormat::Tq2,
+                    Data::Owned(tq2_from_codes(&codes, &scales)),
+                )
+            }
+            GgmlType::Q8_0 => (
+                WeightFormat::Q8_0,
+                Data::File(self.abs_range(&t, t.nbytes as usize)),
+            ),
+            GgmlType::F16 => (
+                WeightFormat::F16,
+                Data::File(self.abs_range(&t, t.nbytes as usize)),
+            ),
+            GgmlType::F32 => (
+                WeightFormat::F32,
+                Data::File(self.abs_range(&t, t.nbytes as usize)),
+            ),
+            _ => unreachable!("type checked above"),
+        };
+        self.used.insert(name.to_string());
+        Ok(Matrix {
+            name: name.to_string(),
+            rows: m,
+            cols: k,
+            file_type: t.ty,
+            format,
+            scale,
+            data,
+        })
+    }
+
+    fn need_i2s_width(&self, name: &str, k: usize) -> Result<(), RuntimeError> {
+        if k % 128 != 0 {
+            return Err(self.tensor_err(
+                name,
+                format!("{k} input columns: ternary rows need a multiple of 128 columns"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn tl_params_for(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        m: usize,
+        k: usize,
+    ) -> Result<layouts::TlParams, RuntimeError> {
+        if self.tl_params.is_empty() && !self.tl_loaded {
+            self.tl_loaded = true;
+            let dir = self.file.parent().unwrap_or(Path::new("."));
+            let first = if ty == GgmlType::TL1 {
+                "kernel_config_tl1.ini"
+            } else {
+                "kernel_config_tl2.ini"
+            };
+            for cand in [first, "kernel_config.ini"] {
+                let p = dir.join(cand);
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    self.tl_params = params::parse_kernel_config_ini(&text).map_err(|e| {
+                        RuntimeError::KernelConfig {
+                            file: p.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    break;
+                }
+            }
+        }
+        params::find_entry(&self.tl_params, m, k).ok_or_else(|| {
+            self.tensor_err(
+                name,
+                format!(
+                    "{ty} needs kernel parameters for m = {m}, k = {k}; none given \
+                     (pass kernel_config.ini entries in LoadOptions::tl_params)"
+                ),
+            )
+        })
+    }
+}
+
+/// Builds TQ2_0 blocks from ternary codes and per-block scales (f16 values widened to f32).
+fn tq2_from_codes(codes: &[i8], scales: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; codes.len() / QK_K * TQ2_BLOCK_BYTES];
+    for ((c, blk), &d) in codes
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(TQ2_BLOCK_BYTES))
+        .zip(scales)
+    {
+        for h in 0..2 {
+            for j in 0..32 {
+                let mut b = 0u8;
+                for n in 0..4 {
+                    b |= ((c[128 * h + j + 32 * n] + 1) as u8 & 3) << (2 * n);
+                }
+                blk[32 * h + j] = b;
+            }
+        }
+        blk[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::layouts::tq2_0;
+
+    #[test]
+    fn tq2_blocks_round_trip() {
+        let codes: Vec<i8> = (0..512).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
+        let scales = [f16::from_f32(0.25).to_f32(), f16::from_f32(0.5).to_f32()];
+        let bytes = tq2_from_codes(&codes, &scales);
+        let (back, s) = tq2_0::codes(&bytes, 512).unwrap();
+        assert_eq!(back, codes);
+        assert_eq!(s, scales);
+    }
+}

@@ -467,7 +467,14 @@ fn build(c: &Config, seed: u64) -> (tempfile::TempDir, std::path::PathBuf, Vec<T
 /// Our logits (one token per step and batched) against the naive pass: min row cosine.
 fn agreement_with_naive(c: &Config, tl: Vec<KernelEntry>, emulation: Emulation) -> (f64, f64) {
     let (_dir, path, tensors) = build(c, 7);
-    let model = Model::load(&path, &LoadOptions { tl_params: tl }).unwrap();
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            tl_params: tl,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut naive = Naive::new(c, &tensors);
     let want: Vec<Vec<f32>> = TOKENS
         .iter()
@@ -759,6 +766,13 @@ fn tl_files_need_kernel_parameters() {
 
     // Wrong parameters: the decoder rejects the data or the shape, naming the tensor.
     let tl1 = tl_entries(GgmlType::TL1);
-    let err = Model::load(path, &LoadOptions { tl_params: tl1 }).unwrap_err();
+    let err = Model::load(
+        path,
+        &LoadOptions {
+            tl_params: tl1,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("TL2"), "{err}");
 }

@@ -29,7 +29,14 @@ fn kernel_config(name: &str) -> Vec<KernelEntry> {
 }
 
 fn load(path: &Path, tl_params: Vec<KernelEntry>) -> Model {
-    Model::load(path, &LoadOptions { tl_params }).unwrap()
+    Model::load(
+        path,
+        &LoadOptions {
+            tl_params,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn session<'m>(model: &'m Model, emulation: Option<Emulation>) -> Session<'m> {

@@ -11,12 +11,15 @@
 //!   order so results do not depend on the thread count. On the reference files it reproduces
 //!   the reference logits bit for bit in most rows.
 //! * [`ops`]: the numeric kernels the forward pass is built from.
+//! * [`simd`]: the same kernels for AVX2, AVX-512 VNNI and NEON, bit-identical to [`ops`],
+//!   chosen once per process at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
 
 pub mod logits;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod simd;
 
 use std::path::PathBuf;
 
@@ -24,6 +27,7 @@ pub use logits::{argmax, compare_rows, cosine, max_abs_diff, Agreement, LogitsFi
 pub use model::{Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat};
 pub use ops::RopeStyle;
 pub use reference::{Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
+pub use simd::{KernelChoice, Kernels};
 
 /// Errors of the runtime. Every message names the file, tensor or metadata key involved.
 #[derive(Debug, thiserror::Error)]

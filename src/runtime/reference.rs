@@ -1,5 +1,6 @@
-//! The reference forward pass: scalar, one obvious loop per operation, with the arithmetic of
-//! the runtime that made the file's reference logits (see [`super::ops`] for each kernel).
+//! The forward pass, with the arithmetic of the runtime that made the file's reference logits
+//! (see [`super::ops`] for each kernel): one obvious loop per operation around a table of
+//! kernels, scalar (the reference) or SIMD (the same bits, faster).
 //!
 //! A [`Session`] holds the KV cache of one sequence. [`Session::forward`] processes a batch of
 //! tokens at the current position: a whole prompt at once, or one token per call in a decode
@@ -37,8 +38,17 @@
 //! * mainline llama.cpp's attention: its CPU flash attention (online softmax, value
 //!   accumulator rounded to f16 after every step).
 //!
-//! Matmuls run in parallel over output rows, attention over (token, head) pairs, with rayon;
-//! each reduction is sequential, so results are identical for any number of threads.
+//! # Kernels and threads
+//!
+//! Every matmul and the attention products go through a [`Kernels`] table ([`super::simd`]):
+//! the scalar kernels of [`super::ops`] (the reference) or a SIMD table chosen at run time,
+//! which computes the same bits. Matmuls that share an input run as one parallel loop over
+//! output rows (`q, k, v`; `gate, up` with the activation applied in the loop), attention over
+//! (token, head) pairs, with rayon; each reduction is sequential, so results are identical for
+//! any number of threads. A batch of tokens is one matrix-matrix product per weight matrix.
+//! Buffers live in the session, so decoding allocates nothing once it runs.
+
+use std::cell::RefCell;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -48,6 +58,7 @@ use crate::gguf::GgmlType;
 
 use super::model::{Activation, Matrix, Model, WeightFormat};
 use super::ops::{self, QK8_0, QK_K};
+use super::simd::{self, FloatOrder, FloatType, Kernels};
 use super::RuntimeError;
 
 /// Which logits [`Session::forward`] returns.
@@ -142,15 +153,65 @@ impl Cache {
         }
     }
 
-    fn load(&self, at: usize, out: &mut [f32]) {
+    fn ty(&self) -> FloatType {
         match self {
-            Cache::F16(c) => {
-                let len = out.len();
-                c[at..at + len].convert_to_f32_slice(out);
-            }
-            Cache::F32(c) => out.copy_from_slice(&c[at..at + out.len()]),
+            Cache::F16(_) => FloatType::F16,
+            Cache::F32(_) => FloatType::F32,
         }
     }
+
+    /// The cache's bytes (little-endian elements, as the float kernels read them).
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: f16 and f32 are plain old data without padding; any byte view of them is
+            // valid, and u8 has alignment 1.
+            Cache::F16(c) => unsafe {
+                std::slice::from_raw_parts(c.as_ptr().cast::<u8>(), 2 * c.len())
+            },
+            // SAFETY: as above.
+            Cache::F32(c) => unsafe {
+                std::slice::from_raw_parts(c.as_ptr().cast::<u8>(), 4 * c.len())
+            },
+        }
+    }
+}
+
+/// Activations prepared for one weight format: int8 (I2_S), Q8_K (TQ2_0), Q8_0, or f32
+/// (rounded to f16 precision for ggml's F16 `vec_dot`).
+#[derive(Default)]
+struct Acts {
+    q: Vec<i8>,
+    s: Vec<f32>,
+    sum: Vec<i32>,
+    d: Vec<f32>,
+    bsum: Vec<i32>,
+    xr: Vec<f32>,
+}
+
+/// Buffers reused from one forward pass to the next (grown when a batch is larger than any
+/// before), so steady-state decoding allocates nothing.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    cur: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    tables: Vec<(f32, f32)>,
+    normed: Vec<f32>,
+    logits: Vec<f32>,
+    /// Prepared activations, one slot per weight format.
+    acts: [Acts; 5],
+}
+
+/// Resizes `v` to `len` (keeping its capacity) and returns it.
+fn sized<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    v.resize(len, T::default());
+    &mut v[..len]
 }
 
 /// One sequence being evaluated: the model, the KV cache and the current position.
@@ -160,6 +221,8 @@ pub struct Session<'m> {
     pos: usize,
     k_cache: Vec<Cache>,
     v_cache: Vec<Cache>,
+    kernels: &'static Kernels,
+    buf: Buffers,
 }
 
 impl<'m> Session<'m> {
@@ -168,7 +231,8 @@ impl<'m> Session<'m> {
         Session::with_options(model, SessionOptions::for_model(model, max_ctx))
     }
 
-    /// A session with explicit options.
+    /// A session with explicit options, using the process-wide kernel table
+    /// ([`simd::kernels`]).
     pub fn with_options(model: &'m Model, opts: SessionOptions) -> Session<'m> {
         let hp = model.hparams();
         let n = opts.max_ctx * hp.n_head_kv * hp.head_dim;
@@ -178,7 +242,21 @@ impl<'m> Session<'m> {
             pos: 0,
             k_cache: (0..hp.n_layer).map(|_| Cache::new(opts.kv, n)).collect(),
             v_cache: (0..hp.n_layer).map(|_| Cache::new(opts.kv, n)).collect(),
+            kernels: simd::kernels(),
+            buf: Buffers::default(),
         }
+    }
+
+    /// Uses `kernels` for this session's matmuls and attention (for instance
+    /// [`Kernels::reference`] to run the scalar path next to the SIMD one in one process).
+    /// Every table gives the same bits.
+    pub fn set_kernels(&mut self, kernels: &'static Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// The kernel table this session uses.
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
     }
 
     /// The model.
@@ -208,6 +286,18 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         want: LogitsWanted,
     ) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let flat = self.forward_borrowed(tokens, want)?;
+        Ok(flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// As [`Session::forward`], but returns the rows concatenated in a buffer the session
+    /// reuses: once the session has seen a batch of this size, a call allocates nothing.
+    pub fn forward_borrowed(
+        &mut self,
+        tokens: &[u32],
+        want: LogitsWanted,
+    ) -> Result<&[f32], RuntimeError> {
         let model = self.model;
         let hp = model.hparams();
         let n = tokens.len();
@@ -226,14 +316,35 @@ impl<'m> Session<'m> {
                 hp.n_vocab
             )));
         }
+        // Run on a worker of the current pool: the parallel loops inside then start without
+        // a cross-thread hand-off each.
+        let rows = if rayon::current_thread_index().is_some() {
+            self.forward_inner(tokens, want)
+        } else {
+            let this = &mut *self;
+            rayon::scope(|_| this.forward_inner(tokens, want))
+        };
+        Ok(&self.buf.logits[..rows * hp.n_vocab])
+    }
+
+    /// The forward pass proper; returns the number of logit rows written to `buf.logits`.
+    fn forward_inner(&mut self, tokens: &[u32], want: LogitsWanted) -> usize {
+        let model = self.model;
+        let kern = self.kernels;
+        let hp = model.hparams();
+        let n = tokens.len();
         let file = model.file_bytes();
         let e = hp.n_embd;
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_head_kv * hp.head_dim;
         let eps = hp.rms_eps;
         let style = hp.arch.rope_style();
+        let half_rot = hp.n_rot / 2;
+        let emu = self.opts.emulation;
+        let pos = self.pos;
 
-        let mut x = vec![0.0f32; n * e];
+        let b = &mut self.buf;
+        let x = sized(&mut b.x, n * e);
         for (t, &tok) in tokens.iter().enumerate() {
             model
                 .tok_embd()
@@ -241,112 +352,271 @@ impl<'m> Session<'m> {
         }
 
         // RoPE tables per position.
-        let mut tables = vec![(0.0f32, 0.0f32); n * hp.n_rot / 2];
-        for t in 0..n {
+        let tables = sized(&mut b.tables, n * half_rot);
+        for (t, table) in tables.chunks_exact_mut(half_rot).enumerate() {
             ops::rope_table(
-                self.pos + t,
+                pos + t,
                 hp.n_rot,
                 hp.rope_freq_base,
                 hp.rope_freq_scale,
                 model.rope_freqs(),
-                &mut tables[t * hp.n_rot / 2..(t + 1) * hp.n_rot / 2],
+                table,
             );
         }
 
-        let emu = self.opts.emulation;
-        let mut cur = vec![0.0f32; n * e];
+        sized(&mut b.cur, n * e);
+        sized(&mut b.q, n * q_dim);
+        sized(&mut b.k, n * kv_dim);
+        sized(&mut b.v, n * kv_dim);
+        sized(&mut b.attn, n * q_dim);
+        sized(&mut b.o, n * e);
+        sized(&mut b.g, n * hp.n_ff);
+        sized(&mut b.u, n * hp.n_ff);
         for (il, layer) in model.layers.iter().enumerate() {
+            rms_norm_rows(&b.x, &layer.attn_norm, eps, &mut b.cur, e);
+            let mm = MatmulCtx { kern, file, n, emu };
+            mm.run(
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &b.cur,
+                &mut b.acts,
+                &mut [&mut b.q, &mut b.k, &mut b.v],
+                None,
+            );
             for t in 0..n {
-                ops::rms_norm(
-                    &x[t * e..(t + 1) * e],
-                    &layer.attn_norm,
-                    eps,
-                    &mut cur[t * e..(t + 1) * e],
-                );
-            }
-            let mut q = matmul(model, &layer.wq, &cur, n, emu);
-            let mut k = matmul(model, &layer.wk, &cur, n, emu);
-            let v = matmul(model, &layer.wv, &cur, n, emu);
-            for t in 0..n {
-                let table = &tables[t * hp.n_rot / 2..(t + 1) * hp.n_rot / 2];
-                for h in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hp.head_dim) {
+                let table = &b.tables[t * half_rot..(t + 1) * half_rot];
+                for h in b.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hp.head_dim) {
                     ops::rope_apply(h, table, style);
                 }
-                for h in k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hp.head_dim) {
+                for h in b.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hp.head_dim) {
                     ops::rope_apply(h, table, style);
                 }
-                let at = (self.pos + t) * kv_dim;
-                self.k_cache[il].store(at, &k[t * kv_dim..(t + 1) * kv_dim]);
-                self.v_cache[il].store(at, &v[t * kv_dim..(t + 1) * kv_dim]);
+                let at = (pos + t) * kv_dim;
+                self.k_cache[il].store(at, &b.k[t * kv_dim..(t + 1) * kv_dim]);
+                self.v_cache[il].store(at, &b.v[t * kv_dim..(t + 1) * kv_dim]);
             }
-            let mut attn = match self.opts.emulation {
-                Emulation::BitnetCpp => self.attention(il, &q, n),
-                Emulation::LlamaCpp => self.flash_attention(il, &q, n),
+            let att = Attention {
+                kern,
+                hp,
+                pos,
+                n,
+                kc: &self.k_cache[il],
+                vc: &self.v_cache[il],
             };
-            if let Some(w) = &layer.attn_sub_norm {
-                for t in 0..n {
-                    let row = attn[t * q_dim..(t + 1) * q_dim].to_vec();
-                    ops::rms_norm(&row, w, eps, &mut attn[t * q_dim..(t + 1) * q_dim]);
-                }
+            match emu {
+                Emulation::BitnetCpp => att.softmax_attention(&b.q, &mut b.attn),
+                Emulation::LlamaCpp => att.flash_attention(&b.q, &mut b.attn),
             }
-            let o = matmul(model, &layer.wo, &attn, n, emu);
-            for (xv, ov) in x.iter_mut().zip(&o) {
+            if let Some(w) = &layer.attn_sub_norm {
+                rms_norm_rows_in_place(&mut b.attn, w, eps, q_dim);
+            }
+            mm.run(&[&layer.wo], &b.attn, &mut b.acts, &mut [&mut b.o], None);
+            for (xv, ov) in b.x.iter_mut().zip(&b.o) {
                 *xv += *ov;
             }
-            for t in 0..n {
-                ops::rms_norm(
-                    &x[t * e..(t + 1) * e],
-                    &layer.ffn_norm,
-                    eps,
-                    &mut cur[t * e..(t + 1) * e],
-                );
-            }
-            let mut g = matmul(model, &layer.w_gate, &cur, n, emu);
-            let u = matmul(model, &layer.w_up, &cur, n, emu);
-            let act = hp.arch.activation();
-            for (gv, &uv) in g.iter_mut().zip(&u) {
-                let a = match act {
-                    Activation::Silu => ops::silu(*gv),
-                    Activation::ReluSqr => ops::relu_sqr(*gv),
-                };
-                *gv = a * uv;
-            }
+            rms_norm_rows(&b.x, &layer.ffn_norm, eps, &mut b.cur, e);
+            // act(gate)·up is applied inside the parallel loop, into `g`.
+            mm.run(
+                &[&layer.w_gate, &layer.w_up],
+                &b.cur,
+                &mut b.acts,
+                &mut [&mut b.g, &mut b.u],
+                Some(hp.arch.activation()),
+            );
             if let Some(w) = &layer.ffn_sub_norm {
-                let f = hp.n_ff;
-                for t in 0..n {
-                    let row = g[t * f..(t + 1) * f].to_vec();
-                    ops::rms_norm(&row, w, eps, &mut g[t * f..(t + 1) * f]);
-                }
+                rms_norm_rows_in_place(&mut b.g, w, eps, hp.n_ff);
             }
-            let d = matmul(model, &layer.w_down, &g, n, emu);
-            for (xv, dv) in x.iter_mut().zip(&d) {
+            mm.run(&[&layer.w_down], &b.g, &mut b.acts, &mut [&mut b.o], None);
+            for (xv, dv) in b.x.iter_mut().zip(&b.o) {
                 *xv += *dv;
             }
         }
         self.pos += n;
 
-        let rows: Vec<usize> = match want {
-            LogitsWanted::None => vec![],
-            LogitsWanted::Last => vec![n - 1],
-            LogitsWanted::All => (0..n).collect(),
+        let (first, rows) = match want {
+            LogitsWanted::None => return 0,
+            LogitsWanted::Last => (n - 1, 1),
+            LogitsWanted::All => (0, n),
         };
-        if rows.is_empty() {
-            return Ok(vec![]);
+        let normed = sized(&mut b.normed, rows * e);
+        for (i, o) in normed.chunks_exact_mut(e).enumerate() {
+            let t = first + i;
+            ops::rms_norm(&b.x[t * e..(t + 1) * e], model.output_norm(), eps, o);
         }
-        let mut normed = vec![0.0f32; rows.len() * e];
-        for (i, &t) in rows.iter().enumerate() {
-            ops::rms_norm(
-                &x[t * e..(t + 1) * e],
-                model.output_norm(),
-                eps,
-                &mut normed[i * e..(i + 1) * e],
-            );
+        sized(&mut b.logits, rows * hp.n_vocab);
+        let mm = MatmulCtx {
+            kern,
+            file,
+            n: rows,
+            emu,
+        };
+        mm.run(
+            &[model.head()],
+            &b.normed,
+            &mut b.acts,
+            &mut [&mut b.logits],
+            None,
+        );
+        rows
+    }
+}
+
+/// The RMSNorm scales `1/sqrt(mean(x²) + eps)` of up to eight rows of `width` values, with the
+/// arithmetic of [`ops::rms_norm`] (each row's squares summed in f64 in order); the rows'
+/// sums are interleaved so that their dependent additions overlap.
+#[allow(clippy::needless_range_loop)]
+fn rms_scales(x: &[f32], width: usize, eps: f32) -> [f32; 8] {
+    let rows = x.len() / width;
+    debug_assert!(rows <= 8 && rows * width == x.len());
+    let mut sums = [0.0f64; 8];
+    if rows == 8 {
+        // Column by column across the eight rows: independent chains, each in its own order.
+        let r: [&[f32]; 8] = std::array::from_fn(|j| &x[j * width..(j + 1) * width]);
+        for i in 0..width {
+            for j in 0..8 {
+                let v = r[j][i];
+                sums[j] += (v * v) as f64;
+            }
         }
-        let logits = matmul(model, model.head(), &normed, rows.len(), emu);
-        Ok(logits
-            .chunks_exact(hp.n_vocab)
-            .map(<[f32]>::to_vec)
-            .collect())
+    } else {
+        for (j, row) in x.chunks_exact(width).enumerate() {
+            for &v in row {
+                sums[j] += (v * v) as f64;
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let mean = (sums[j] / width as f64) as f32;
+        1.0f32 / (mean + eps).sqrt()
+    })
+}
+
+/// RMSNorm of every `width`-row of `x` into `y` (as [`ops::rms_norm`]), eight rows at a time,
+/// in parallel for batches.
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], width: usize) {
+    let y = &mut y[..x.len()];
+    let group = |(o, xs): (&mut [f32], &[f32])| {
+        let sc = rms_scales(xs, width, eps);
+        for ((orow, xrow), &scale) in o
+            .chunks_exact_mut(width)
+            .zip(xs.chunks_exact(width))
+            .zip(&sc)
+        {
+            for ((o, &v), &g) in orow.iter_mut().zip(xrow).zip(w) {
+                *o = (v * scale) * g;
+            }
+        }
+    };
+    if x.len() >= 16 * width {
+        y.par_chunks_mut(8 * width)
+            .zip(x.par_chunks(8 * width))
+            .for_each(group);
+    } else {
+        y.chunks_mut(8 * width)
+            .zip(x.chunks(8 * width))
+            .for_each(group);
+    }
+}
+
+/// RMSNorm of every `width`-row of `x`, in place.
+fn rms_norm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32, width: usize) {
+    let group = |xs: &mut [f32]| {
+        let sc = rms_scales(xs, width, eps);
+        for (row, &scale) in xs.chunks_exact_mut(width).zip(&sc) {
+            for (v, &g) in row.iter_mut().zip(w) {
+                *v = (*v * scale) * g;
+            }
+        }
+    };
+    if x.len() >= 16 * width {
+        x.par_chunks_mut(8 * width).for_each(group);
+    } else {
+        x.chunks_mut(8 * width).for_each(group);
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch of the parallel loops (attention rows, norm copies).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch of a matmul chunk over a batch.
+    static CHUNK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The attention of one layer for a batch.
+struct Attention<'a> {
+    kern: &'static Kernels,
+    hp: &'a super::Hparams,
+    pos: usize,
+    n: usize,
+    kc: &'a Cache,
+    vc: &'a Cache,
+}
+
+impl Attention<'_> {
+    /// bitnet.cpp's attention: causal attention of the batch's queries (already rotated; the
+    /// batch's keys and values are in the cache) over every cached position up to each
+    /// token's own. One task per (token, head): `K·q` scores through ggml's `vec_dot` (q
+    /// converted to the cache's type), a softmax over the KV cells padded to a multiple of 32
+    /// (the padding is masked, −∞ → probability 0, but takes part in the softmax's grouped
+    /// sum), then `Σ_j p_j·V_j`: one query through ggml's `vec_dot` (probabilities converted
+    /// to the cache's type, 32 slots over positions), a batch through tinyBLAS (f32
+    /// probabilities, 8 lanes over positions).
+    fn softmax_attention(&self, q: &[f32], out: &mut [f32]) {
+        let hp = self.hp;
+        let hd = hp.head_dim;
+        let q_dim = hp.n_head * hd;
+        let kv_dim = hp.n_head_kv * hd;
+        let group = hp.n_head / hp.n_head_kv;
+        let n_kv = (self.pos + self.n).div_ceil(32).max(1) * 32;
+        let kq_scale = 1.0f32 / (hd as f32).sqrt();
+        let batched = self.n > 1;
+        let ty = self.kc.ty();
+        let eb = ty.bytes();
+        let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
+        let f16_cache = ty == FloatType::F16;
+        let kern = self.kern;
+        out[..self.n * q_dim]
+            .par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let t = i / hp.n_head;
+                let h = i % hp.n_head;
+                let g = h / group;
+                let p = self.pos + t;
+                SCRATCH.with_borrow_mut(|s| {
+                    let s = sized(s, hd + n_kv + 32 * hd);
+                    let (qbuf, rest) = s.split_at_mut(hd);
+                    let (scores, acc) = rest.split_at_mut(n_kv);
+                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
+                    if f16_cache {
+                        round_f16_slice(qbuf);
+                    }
+                    kern.float_dots(
+                        FloatOrder::Ggml,
+                        ty,
+                        &kb[g * hd * eb..],
+                        kv_dim * eb,
+                        hd,
+                        qbuf,
+                        1,
+                        &mut scores[..p + 1],
+                    );
+                    for v in &mut scores[..p + 1] {
+                        *v *= kq_scale;
+                    }
+                    scores[p + 1..].fill(f32::NEG_INFINITY);
+                    ops::softmax(scores);
+                    let probs = &mut scores[..p + 1];
+                    let order = if batched {
+                        FloatOrder::Lanes8
+                    } else {
+                        if f16_cache {
+                            round_f16_slice(probs);
+                        }
+                        FloatOrder::Ggml
+                    };
+                    kern.weighted_sum(order, ty, &vb[g * hd * eb..], kv_dim * eb, probs, o, acc);
+                });
+            });
     }
 
     /// Mainline llama.cpp's CPU flash attention, one (token, head) at a time: `q` converted to
@@ -354,142 +624,110 @@ impl<'m> Session<'m> {
     /// softmax (`M`, `S`) and the value accumulator updated in the cache type:
     /// `acc = acc·e^(M_old − M)` on a new maximum, `acc += V_j·e^(s − M)` (fused, then
     /// rounded), `S = S·ms + vs` (fused); finally `out = acc · (1/S)`.
-    fn flash_attention(&self, il: usize, q: &[f32], n: usize) -> Vec<f32> {
-        let hp = self.model.hparams();
+    fn flash_attention(&self, q: &[f32], out: &mut [f32]) {
+        let hp = self.hp;
         let hd = hp.head_dim;
         let q_dim = hp.n_head * hd;
         let kv_dim = hp.n_head_kv * hd;
         let group = hp.n_head / hp.n_head_kv;
         let kq_scale = 1.0f32 / (hd as f32).sqrt();
-        let kc = &self.k_cache[il];
-        let vc = &self.v_cache[il];
-        let f16_cache = matches!(kc, Cache::F16(_));
-        let mut out = vec![0.0f32; n * q_dim];
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || (vec![0.0f32; hd], vec![0.0f32; hd], vec![0.0f32; hd]),
-            |(qbuf, kbuf, acc), (i, o)| {
+        let ty = self.kc.ty();
+        let eb = ty.bytes();
+        let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
+        let kern = self.kern;
+        out[..self.n * q_dim]
+            .par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(i, o)| {
                 let t = i / hp.n_head;
                 let h = i % hp.n_head;
                 let g = h / group;
                 let p = self.pos + t;
-                qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                if f16_cache {
-                    round_f16_slice(qbuf);
-                }
-                acc.fill(0.0);
-                let mut m = f32::NEG_INFINITY;
-                let mut sum = 0.0f32;
-                for j in 0..=p {
-                    kc.load(j * kv_dim + g * hd, kbuf);
-                    let s = ops::dot_f32_ggml(kbuf, qbuf) * kq_scale;
-                    let mut ms = 1.0f32;
-                    let mut vs = 1.0f32;
-                    if s > m {
-                        let m_old = m;
-                        m = s;
-                        ms = (m_old - m).exp();
-                        for a in acc.iter_mut() {
-                            *a *= ms;
-                        }
-                        if f16_cache {
-                            round_f16_slice(acc);
-                        }
+                SCRATCH.with_borrow_mut(|s| {
+                    let s = sized(s, 4 * hd);
+                    let (qbuf, rest) = s.split_at_mut(hd);
+                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
+                    let (kh, vh) = (&kb[g * hd * eb..], &vb[g * hd * eb..]);
+                    if ty == FloatType::F16 {
+                        round_f16_slice(qbuf);
+                        kern.flash_attention_f16(qbuf, kh, vh, kv_dim * eb, p + 1, kq_scale, o);
                     } else {
-                        vs = (s - m).exp();
+                        flash_attention_f32(
+                            kern,
+                            qbuf,
+                            kh,
+                            vh,
+                            kv_dim * eb,
+                            p + 1,
+                            kq_scale,
+                            o,
+                            rest,
+                        );
                     }
-                    vc.load(j * kv_dim + g * hd, kbuf);
-                    for (a, &v) in acc.iter_mut().zip(kbuf.iter()) {
-                        *a = v.mul_add(vs, *a);
-                    }
-                    if f16_cache {
-                        round_f16_slice(acc);
-                    }
-                    sum = sum.mul_add(ms, vs);
-                }
-                let inv = 1.0f32 / sum;
-                for (od, &a) in o.iter_mut().zip(acc.iter()) {
-                    *od = a * inv;
-                }
-            },
-        );
-        out
+                });
+            });
     }
+}
 
-    /// Causal attention of the batch's queries (already rotated; the batch's keys and values
-    /// are in the cache) over every cached position up to each token's own.
-    fn attention(&self, il: usize, q: &[f32], n: usize) -> Vec<f32> {
-        let hp = self.model.hparams();
-        let hd = hp.head_dim;
-        let q_dim = hp.n_head * hd;
-        let kv_dim = hp.n_head_kv * hd;
-        let group = hp.n_head / hp.n_head_kv;
-        let used = self.pos + n;
-        // ggml pads the number of KV cells it looks at to a multiple of 32; the padding is
-        // masked (−∞ → probability 0) but takes part in the softmax's grouped sum.
-        let n_kv = used.div_ceil(32).max(1) * 32;
-        let kq_scale = 1.0f32 / (hd as f32).sqrt();
-        let batched = n > 1;
-        let kc = &self.k_cache[il];
-        let vc = &self.v_cache[il];
-        let f16_cache = matches!(kc, Cache::F16(_));
-        // One task per (token, head): scores, softmax, weighted sum of values.
-        let mut out = vec![0.0f32; n * q_dim];
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || (vec![0.0f32; hd], vec![0.0f32; hd], vec![0.0f32; n_kv]),
-            |(qbuf, kbuf, scores), (i, o)| {
-                let t = i / hp.n_head;
-                let h = i % hp.n_head;
-                let g = h / group;
-                let p = self.pos + t;
-                // K·q: ggml's vec_dot path, which converts q to the cache's type.
-                qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                if f16_cache {
-                    round_f16_slice(qbuf);
-                }
-                for (j, s) in scores.iter_mut().enumerate() {
-                    if j > p {
-                        *s = f32::NEG_INFINITY;
-                        continue;
-                    }
-                    kc.load(j * kv_dim + g * hd, kbuf);
-                    *s = ops::dot_f32_ggml(kbuf, qbuf) * kq_scale;
-                }
-                ops::softmax(scores);
-                // Σ_j p_j · V_j: one query goes through ggml's vec_dot path (probabilities
-                // converted to the cache's type, 32 slots over positions); a batch goes
-                // through tinyBLAS (f32 probabilities, 8 lanes over positions).
-                let probs = &mut scores[..p + 1];
-                if batched {
-                    let mut acc = vec![[0.0f32; 8]; hd];
-                    for (j, &pj) in probs.iter().enumerate() {
-                        vc.load(j * kv_dim + g * hd, kbuf);
-                        let lane = j % 8;
-                        for (a, &vv) in acc.iter_mut().zip(kbuf.iter()) {
-                            a[lane] = vv.mul_add(pj, a[lane]);
-                        }
-                    }
-                    for (od, a) in o.iter_mut().zip(&acc) {
-                        *od = ops::hsum8(a);
-                    }
-                } else {
-                    if f16_cache {
-                        round_f16_slice(probs);
-                    }
-                    let mut acc = vec![[0.0f32; 32]; hd];
-                    for (j, &pj) in probs.iter().enumerate() {
-                        vc.load(j * kv_dim + g * hd, kbuf);
-                        let slot = j % 32;
-                        for (a, &vv) in acc.iter_mut().zip(kbuf.iter()) {
-                            a[slot] = vv.mul_add(pj, a[slot]);
-                        }
-                    }
-                    for (od, a) in o.iter_mut().zip(&acc) {
-                        *od = ops::reduce32(a);
-                    }
-                }
-            },
+/// Flash attention over an F32 cache (no roundings).
+#[allow(clippy::too_many_arguments)]
+fn flash_attention_f32(
+    kern: &Kernels,
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let hd = out.len();
+    let (acc, rest) = scratch.split_at_mut(hd);
+    let vbuf = &mut rest[..hd];
+    acc.fill(0.0);
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    let mut s = [0.0f32];
+    for j in 0..positions {
+        let row = &k[j * stride..];
+        kern.float_dots(
+            FloatOrder::Ggml,
+            FloatType::F32,
+            row,
+            stride,
+            hd,
+            q,
+            1,
+            &mut s,
         );
-        out
+        let s = s[0] * scale;
+        let mut ms = 1.0f32;
+        let mut vs = 1.0f32;
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            for a in acc.iter_mut() {
+                *a *= ms;
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        for (o, b) in vbuf
+            .iter_mut()
+            .zip(v[j * stride..j * stride + 4 * hd].chunks_exact(4))
+        {
+            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        for (a, &vv) in acc.iter_mut().zip(vbuf.iter()) {
+            *a = vv.mul_add(vs, *a);
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = 1.0f32 / sum;
+    for (od, &a) in out.iter_mut().zip(acc.iter()) {
+        *od = a * inv;
     }
 }
 
@@ -499,139 +737,328 @@ fn round_f16_slice(x: &mut [f32]) {
     }
 }
 
-/// Token activations prepared for one weight format.
-enum Prepared {
-    I8s {
-        q: Vec<i8>,
-        s: Vec<f32>,
-        sum: Vec<i32>,
-    },
-    Q8k {
-        q: Vec<i8>,
-        d: Vec<f32>,
-    },
-    Q8_0 {
-        q: Vec<i8>,
-        d: Vec<f32>,
-    },
-    F32,
+fn format_slot(f: WeightFormat) -> usize {
+    match f {
+        WeightFormat::I2s => 0,
+        WeightFormat::Tq2 => 1,
+        WeightFormat::Q8_0 => 2,
+        WeightFormat::F16 => 3,
+        WeightFormat::F32 => 4,
+    }
 }
 
-fn prepare(w: &Matrix, x: &[f32], n: usize) -> Prepared {
-    let k = w.cols();
-    match w.format() {
+/// Runs `f(t)` for every token `t < n`, in parallel for a batch.
+fn per_token(n: usize, f: impl Fn(usize) + Sync + Send) {
+    if n >= 4 {
+        (0..n).into_par_iter().for_each(f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+/// A pointer to a token-major buffer whose per-token rows are written by different tasks.
+#[derive(Clone, Copy)]
+struct Rows<T>(*mut T, usize);
+// SAFETY: each task writes only its own token's row (see `Rows::row`).
+unsafe impl<T> Send for Rows<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Rows<T> {}
+
+impl<T> Rows<T> {
+    fn new(v: &mut [T], width: usize) -> Rows<T> {
+        Rows(v.as_mut_ptr(), width)
+    }
+
+    /// Row `t`.
+    ///
+    /// # Safety
+    /// `t` must be in range and no other live reference may cover row `t`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, t: usize) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(t * self.1), self.1)
+    }
+}
+
+/// Quantizes (or rounds) the `n × k` activations `x` for weights of `format` into `a`.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    kern: &Kernels,
+    a: &mut Acts,
+    format: WeightFormat,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    round: bool,
+) {
+    match format {
         WeightFormat::I2s => {
-            let mut q = vec![0i8; n * k];
-            let mut s = vec![0.0f32; n];
-            let mut sum = vec![0i32; n];
-            for t in 0..n {
-                let (st, su) =
-                    ops::quantize_i8s(&x[t * k..(t + 1) * k], &mut q[t * k..(t + 1) * k]);
-                s[t] = st;
-                sum[t] = su;
-            }
-            Prepared::I8s { q, s, sum }
+            let q = Rows::new(sized(&mut a.q, n * k), k);
+            let s = Rows::new(sized(&mut a.s, n), 1);
+            let sum = Rows::new(sized(&mut a.sum, n), 1);
+            // SAFETY: token `t` writes only its own rows of `q`, `s` and `sum`.
+            per_token(n, |t| unsafe {
+                let (sv, su) = kern.quantize_i8s(&x[t * k..(t + 1) * k], q.row(t));
+                s.row(t)[0] = sv;
+                sum.row(t)[0] = su;
+            });
         }
         WeightFormat::Tq2 => {
-            let mut q = vec![0i8; n * k];
-            let mut d = vec![0.0f32; n * k / QK_K];
-            ops::quantize_q8k(x, &mut q, &mut d);
-            Prepared::Q8k { q, d }
+            let q = Rows::new(sized(&mut a.q, n * k), k);
+            let d = Rows::new(sized(&mut a.d, n * k / QK_K), k / QK_K);
+            let bsum = Rows::new(sized(&mut a.bsum, n * k / 32), k / 32);
+            // SAFETY: token `t` writes only its own rows.
+            per_token(n, |t| unsafe {
+                kern.quantize_q8k(&x[t * k..(t + 1) * k], q.row(t), d.row(t), bsum.row(t));
+            });
         }
         WeightFormat::Q8_0 => {
-            let mut q = vec![0i8; n * k];
-            let mut d = vec![0.0f32; n * k / QK8_0];
-            ops::quantize_q8_0(x, &mut q, &mut d);
-            Prepared::Q8_0 { q, d }
+            let q = sized(&mut a.q, n * k);
+            let d = sized(&mut a.d, n * k / QK8_0);
+            kern.quantize_q8_0(x, q, d);
         }
-        WeightFormat::F16 | WeightFormat::F32 => Prepared::F32,
+        WeightFormat::F16 | WeightFormat::F32 => {
+            if round {
+                let xr = sized(&mut a.xr, n * k);
+                for (o, &v) in xr.iter_mut().zip(x) {
+                    *o = ops::round_f16(v);
+                }
+            }
+        }
     }
 }
 
-/// `y = W·x` for `n` tokens (`x`: `n × K` row-major) → `n × M` row-major.
-fn matmul(model: &Model, w: &Matrix, x: &[f32], n: usize, emu: Emulation) -> Vec<f32> {
-    let (m, k) = (w.rows(), w.cols());
-    debug_assert_eq!(x.len(), n * k);
-    let file = model.file_bytes();
-    let data = w.bytes(file);
-    let rb = w.row_bytes();
-    let prep = prepare(w, x, n);
-    let ws = w.scale();
-    let format = w.format();
-    // Float weights: ggml's vec_dot (activations first converted to the weight's type), except
-    // that bitnet.cpp hands products over several tokens to llamafile's tinyBLAS (f32
-    // activations; it needs K % 8 == 0). Mainline llama.cpp was seen to keep vec_dot.
-    let tiny_blas = n > 1 && k % 8 == 0 && emu == Emulation::BitnetCpp;
-    let rounded;
-    let xv: &[f32] = if format == WeightFormat::F16 && !tiny_blas {
-        rounded = x.iter().map(|&v| ops::round_f16(v)).collect::<Vec<f32>>();
-        &rounded
-    } else {
-        x
-    };
-    // Row-major over weight rows: tmp[r·n + t].
-    let mut tmp = vec![0.0f32; m * n];
-    tmp.par_chunks_mut(n)
-        .enumerate()
-        .with_min_len(8)
-        .for_each_init(
-            || (vec![0.0f32; k], vec![f16::ZERO; k]),
-            |(wbuf, hbuf), (r, out)| {
-                let row = &data[r * rb..(r + 1) * rb];
-                match &prep {
-                    Prepared::I8s { q, s, sum } => {
-                        for (t, o) in out.iter_mut().enumerate() {
-                            let dot = ops::dot_i2s_codes(row, &q[t * k..(t + 1) * k]);
-                            *o = ops::i2s_epilogue(dot, sum[t], s[t], ws);
-                        }
-                    }
-                    Prepared::Q8k { q, d } => {
-                        let nb = k / QK_K;
-                        for (t, o) in out.iter_mut().enumerate() {
-                            *o = ops::dot_tq2_q8k(
-                                row,
-                                &q[t * k..(t + 1) * k],
-                                &d[t * nb..(t + 1) * nb],
-                            );
-                        }
-                    }
-                    Prepared::Q8_0 { q, d } => {
-                        let nb = k / QK8_0;
-                        for (t, o) in out.iter_mut().enumerate() {
-                            *o = ops::dot_q8_0(
-                                row,
-                                &q[t * k..(t + 1) * k],
-                                &d[t * nb..(t + 1) * nb],
-                            );
-                        }
-                    }
-                    Prepared::F32 => {
-                        if format == WeightFormat::F16 {
-                            for (o, b) in hbuf.iter_mut().zip(row.chunks_exact(2)) {
-                                *o = f16::from_le_bytes([b[0], b[1]]);
-                            }
-                            hbuf.convert_to_f32_slice(wbuf);
-                        } else {
-                            for (o, b) in wbuf.iter_mut().zip(row.chunks_exact(4)) {
-                                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                            }
-                        }
-                        for (t, o) in out.iter_mut().enumerate() {
-                            *o = if tiny_blas {
-                                ops::dot_f32_lanes8(wbuf, &xv[t * k..(t + 1) * k])
-                            } else {
-                                ops::dot_f32_ggml(wbuf, &xv[t * k..(t + 1) * k])
-                            };
-                        }
+/// A raw pointer that may be shared between the tasks of one parallel loop, each of which
+/// writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used to hand disjoint output ranges to the tasks of a parallel loop that ends
+// before the borrowed buffers are used again.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+/// Matmuls of one forward pass: kernel table, mapped file, batch size, emulation.
+#[derive(Clone, Copy)]
+struct MatmulCtx<'a> {
+    kern: &'static Kernels,
+    file: &'a [u8],
+    n: usize,
+    emu: Emulation,
+}
+
+/// At most this many matrices share one input in a matmul group.
+const MAX_GROUP: usize = 3;
+
+impl MatmulCtx<'_> {
+    /// `outs[i] = ws[i]·x` for every matrix of the group (all with `K` columns; `x` holds
+    /// `n × K` values, `outs[i]` gets `n × M_i`, token-major), in one parallel loop over output
+    /// rows. With `act`, the group is `[gate, up]` and `outs[0]` receives `act(gate)·up`.
+    fn run(
+        &self,
+        ws: &[&Matrix],
+        x: &[f32],
+        acts: &mut [Acts; 5],
+        outs: &mut [&mut Vec<f32>],
+        act: Option<Activation>,
+    ) {
+        let n = self.n;
+        let k = ws[0].cols();
+        debug_assert!(ws.len() <= MAX_GROUP && ws.len() == outs.len());
+        debug_assert!(ws.iter().all(|w| w.cols() == k));
+        debug_assert!(act.is_none() || (ws.len() == 2 && ws[0].rows() == ws[1].rows()));
+        let x = &x[..n * k];
+        // Float weights: ggml's vec_dot (activations first converted to the weight's type),
+        // except that bitnet.cpp hands products over several tokens to llamafile's tinyBLAS
+        // (f32 activations; it needs K % 8 == 0). Mainline llama.cpp was seen to keep vec_dot.
+        let tiny_blas = n > 1 && k % 8 == 0 && self.emu == Emulation::BitnetCpp;
+        let mut done = [false; 5];
+        for w in ws {
+            let slot = format_slot(w.format());
+            if !done[slot] {
+                done[slot] = true;
+                let round = w.format() == WeightFormat::F16 && !tiny_blas;
+                prepare(self.kern, &mut acts[slot], w.format(), x, n, k, round);
+            }
+        }
+        // Every task writes its rows of each output (token-major, `n × M_i`) directly.
+        let mut dest = [SharedOut(std::ptr::null_mut()); MAX_GROUP];
+        for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            dest[i] = SharedOut(sized(o, w.rows() * n).as_mut_ptr());
+        }
+        // Split the rows into chunks: a few per thread for balance, each big enough that the
+        // scheduling cost stays small.
+        let threads = rayon::current_num_threads().max(1);
+        let work: usize = ws.iter().map(|w| w.rows() * w.row_bytes() * n).sum();
+        let per_chunk = (work / (8 * threads)).max(32 << 10);
+        let chunk_rows: [usize; MAX_GROUP] = std::array::from_fn(|i| {
+            ws.get(i).map_or(1, |w| {
+                let r = (per_chunk / (w.row_bytes() * n).max(1)).max(4);
+                r.div_ceil(4) * 4
+            })
+        });
+        let paired = act.is_some();
+        let n_chunks: [usize; MAX_GROUP] = std::array::from_fn(|i| match ws.get(i) {
+            Some(w) if !(paired && i == 1) => w.rows().div_ceil(chunk_rows[i]),
+            _ => 0,
+        });
+        let total_chunks: usize = n_chunks.iter().sum();
+        let acts = &*acts;
+        let dest = &dest;
+        let job = |c: usize| {
+            let (mut i, mut c) = (0, c);
+            while c >= n_chunks[i] {
+                c -= n_chunks[i];
+                i += 1;
+            }
+            let m = ws[i].rows();
+            let r0 = c * chunk_rows[i];
+            let r1 = (r0 + chunk_rows[i]).min(m);
+            let len = (r1 - r0) * n;
+            let acts_of = |w: &Matrix| &acts[format_slot(w.format())];
+            let combine = |g: &mut [f32], u: &[f32]| {
+                if let Some(a) = act {
+                    for (g, &u) in g.iter_mut().zip(u) {
+                        let v = match a {
+                            Activation::Silu => ops::silu(*g),
+                            Activation::ReluSqr => ops::relu_sqr(*g),
+                        };
+                        *g = v * u;
                     }
                 }
-            },
-        );
-    let mut y = vec![0.0f32; n * m];
-    for r in 0..m {
-        for t in 0..n {
-            y[t * m + r] = tmp[r * n + t];
+            };
+            if n == 1 {
+                // SAFETY: chunk `c` of matrix `i` owns rows r0..r1 of that matrix's output
+                // (and of `up`'s, for the paired gate); no other task touches them.
+                let out = unsafe { std::slice::from_raw_parts_mut(dest[i].0.add(r0), len) };
+                self.rows(ws[i], acts_of(ws[i]), x, tiny_blas, r0..r1, 0..1, out);
+                if paired {
+                    // SAFETY: as above.
+                    let up = unsafe { std::slice::from_raw_parts_mut(dest[1].0.add(r0), len) };
+                    self.rows(ws[1], acts_of(ws[1]), x, tiny_blas, r0..r1, 0..1, up);
+                    combine(out, up);
+                }
+                return;
+            }
+            // A batch: blocks of tokens whose activations fit the L1 cache; each block is
+            // computed row-major (`r·nt + t`) in scratch, then written transposed.
+            let tb = (16384 / k).clamp(4, 32) / 4 * 4;
+            CHUNK.with_borrow_mut(|buf| {
+                let buf = sized(buf, 2 * (r1 - r0) * tb);
+                let mut t0 = 0;
+                while t0 < n {
+                    let t1 = (t0 + tb).min(n);
+                    let nt = t1 - t0;
+                    let (a, rest) = buf.split_at_mut((r1 - r0) * nt);
+                    let b = &mut rest[..(r1 - r0) * nt];
+                    self.rows(ws[i], acts_of(ws[i]), x, tiny_blas, r0..r1, t0..t1, a);
+                    if paired {
+                        self.rows(ws[1], acts_of(ws[1]), x, tiny_blas, r0..r1, t0..t1, b);
+                        combine(a, b);
+                    }
+                    for t in 0..nt {
+                        // SAFETY: row `t0 + t` of the output holds `m` values; this task owns
+                        // columns r0..r1 of every row.
+                        let y = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dest[i].0.add((t0 + t) * m + r0),
+                                r1 - r0,
+                            )
+                        };
+                        for (r, v) in y.iter_mut().enumerate() {
+                            *v = a[r * nt + t];
+                        }
+                    }
+                    t0 = t1;
+                }
+            });
+        };
+        if total_chunks == 1 {
+            job(0);
+        } else {
+            (0..total_chunks)
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(job);
         }
     }
-    y
+
+    /// Rows `rows` of `w` times the prepared activations of tokens `toks` into `out`
+    /// (`r·nt + t`, `nt` = the number of tokens).
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        w: &Matrix,
+        a: &Acts,
+        x: &[f32],
+        tiny_blas: bool,
+        rows: std::ops::Range<usize>,
+        toks: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let nt = toks.len();
+        let k = w.cols();
+        let rb = w.row_bytes();
+        let data = &w.bytes(self.file)[rows.start * rb..rows.end * rb];
+        let (t0, t1) = (toks.start, toks.end);
+        match w.format() {
+            WeightFormat::I2s => {
+                let dots = as_i32_mut(out);
+                self.kern.i2s_dots(data, k, &a.q[t0 * k..t1 * k], nt, dots);
+                let ws = w.scale();
+                for row in out.chunks_exact_mut(nt) {
+                    for (t, o) in row.iter_mut().enumerate() {
+                        let dot = o.to_bits() as i32;
+                        *o = ops::i2s_epilogue(dot, a.sum[t0 + t], a.s[t0 + t], ws);
+                    }
+                }
+            }
+            WeightFormat::Tq2 => {
+                let (nb, ns) = (k / QK_K, k / 32);
+                self.kern.tq2_dots(
+                    data,
+                    k,
+                    &a.q[t0 * k..t1 * k],
+                    &a.d[t0 * nb..t1 * nb],
+                    &a.bsum[t0 * ns..t1 * ns],
+                    nt,
+                    out,
+                )
+            }
+            WeightFormat::Q8_0 => {
+                let nb = k / QK8_0;
+                self.kern.q8_0_dots(
+                    data,
+                    k,
+                    &a.q[t0 * k..t1 * k],
+                    &a.d[t0 * nb..t1 * nb],
+                    nt,
+                    out,
+                )
+            }
+            WeightFormat::F16 | WeightFormat::F32 => {
+                let ty = if w.format() == WeightFormat::F16 {
+                    FloatType::F16
+                } else {
+                    FloatType::F32
+                };
+                let (order, xv) = if tiny_blas {
+                    (FloatOrder::Lanes8, x)
+                } else if w.format() == WeightFormat::F16 {
+                    (FloatOrder::Ggml, &a.xr[..])
+                } else {
+                    (FloatOrder::Ggml, x)
+                };
+                self.kern
+                    .float_dots(order, ty, data, rb, k, &xv[t0 * k..t1 * k], nt, out);
+            }
+        }
+    }
+}
+
+/// Views f32 storage as i32 storage of the same length (the I2_S kernel writes its integer
+/// dot products where the f32 results then go).
+fn as_i32_mut(v: &mut [f32]) -> &mut [i32] {
+    // SAFETY: f32 and i32 have the same size and alignment and every bit pattern is valid for
+    // both; the returned slice borrows `v` exclusively.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<i32>(), v.len()) }
 }

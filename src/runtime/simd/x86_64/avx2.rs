@@ -1,0 +1,988 @@
+//! AVX2 + FMA + F16C kernels. Every function here is `unsafe` only because it needs those CPU
+//! features: callers must have checked them (the table in `super` is built only then). Slice
+//! lengths are checked by assertions at the top of each kernel, and all raw-pointer loads stay
+//! inside the checked slices.
+//!
+//! The tile functions are generic over the number of weight rows `R` and tokens `T` they
+//! compute at once; the AVX-512 table instantiates them again with larger tiles (it has 32
+//! vector registers), which is why they are `#[inline]` and take their features from the
+//! caller.
+// Tiles are indexed by row and token in nested loops; iterators would obscure that.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::simd::scalar::{
+    check_flash, check_float, check_q8_0_acts, check_q8k, check_rows, check_weighted,
+};
+use crate::runtime::simd::{FloatOrder, FloatType};
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+// ---------------------------------------------------------------------------------------------
+
+/// Sum of the eight i32 lanes (exact, so the order does not matter).
+///
+/// # Safety
+/// Needs AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// [`ops::hsum8`]: `t_j = a_j + a_{j+4}`, then `(t0 + t2) + (t1 + t3)` (ggml's
+/// `hsum_float_8`).
+///
+/// # Safety
+/// Needs AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum8(a: __m256) -> f32 {
+    let t = _mm_add_ps(_mm256_extractf128_ps::<1>(a), _mm256_castps256_ps128(a));
+    let s = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// [`ops::reduce32`] of four accumulators (`acc[j]` lane `l` = slot `8j + l`).
+///
+/// # Safety
+/// Needs AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn reduce32(acc: &[__m256; 4]) -> f32 {
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let mut a = [0.0f32; 4];
+    _mm_storeu_ps(a.as_mut_ptr(), t);
+    (a[0] + a[1]) + (a[2] + a[3])
+}
+
+// ---------------------------------------------------------------------------------------------
+// I2_S × int8
+// ---------------------------------------------------------------------------------------------
+
+/// Codes of one group of 32 values from a block's 32 bytes: `(w >> S) & 3`.
+///
+/// # Safety
+/// Needs AVX2.
+#[inline(always)]
+unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
+    _mm256_and_si256(_mm256_srli_epi16::<S>(w), m3)
+}
+
+/// Dot products of `R` I2_S rows (at `w`, `rb` bytes apart) with `T` token rows of int8
+/// activations (at `q`, `k` apart), over `nb` blocks of 128 values: `vpmaddubsw` (codes are
+/// unsigned, at most 3, so pair sums stay within ±768) summed in 16 bits over up to eight
+/// blocks (±24576), then widened.
+///
+/// # Safety
+/// Needs AVX2; `w` must hold `R` rows of `32·nb` bytes and `q` `T` rows of `128·nb` bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn i2s_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    nb: usize,
+) -> [[i32; T]; R] {
+    let m3 = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); T]; R];
+    let mut b = 0;
+    while b < nb {
+        let end = (b + 8).min(nb);
+        let mut a16 = [[_mm256_setzero_si256(); T]; R];
+        for bb in b..end {
+            let mut wv = [_mm256_setzero_si256(); R];
+            for (r, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
+            }
+            macro_rules! group {
+                ($g:expr, $s:expr) => {{
+                    let mut qv = [_mm256_setzero_si256(); T];
+                    for (t, v) in qv.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(q.add(t * k + 128 * bb + 32 * $g).cast());
+                    }
+                    for r in 0..R {
+                        let c = codes::<$s>(wv[r], m3);
+                        for t in 0..T {
+                            a16[r][t] = _mm256_add_epi16(a16[r][t], _mm256_maddubs_epi16(c, qv[t]));
+                        }
+                    }
+                }};
+            }
+            group!(0, 6);
+            group!(1, 4);
+            group!(2, 2);
+            group!(3, 0);
+        }
+        for r in 0..R {
+            for t in 0..T {
+                acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(a16[r][t], ones));
+            }
+        }
+        b = end;
+    }
+    let mut out = [[0i32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum_i32(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// I2_S × int8 dot products (see `Kernels::i2s_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
+    assert!(
+        k % I2S_BLOCK == 0,
+        "I2_S rows need a multiple of 128 columns"
+    );
+    let rb = k / 4;
+    let rows = check_rows(w.len(), rb, q.len(), k, n, out.len());
+    let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
+    tiled!(
+        out,
+        rows,
+        n,
+        4,
+        2,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4)
+        ],
+        |r, t, R, T| i2s_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), k, nb)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TQ2_0 × Q8_K
+// ---------------------------------------------------------------------------------------------
+
+/// The f16 scale at `p` (little-endian).
+///
+/// # Safety
+/// `p` must point to two readable bytes.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+}
+
+/// `R` TQ2_0 rows × `T` Q8_K tokens in ggml's lane order ([`ops::dot_tq2_q8k`]): per block,
+/// eight i32 lanes from `vpmaddubsw` (16-bit sums within ±6144) widened with `vpmaddwd`,
+/// minus the activations' sums per 32 values, converted, multiplied by `d_y·d_x` and added.
+///
+/// # Safety
+/// Needs AVX2; `w` must hold `R` rows of `nb` blocks, `q`/`d`/`bsum` `T` tokens of `256·nb`
+/// values, `nb` scales and `8·nb` sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tq2_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    d: *const f32,
+    bsum: *const i32,
+    k: usize,
+    nb: usize,
+) -> [[f32; T]; R] {
+    let m3 = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for blk in 0..nb {
+        let mut a16 = [[_mm256_setzero_si256(); T]; R];
+        for h in 0..2 {
+            let mut wv = [_mm256_setzero_si256(); R];
+            for (r, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 32 * h).cast());
+            }
+            macro_rules! group {
+                ($g:expr, $s:expr) => {{
+                    let mut qv = [_mm256_setzero_si256(); T];
+                    for (t, v) in qv.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(
+                            q.add(t * k + blk * QK_K + 128 * h + 32 * $g).cast(),
+                        );
+                    }
+                    for r in 0..R {
+                        let c = codes::<$s>(wv[r], m3);
+                        for t in 0..T {
+                            a16[r][t] = _mm256_add_epi16(a16[r][t], _mm256_maddubs_epi16(c, qv[t]));
+                        }
+                    }
+                }};
+            }
+            group!(0, 0);
+            group!(1, 2);
+            group!(2, 4);
+            group!(3, 6);
+        }
+        let mut dx = [0.0f32; R];
+        for (r, v) in dx.iter_mut().enumerate() {
+            *v = f16_at(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 64));
+        }
+        for t in 0..T {
+            let bs = _mm256_loadu_si256(bsum.add(t * (k / 32) + 8 * blk).cast());
+            let dy = *d.add(t * nb + blk);
+            for r in 0..R {
+                let lanes = _mm256_sub_epi32(_mm256_madd_epi16(a16[r][t], ones), bs);
+                let scale = _mm256_set1_ps(dy * dx[r]);
+                acc[r][t] =
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lanes), scale), acc[r][t]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum8(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// Checks the arguments of a TQ2_0 kernel; returns the number of rows.
+pub(super) fn check_tq2(
+    w: usize,
+    k: usize,
+    q: usize,
+    d: usize,
+    bsum: usize,
+    n: usize,
+    out: usize,
+) -> usize {
+    assert!(k % QK_K == 0, "TQ2_0 rows need a multiple of 256 columns");
+    let rows = check_rows(w, k / QK_K * TQ2_BLOCK_BYTES, q, k, n, out);
+    assert_eq!(d, n * k / QK_K, "Q8_K scales");
+    assert_eq!(bsum, n * k / 32, "Q8_K block sums");
+    rows
+}
+
+/// TQ2_0 × Q8_K (see `Kernels::tq2_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tq2_dots(
+    w: &[u8],
+    k: usize,
+    q: &[i8],
+    d: &[f32],
+    bsum: &[i32],
+    n: usize,
+    out: &mut [f32],
+) {
+    let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
+    let nb = k / QK_K;
+    let rb = nb * TQ2_BLOCK_BYTES;
+    let (wp, qp, dp, bp) = (w.as_ptr(), q.as_ptr(), d.as_ptr(), bsum.as_ptr());
+    tiled!(
+        out,
+        rows,
+        n,
+        2,
+        2,
+        3,
+        [(1, 1), (2, 1), (1, 2), (1, 3), (2, 2), (2, 3)],
+        |r, t, R, T| tq2_tile::<R, T>(
+            wp.add(r * rb),
+            rb,
+            qp.add(t * k),
+            dp.add(t * nb),
+            bp.add(t * (k / 32)),
+            k,
+            nb
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 × Q8_0
+// ---------------------------------------------------------------------------------------------
+
+/// `R` Q8_0 rows × `T` Q8_0 tokens in ggml's order ([`ops::dot_q8_0`]): eight i32 lanes of four
+/// products per block (`vpmaddubsw` on |w| and sign-adjusted activations — exact because the
+/// activations lie in ±127), converted and fused-multiply-added with `d_x·d_y`.
+///
+/// # Safety
+/// Needs AVX2 and FMA; `w` must hold `R` rows of `nb` blocks, `q`/`d` `T` tokens.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    d: *const f32,
+    k: usize,
+    nb: usize,
+) -> [[f32; T]; R] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for blk in 0..nb {
+        let mut qv = [_mm256_setzero_si256(); T];
+        let mut dy = [0.0f32; T];
+        for t in 0..T {
+            qv[t] = _mm256_loadu_si256(q.add(t * k + blk * QK8_0).cast());
+            dy[t] = *d.add(t * nb + blk);
+        }
+        for r in 0..R {
+            let p = w.add(r * rb + blk * Q8_0_BLOCK_BYTES);
+            let dx = f16_at(p);
+            let wv = _mm256_loadu_si256(p.add(2).cast());
+            let ax = _mm256_sign_epi8(wv, wv);
+            for t in 0..T {
+                let sy = _mm256_sign_epi8(qv[t], wv);
+                let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                let scale = _mm256_set1_ps(dx * dy[t]);
+                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum8(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// Checks the arguments of a Q8_0 kernel; returns the number of rows.
+pub(super) fn check_q8_0(w: usize, k: usize, q: usize, d: usize, n: usize, out: usize) -> usize {
+    assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
+    let rows = check_rows(w, k / QK8_0 * Q8_0_BLOCK_BYTES, q, k, n, out);
+    assert_eq!(d, n * k / QK8_0, "Q8_0 scales");
+    rows
+}
+
+/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
+    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
+    let nb = k / QK8_0;
+    let rb = nb * Q8_0_BLOCK_BYTES;
+    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
+    tiled!(
+        out,
+        rows,
+        n,
+        2,
+        2,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4)
+        ],
+        |r, t, R, T| q8_0_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), dp.add(t * nb), k, nb)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights (F16 or F32) × f32 activations
+// ---------------------------------------------------------------------------------------------
+
+/// Eight elements at `p` widened to f32 (`H`: f16, else f32).
+///
+/// # Safety
+/// Needs AVX and F16C; `p` must point to 8 readable elements.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn load8<const H: bool>(p: *const u8) -> __m256 {
+    if H {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    } else {
+        _mm256_loadu_ps(p.cast())
+    }
+}
+
+/// One element at `p` widened to f32.
+///
+/// # Safety
+/// `p` must point to one readable element.
+#[inline(always)]
+pub(super) unsafe fn load1<const H: bool>(p: *const u8) -> f32 {
+    if H {
+        f16_at(p)
+    } else {
+        f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
+    }
+}
+
+/// `R` rows × `T` tokens in ggml's 32-slot order ([`ops::dot_f32_ggml`]).
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C; `w` must hold `R` rows of `k` elements `stride` bytes apart, `x`
+/// `T` rows of `k` values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn ggml_tile<const H: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    x: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    let eb = if H { 2 } else { 4 };
+    let np = k & !31;
+    let mut acc = [[[_mm256_setzero_ps(); 4]; T]; R];
+    let mut i = 0;
+    while i < np {
+        let mut wv = [[_mm256_setzero_ps(); 4]; R];
+        for (r, wr) in wv.iter_mut().enumerate() {
+            for (j, v) in wr.iter_mut().enumerate() {
+                *v = load8::<H>(w.add(r * stride + (i + 8 * j) * eb));
+            }
+        }
+        for t in 0..T {
+            for j in 0..4 {
+                let xv = _mm256_loadu_ps(x.add(t * k + i + 8 * j));
+                for r in 0..R {
+                    acc[r][t][j] = _mm256_fmadd_ps(wv[r][j], xv, acc[r][t][j]);
+                }
+            }
+        }
+        i += 32;
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            let mut sum = reduce32(&acc[r][t]) as f64;
+            for c in np..k {
+                let a = load1::<H>(w.add(r * stride + c * eb));
+                sum += (a * *x.add(t * k + c)) as f64;
+            }
+            out[r][t] = sum as f32;
+        }
+    }
+    out
+}
+
+/// `R` rows × `T` tokens in llamafile's 8-lane order ([`ops::dot_f32_lanes8`]).
+///
+/// # Safety
+/// As [`ggml_tile`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn lanes8_tile<const H: bool, const R: usize, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    x: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    let eb = if H { 2 } else { 4 };
+    let np = k & !7;
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut i = 0;
+    while i < np {
+        let mut wv = [_mm256_setzero_ps(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            *v = load8::<H>(w.add(r * stride + i * eb));
+        }
+        for t in 0..T {
+            let xv = _mm256_loadu_ps(x.add(t * k + i));
+            for r in 0..R {
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+        i += 8;
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            let mut a = [0.0f32; 8];
+            _mm256_storeu_ps(a.as_mut_ptr(), acc[r][t]);
+            for (j, c) in (np..k).enumerate() {
+                let wv = load1::<H>(w.add(r * stride + c * eb));
+                a[j] = wv.mul_add(*x.add(t * k + c), a[j]);
+            }
+            out[r][t] = ops::hsum8(&a);
+        }
+    }
+    out
+}
+
+/// F16 weights × f32 activations.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn f16_dots(
+    order: FloatOrder,
+    w: &[u8],
+    stride: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    float_dots_body!(
+        true,
+        order,
+        w,
+        stride,
+        k,
+        x,
+        n,
+        out,
+        2,
+        [(1, 1), (2, 1)],
+        3,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4)
+        ]
+    )
+}
+
+/// F32 weights × f32 activations.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn f32_dots(
+    order: FloatOrder,
+    w: &[u8],
+    stride: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    float_dots_body!(
+        false,
+        order,
+        w,
+        stride,
+        k,
+        x,
+        n,
+        out,
+        2,
+        [(1, 1), (2, 1)],
+        3,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4)
+        ]
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------------------------
+
+/// The weighted sum of value rows with `S` slots (see `Kernels::weighted_sum`): slot by slot,
+/// 64 output values at a time held in registers while the slot's rows are accumulated in
+/// increasing order, then the slots reduced in the scalar order.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C; lengths checked by the caller.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn weighted_slots<const H: bool, const S: usize>(
+    v: *const u8,
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let eb = if H { 2 } else { 4 };
+    let hd = out.len();
+    let hv = hd & !7;
+    let sp = scratch.as_mut_ptr();
+    for s in 0..S {
+        let mut d0 = 0;
+        while d0 < hv {
+            let width = (hv - d0).min(64) / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut j = s;
+            while j < p.len() {
+                let pj = _mm256_set1_ps(p[j]);
+                let row = v.add(j * stride + d0 * eb);
+                for (i, a) in acc.iter_mut().enumerate().take(width) {
+                    *a = _mm256_fmadd_ps(load8::<H>(row.add(8 * i * eb)), pj, *a);
+                }
+                j += S;
+            }
+            for (i, a) in acc.iter().enumerate().take(width) {
+                _mm256_storeu_ps(sp.add(s * hd + d0 + 8 * i), *a);
+            }
+            d0 += 8 * width;
+        }
+        for d in hv..hd {
+            let mut a = 0.0f32;
+            let mut j = s;
+            while j < p.len() {
+                a = load1::<H>(v.add(j * stride + d * eb)).mul_add(p[j], a);
+                j += S;
+            }
+            *sp.add(s * hd + d) = a;
+        }
+    }
+    let slot = |s: usize, d: usize| _mm256_loadu_ps(sp.add(s * hd + d));
+    let mut d = 0;
+    while d < hv {
+        let r = if S == 32 {
+            let mut vv = [_mm256_setzero_ps(); 8];
+            for (l, o) in vv.iter_mut().enumerate() {
+                *o = _mm256_add_ps(
+                    _mm256_add_ps(slot(l, d), slot(16 + l, d)),
+                    _mm256_add_ps(slot(8 + l, d), slot(24 + l, d)),
+                );
+            }
+            let t: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(vv[j], vv[j + 4]));
+            _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]))
+        } else {
+            let t: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(slot(j + 4, d), slot(j, d)));
+            _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3]))
+        };
+        _mm256_storeu_ps(out.as_mut_ptr().add(d), r);
+        d += 8;
+    }
+    for (d, o) in out.iter_mut().enumerate().skip(hv) {
+        let a: [f32; S] = std::array::from_fn(|s| *sp.add(s * hd + d));
+        *o = if S == 32 {
+            ops::reduce32(a.as_slice().try_into().expect("32"))
+        } else {
+            ops::hsum8(a.as_slice().try_into().expect("8"))
+        };
+    }
+}
+
+/// Weighted sum of F16 value rows.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn weighted_f16(
+    order: FloatOrder,
+    v: &[u8],
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    weighted_body!(true, order, v, stride, p, out, scratch)
+}
+
+/// Weighted sum of F32 value rows.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn weighted_f32(
+    order: FloatOrder,
+    v: &[u8],
+    stride: usize,
+    p: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    weighted_body!(false, order, v, stride, p, out, scratch)
+}
+
+/// Rounds eight f32 values to f16 precision (round to nearest even, as `half` does).
+///
+/// # Safety
+/// Needs AVX and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_f16_8(v: __m256) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
+}
+
+/// Flash attention over an F16 cache (see `Kernels::flash_attention_f16`), the accumulator
+/// kept in `out` and rounded to f16 precision after every update as the scalar code does.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn flash_f16(
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_flash(q.len(), k.len(), v.len(), stride, positions, out.len());
+    let hd = out.len();
+    let hv = hd & !7;
+    let acc = out.as_mut_ptr();
+    out.fill(0.0);
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    for j in 0..positions {
+        let [[dot]] = ggml_tile::<true, 1, 1>(k.as_ptr().add(j * stride), stride, q.as_ptr(), hd);
+        let s = dot * scale;
+        let mut ms = 1.0f32;
+        let mut vs = 1.0f32;
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            let msv = _mm256_set1_ps(ms);
+            let mut d = 0;
+            while d < hv {
+                let a = _mm256_mul_ps(_mm256_loadu_ps(acc.add(d)), msv);
+                _mm256_storeu_ps(acc.add(d), round_f16_8(a));
+                d += 8;
+            }
+            for d in hv..hd {
+                *acc.add(d) = ops::round_f16(*acc.add(d) * ms);
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        let vsv = _mm256_set1_ps(vs);
+        let row = v.as_ptr().add(j * stride);
+        let mut d = 0;
+        while d < hv {
+            let a = _mm256_fmadd_ps(
+                load8::<true>(row.add(2 * d)),
+                vsv,
+                _mm256_loadu_ps(acc.add(d)),
+            );
+            _mm256_storeu_ps(acc.add(d), round_f16_8(a));
+            d += 8;
+        }
+        for d in hv..hd {
+            *acc.add(d) = ops::round_f16(f16_at(row.add(2 * d)).mul_add(vs, *acc.add(d)));
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = 1.0f32 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantizers
+// ---------------------------------------------------------------------------------------------
+
+/// `round_ties_even(v)`, NaN mapped to 0 (as Rust's `as i32` does), clamped to `[lo, hi]`,
+/// as i32 lanes (exact: the values are integral by then).
+///
+/// # Safety
+/// Needs AVX.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_clamp(v: __m256, lo: __m256, hi: __m256) -> __m256i {
+    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+    let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+    _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
+}
+
+/// Packs 32 i32 lanes (in range) into 32 bytes in order.
+///
+/// # Safety
+/// Needs AVX2; `out` must point to 32 writable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_store(v: [__m256i; 4], out: *mut i8) {
+    let ab = _mm256_packs_epi32(v[0], v[1]);
+    let cd = _mm256_packs_epi32(v[2], v[3]);
+    let abcd = _mm256_packs_epi16(ab, cd);
+    let fixed = _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(out.cast(), fixed);
+}
+
+/// Largest |x| of `n8` (multiple of 8) values at `x`, NaN ignored, starting from 0.
+///
+/// # Safety
+/// Needs AVX; `x` must hold `n8` values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn abs_max(x: *const f32, n8: usize) -> f32 {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        // max(a, b) returns b when a is NaN: NaN inputs are skipped, as the scalar code does.
+        m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x.add(i)), abs), m);
+        i += 8;
+    }
+    let mut a = [0.0f32; 8];
+    _mm256_storeu_ps(a.as_mut_ptr(), m);
+    a.iter()
+        .fold(0.0f32, |acc, &v| if v > acc { v } else { acc })
+}
+
+/// bitnet.cpp's int8 quantization of one token ([`ops::quantize_i8s`], bit for bit).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    assert_eq!(x.len(), q.len(), "quantize_i8s: lengths");
+    let n = x.len();
+    let n8 = n & !7;
+    let mut amax = (abs_max(x.as_ptr(), n8) as f64).max(1e-5);
+    for &v in &x[n8..] {
+        let a = v.abs() as f64;
+        if a > amax {
+            amax = a;
+        }
+    }
+    let s = (127.0 / amax) as f32;
+    let (lo, hi, sv) = (
+        _mm256_set1_ps(-128.0),
+        _mm256_set1_ps(127.0),
+        _mm256_set1_ps(s),
+    );
+    let n32 = n & !31;
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i < n32 {
+        let v: [__m256i; 4] = std::array::from_fn(|j| {
+            round_clamp(
+                _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8 * j)), sv),
+                lo,
+                hi,
+            )
+        });
+        acc = _mm256_add_epi32(
+            acc,
+            _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])),
+        );
+        pack_store(v, q.as_mut_ptr().add(i));
+        i += 32;
+    }
+    let mut sum = hsum_i32(acc);
+    for (o, &v) in q[n32..].iter_mut().zip(&x[n32..]) {
+        let r = (v * s).round_ties_even().clamp(-128.0, 127.0) as i32;
+        *o = r as i8;
+        sum += r;
+    }
+    (s, sum)
+}
+
+/// Q8_K quantization with the sums per 32 values ([`ops::quantize_q8k`], bit for bit).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bsum: &mut [i32]) {
+    check_q8k(x.len(), q.len(), d.len(), bsum.len());
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    for (b, db) in d.iter_mut().enumerate() {
+        let xb = x.as_ptr().add(b * QK_K);
+        let qb = q.as_mut_ptr().add(b * QK_K);
+        let amax = abs_max(xb, QK_K);
+        if amax == 0.0 {
+            std::ptr::write_bytes(qb, 0, QK_K);
+            bsum[8 * b..8 * b + 8].fill(0);
+            *db = 0.0;
+            continue;
+        }
+        // The value of largest magnitude, the first one on ties.
+        let target = _mm256_set1_ps(amax);
+        let mut max = 0.0f32;
+        for j in 0..QK_K / 8 {
+            let v = _mm256_loadu_ps(xb.add(8 * j));
+            let hit =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_and_ps(v, abs), target));
+            if hit != 0 {
+                max = *xb.add(8 * j + hit.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0f32 / max;
+        let isv = _mm256_set1_ps(iscale);
+        for g in 0..QK_K / 32 {
+            let v: [__m256i; 4] = std::array::from_fn(|j| {
+                round_clamp(
+                    _mm256_mul_ps(isv, _mm256_loadu_ps(xb.add(32 * g + 8 * j))),
+                    lo,
+                    hi,
+                )
+            });
+            bsum[8 * b + g] = hsum_i32(_mm256_add_epi32(
+                _mm256_add_epi32(v[0], v[1]),
+                _mm256_add_epi32(v[2], v[3]),
+            ));
+            pack_store(v, qb.add(32 * g));
+        }
+        *db = 1.0 / iscale;
+    }
+}
+
+/// Q8_0 quantization ([`ops::quantize_q8_0`], bit for bit).
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    check_q8_0_acts(x.len(), q.len(), d.len());
+    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    for (b, db) in d.iter_mut().enumerate() {
+        let xb = x.as_ptr().add(b * QK8_0);
+        let amax = abs_max(xb, QK8_0);
+        *db = ops::round_f16(amax / 127.0);
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let v: [__m256i; 4] = std::array::from_fn(|j| {
+            round_clamp(_mm256_mul_ps(_mm256_loadu_ps(xb.add(8 * j)), idv), lo, hi)
+        });
+        pack_store(v, q.as_mut_ptr().add(b * QK8_0));
+    }
+}

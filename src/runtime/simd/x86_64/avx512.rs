@@ -1,0 +1,496 @@
+//! AVX-512 kernels: the integer dot products with VNNI's `vpdpbusd` (unsigned × signed bytes
+//! summed into i32 lanes in one instruction) on 256-bit vectors, and every tile larger than in
+//! the AVX2 table because AVX-512VL gives 32 vector registers. 512-bit vectors are not used:
+//! on the CPUs tested (Zen 4) they run at half rate, and the float orders to reproduce are
+//! defined on eight lanes. Same contract as `avx2`: `unsafe` only for the CPU features.
+//!
+//! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
+//! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
+#![allow(clippy::incompatible_msrv)]
+// Tiles are indexed by row and token in nested loops; iterators would obscure that.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::runtime::ops::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::simd::scalar::{check_float, check_rows};
+use crate::runtime::simd::{FloatOrder, FloatType};
+
+use super::avx2::{check_q8_0, check_tq2, ggml_tile, hsum8, hsum_i32, lanes8_tile};
+
+/// `(w >> S) & 3`.
+///
+/// # Safety
+/// Needs AVX2.
+#[inline(always)]
+unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
+    _mm256_and_si256(_mm256_srli_epi16::<S>(w), m3)
+}
+
+/// The f16 at `p`.
+///
+/// # Safety
+/// `p` must point to two readable bytes.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+}
+
+/// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    k: usize,
+    nb: usize,
+) -> [[i32; T]; R] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [[_mm256_setzero_si256(); T]; R];
+    for bb in 0..nb {
+        let mut wv = [_mm256_setzero_si256(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            *v = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
+        }
+        macro_rules! group {
+            ($g:expr, $s:expr) => {{
+                let mut qv = [_mm256_setzero_si256(); T];
+                for (t, v) in qv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_si256(q.add(t * k + 128 * bb + 32 * $g).cast());
+                }
+                for r in 0..R {
+                    let c = codes::<$s>(wv[r], m3);
+                    for t in 0..T {
+                        acc[r][t] = _mm256_dpbusd_epi32(acc[r][t], c, qv[t]);
+                    }
+                }
+            }};
+        }
+        group!(0, 6);
+        group!(1, 4);
+        group!(2, 2);
+        group!(3, 0);
+    }
+    let mut out = [[0i32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum_i32(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// `R` I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes `w & (3 << s)`
+/// (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one accumulator
+/// per group and row, each divided back by its power of two (an exact arithmetic shift) at
+/// the end. Two vector instructions per 32 codes instead of three.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile` with `T = 1`; `nb` below
+/// 2^14 (so the scaled sums stay within i32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_gemv_masked<const R: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    nb: usize,
+) -> [[i32; 1]; R] {
+    let masks = [
+        _mm256_set1_epi8(0xc0u8 as i8),
+        _mm256_set1_epi8(0x30),
+        _mm256_set1_epi8(0x0c),
+        _mm256_set1_epi8(0x03),
+    ];
+    let mut acc = [[_mm256_setzero_si256(); 4]; R];
+    for bb in 0..nb {
+        let qv: [__m256i; 4] =
+            std::array::from_fn(|g| _mm256_loadu_si256(q.add(128 * bb + 32 * g).cast()));
+        for r in 0..R {
+            let wv = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
+            for g in 0..4 {
+                acc[r][g] = _mm256_dpbusd_epi32(acc[r][g], _mm256_and_si256(wv, masks[g]), qv[g]);
+            }
+        }
+    }
+    let mut out = [[0i32; 1]; R];
+    for r in 0..R {
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(
+                _mm256_srai_epi32::<6>(acc[r][0]),
+                _mm256_srai_epi32::<4>(acc[r][1]),
+            ),
+            _mm256_add_epi32(_mm256_srai_epi32::<2>(acc[r][2]), acc[r][3]),
+        );
+        out[r][0] = hsum_i32(s);
+    }
+    out
+}
+
+/// I2_S × int8 (see `Kernels::i2s_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
+    assert!(
+        k % I2S_BLOCK == 0,
+        "I2_S rows need a multiple of 128 columns"
+    );
+    let rb = k / 4;
+    let rows = check_rows(w.len(), rb, q.len(), k, n, out.len());
+    let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
+    if n == 1 && nb < 1 << 14 {
+        tiled!(
+            out,
+            rows,
+            1,
+            4,
+            4,
+            1,
+            [(1, 1), (2, 1), (3, 1), (4, 1)],
+            |r, t, R, T| i2s_gemv_masked::<R>(wp.add(r * rb), rb, qp.add(t * k), nb)
+        );
+        return;
+    }
+    tiled!(
+        out,
+        rows,
+        n,
+        4,
+        4,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (4, 2),
+            (4, 3),
+            (4, 4)
+        ],
+        |r, t, R, T| i2s_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), k, nb)
+    );
+}
+
+/// `R` TQ2_0 rows × `T` Q8_K tokens with `vpdpbusd`; lanes as in `avx2::tq2_tile`.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::tq2_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tq2_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    d: *const f32,
+    bsum: *const i32,
+    k: usize,
+    nb: usize,
+) -> [[f32; T]; R] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for blk in 0..nb {
+        let mut lanes = [[_mm256_setzero_si256(); T]; R];
+        for t in 0..T {
+            let bs = _mm256_loadu_si256(bsum.add(t * (k / 32) + 8 * blk).cast());
+            for l in lanes.iter_mut() {
+                l[t] = _mm256_sub_epi32(l[t], bs);
+            }
+        }
+        for h in 0..2 {
+            let mut wv = [_mm256_setzero_si256(); R];
+            for (r, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 32 * h).cast());
+            }
+            macro_rules! group {
+                ($g:expr, $s:expr) => {{
+                    let mut qv = [_mm256_setzero_si256(); T];
+                    for (t, v) in qv.iter_mut().enumerate() {
+                        *v = _mm256_loadu_si256(
+                            q.add(t * k + blk * QK_K + 128 * h + 32 * $g).cast(),
+                        );
+                    }
+                    for r in 0..R {
+                        let c = codes::<$s>(wv[r], m3);
+                        for t in 0..T {
+                            lanes[r][t] = _mm256_dpbusd_epi32(lanes[r][t], c, qv[t]);
+                        }
+                    }
+                }};
+            }
+            group!(0, 0);
+            group!(1, 2);
+            group!(2, 4);
+            group!(3, 6);
+        }
+        let mut dx = [0.0f32; R];
+        for (r, v) in dx.iter_mut().enumerate() {
+            *v = f16_at(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 64));
+        }
+        for t in 0..T {
+            let dy = *d.add(t * nb + blk);
+            for r in 0..R {
+                let scale = _mm256_set1_ps(dy * dx[r]);
+                acc[r][t] = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(lanes[r][t]), scale),
+                    acc[r][t],
+                );
+            }
+        }
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum8(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// TQ2_0 × Q8_K (see `Kernels::tq2_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tq2_dots(
+    w: &[u8],
+    k: usize,
+    q: &[i8],
+    d: &[f32],
+    bsum: &[i32],
+    n: usize,
+    out: &mut [f32],
+) {
+    let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
+    let nb = k / QK_K;
+    let rb = nb * TQ2_BLOCK_BYTES;
+    let (wp, qp, dp, bp) = (w.as_ptr(), q.as_ptr(), d.as_ptr(), bsum.as_ptr());
+    tiled!(
+        out,
+        rows,
+        n,
+        4,
+        4,
+        3,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (2, 2),
+            (2, 3),
+            (3, 2),
+            (3, 3),
+            (4, 2),
+            (4, 3)
+        ],
+        |r, t, R, T| tq2_tile::<R, T>(
+            wp.add(r * rb),
+            rb,
+            qp.add(t * k),
+            dp.add(t * nb),
+            bp.add(t * (k / 32)),
+            k,
+            nb
+        )
+    );
+}
+
+/// `R` Q8_0 rows × `T` tokens with `vpdpbusd` on |w| and sign-adjusted activations.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::q8_0_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    d: *const f32,
+    k: usize,
+    nb: usize,
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for blk in 0..nb {
+        let mut qv = [_mm256_setzero_si256(); T];
+        let mut dy = [0.0f32; T];
+        for t in 0..T {
+            qv[t] = _mm256_loadu_si256(q.add(t * k + blk * QK8_0).cast());
+            dy[t] = *d.add(t * nb + blk);
+        }
+        for r in 0..R {
+            let p = w.add(r * rb + blk * Q8_0_BLOCK_BYTES);
+            let dx = f16_at(p);
+            let wv = _mm256_loadu_si256(p.add(2).cast());
+            let ax = _mm256_abs_epi8(wv);
+            for t in 0..T {
+                let sy = _mm256_sign_epi8(qv[t], wv);
+                let lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+                let scale = _mm256_set1_ps(dx * dy[t]);
+                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum8(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`).
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
+    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
+    let nb = k / QK8_0;
+    let rb = nb * Q8_0_BLOCK_BYTES;
+    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
+    tiled!(
+        out,
+        rows,
+        n,
+        4,
+        4,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (4, 2),
+            (4, 3),
+            (4, 4)
+        ],
+        |r, t, R, T| q8_0_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), dp.add(t * nb), k, nb)
+    );
+}
+
+/// F16 weights × f32 activations with the AVX2 tiles, larger.
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn f16_dots(
+    order: FloatOrder,
+    w: &[u8],
+    stride: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    float_dots_body!(
+        true,
+        order,
+        w,
+        stride,
+        k,
+        x,
+        n,
+        out,
+        4,
+        [(1, 1), (2, 1), (3, 1), (4, 1)],
+        4,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (4, 2),
+            (4, 3),
+            (4, 4)
+        ]
+    )
+}
+
+/// F32 weights × f32 activations with the AVX2 tiles, larger.
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn f32_dots(
+    order: FloatOrder,
+    w: &[u8],
+    stride: usize,
+    k: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
+    float_dots_body!(
+        false,
+        order,
+        w,
+        stride,
+        k,
+        x,
+        n,
+        out,
+        4,
+        [(1, 1), (2, 1), (3, 1), (4, 1)],
+        4,
+        4,
+        [
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (4, 2),
+            (4, 3),
+            (4, 4)
+        ]
+    )
+}

@@ -1,0 +1,71 @@
+//! Steady-state decoding allocates nothing: after a warm-up, `Session::forward_borrowed` for
+//! one token at a time makes no heap allocation on any thread, with every kernel table this
+//! CPU runs. (A separate test binary, because it installs a counting global allocator.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bitconv::runtime::simd;
+use bitconv::runtime::{LoadOptions, LogitsWanted, Model, Session};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn decode_allocations(rel: &str) {
+    let model = Model::load(
+        &Path::new("tests/data/tiny").join(rel),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for k in simd::available() {
+        pool.install(|| {
+            let mut s = Session::new(&model, 64);
+            s.set_kernels(k);
+            // Warm-up: a batched prompt, then steps (buffers and thread-local scratch grow).
+            s.forward_borrowed(&[1, 275, 376, 265], LogitsWanted::Last)
+                .unwrap();
+            for t in 0..4 {
+                s.forward_borrowed(&[300 + t], LogitsWanted::Last).unwrap();
+            }
+            let before = ALLOCS.load(Ordering::Relaxed);
+            for t in 0..16 {
+                let logits = s.forward_borrowed(&[400 + t], LogitsWanted::Last).unwrap();
+                assert_eq!(logits.len(), model.hparams().n_vocab);
+            }
+            let n = ALLOCS.load(Ordering::Relaxed) - before;
+            eprintln!("{rel} {}: {n} allocations in 16 decode steps", k.name());
+            assert_eq!(n, 0, "{rel}: {} allocates while decoding", k.name());
+        });
+    }
+}
+
+#[test]
+fn decoding_allocates_nothing() {
+    decode_allocations("bitnet-cpp/from-fp16/ggml-model-i2_s.gguf");
+    decode_allocations("llama-cpp/tiny-tq2_0.gguf");
+    decode_allocations("bitnet-cpp/from-fp16/ggml-model-f32.gguf");
+}

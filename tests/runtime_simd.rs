@@ -1,0 +1,101 @@
+//! End to end: the forward pass with every SIMD kernel table this CPU runs against the scalar
+//! reference table, on the tiny reference files of bitnet.cpp and mainline llama.cpp: batched
+//! prompts, one-token steps and greedy continuations must give the same logits, bit for bit
+//! (the kernels reproduce the scalar summation orders, so the documented bound is zero).
+
+use std::path::{Path, PathBuf};
+
+use bitconv::quant::layouts::params::parse_kernel_config_ini;
+use bitconv::runtime::simd::{self, Kernels};
+use bitconv::runtime::{
+    argmax, compare_rows, KvPrecision, LoadOptions, LogitsWanted, Model, Session, SessionOptions,
+};
+
+fn tiny(rel: &str) -> PathBuf {
+    Path::new("tests/data/tiny").join(rel)
+}
+
+fn load(rel: &str, ini: Option<&str>) -> Model {
+    let tl_params = ini
+        .map(|i| parse_kernel_config_ini(&std::fs::read_to_string(tiny(i)).unwrap()).unwrap())
+        .unwrap_or_default();
+    Model::load(
+        &tiny(rel),
+        &LoadOptions {
+            tl_params,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Everything a session produces for a prompt: the batched prompt's logits, then `gen` greedy
+/// steps' logits, then the same prompt one token per step.
+fn trace(model: &Model, kernels: &'static Kernels, kv: KvPrecision) -> (Vec<Vec<f32>>, Vec<u32>) {
+    let prompt: Vec<u32> = vec![1, 275, 376, 265, 919, 816, 797, 902, 584, 874, 33, 417];
+    let mut opts = SessionOptions::for_model(model, 64);
+    opts.kv = kv;
+    let mut s = Session::with_options(model, opts);
+    s.set_kernels(kernels);
+    let mut rows = s.forward(&prompt, LogitsWanted::All).unwrap();
+    let mut ids = vec![];
+    for _ in 0..12 {
+        let id = argmax(rows.last().unwrap()) as u32;
+        ids.push(id);
+        rows.extend(s.forward(&[id], LogitsWanted::Last).unwrap());
+    }
+    s.reset();
+    for &t in &prompt {
+        rows.extend(s.forward(&[t], LogitsWanted::Last).unwrap());
+    }
+    (rows, ids)
+}
+
+fn check(rel: &str, ini: Option<&str>) {
+    let model = load(rel, ini);
+    for kv in [KvPrecision::F16, KvPrecision::F32] {
+        let (want, want_ids) = trace(&model, Kernels::reference(), kv);
+        for k in simd::available().into_iter().filter(|k| !k.is_reference()) {
+            let (got, ids) = trace(&model, k, kv);
+            let a = compare_rows(got.iter().map(|r| &r[..]), want.iter().map(|r| &r[..]));
+            eprintln!("{rel} {kv:?}: {} vs reference: {a}", k.name());
+            assert_eq!(ids, want_ids, "{rel}: {} greedy continuation", k.name());
+            assert_eq!(a.max_abs_diff, 0.0, "{rel}: {}", k.name());
+            for (g, w) in got.iter().zip(&want) {
+                let gb: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+                let wb: Vec<u32> = w.iter().map(|v| v.to_bits()).collect();
+                assert!(gb == wb, "{rel}: {} logits differ in bits", k.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn i2s_files() {
+    check("bitnet-cpp/from-fp16/ggml-model-i2_s.gguf", None);
+    check("bitnet-cpp/from-fp32/ggml-model-i2_s.gguf", None);
+}
+
+#[test]
+fn tl1_tl2_files() {
+    check(
+        "bitnet-cpp/from-fp32/ggml-model-tl1.gguf",
+        Some("bitnet-cpp/kernel_config_tl1.ini"),
+    );
+    check(
+        "bitnet-cpp/from-fp32/ggml-model-tl2.gguf",
+        Some("bitnet-cpp/kernel_config_tl2.ini"),
+    );
+}
+
+#[test]
+fn float_files() {
+    check("bitnet-cpp/from-fp16/ggml-model-f32.gguf", None);
+    check("llama-cpp/tiny-f32.gguf", None);
+}
+
+#[test]
+fn tq_files() {
+    check("llama-cpp/tiny-tq2_0.gguf", None);
+    check("llama-cpp/tiny-tq1_0.gguf", None);
+}

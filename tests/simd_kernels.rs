@@ -1,0 +1,298 @@
+//! Every SIMD kernel table this CPU can run against its scalar twin (the `reference` table) on
+//! random shapes, including sizes that are not multiples of the vector width or of the block
+//! sizes where the layout allows it. Integer kernels must agree exactly, float kernels bit for
+//! bit (they reproduce the scalar summation order).
+
+use bitconv::runtime::ops;
+use bitconv::runtime::simd::{self, FloatOrder, FloatType, KernelChoice, Kernels};
+use half::f16;
+use proptest::prelude::*;
+
+fn tables() -> Vec<&'static Kernels> {
+    simd::available()
+        .into_iter()
+        .filter(|k| !k.is_reference())
+        .collect()
+}
+
+fn reference() -> &'static Kernels {
+    Kernels::reference()
+}
+
+/// A small deterministic generator (xorshift64*), seeded by proptest.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+    fn i8s(&mut self, n: usize, lo: i32, hi: i32) -> Vec<i8> {
+        (0..n)
+            .map(|_| (lo + (self.next() % (hi - lo + 1) as u64) as i32) as i8)
+            .collect()
+    }
+    /// Uniform in (-a, a).
+    fn float(&mut self, a: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+    }
+    fn floats(&mut self, n: usize, a: f32) -> Vec<f32> {
+        (0..n).map(|_| self.float(a)).collect()
+    }
+    /// A finite f16 scale of either sign.
+    fn f16_scale(&mut self) -> [u8; 2] {
+        let v = self.float(1.0);
+        let v = if v.abs() < 1e-3 { 0.25 } else { v };
+        f16::from_f32(v).to_le_bytes()
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn this_machine_has_simd_tables() {
+    let names: Vec<_> = simd::available().iter().map(|k| k.name()).collect();
+    eprintln!(
+        "kernel tables on this machine: {names:?}; auto = {}",
+        simd::get(KernelChoice::Auto).unwrap().name()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(names.contains(&"avx2"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn i2s_dots_equal_reference(rows in 1usize..11, n in 1usize..7, blocks in 1usize..6, seed: u64) {
+        let mut g = Rng::new(seed);
+        let k = 128 * blocks;
+        // Any byte: codes 0..=3 (3 is never written but must still be computed the same).
+        let w = g.bytes(rows * k / 4);
+        let q = g.i8s(n * k, -128, 127);
+        let mut want = vec![0i32; rows * n];
+        reference().i2s_dots(&w, k, &q, n, &mut want);
+        for t in tables() {
+            let mut got = vec![0i32; rows * n];
+            t.i2s_dots(&w, k, &q, n, &mut got);
+            prop_assert_eq!(&got, &want, "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn tq2_dots_equal_reference(rows in 1usize..8, n in 1usize..6, blocks in 1usize..4, seed: u64) {
+        let mut g = Rng::new(seed);
+        let k = 256 * blocks;
+        let mut w = vec![];
+        for _ in 0..rows * blocks {
+            w.extend(g.bytes(64));
+            w.extend(g.f16_scale());
+        }
+        let x = g.floats(n * k, 3.0);
+        let mut q = vec![0i8; n * k];
+        let mut d = vec![0f32; n * blocks];
+        ops::quantize_q8k(&x, &mut q, &mut d);
+        let mut bsum = vec![0i32; n * k / 32];
+        simd::q8k_bsums(&q, &mut bsum);
+        let mut want = vec![0f32; rows * n];
+        reference().tq2_dots(&w, k, &q, &d, &bsum, n, &mut want);
+        // The scalar twin itself against the plain definition.
+        for r in 0..rows {
+            for t in 0..n {
+                let row = &w[r * blocks * 66..(r + 1) * blocks * 66];
+                let v = ops::dot_tq2_q8k(row, &q[t * k..(t + 1) * k], &d[t * blocks..(t + 1) * blocks]);
+                prop_assert_eq!(v.to_bits(), want[r * n + t].to_bits());
+            }
+        }
+        for t in tables() {
+            let mut got = vec![0f32; rows * n];
+            t.tq2_dots(&w, k, &q, &d, &bsum, n, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn tq2_dots_any_activation_bytes(rows in 1usize..5, n in 1usize..5, seed: u64) {
+        // Codes are at most 3, so even -128 activations are exact.
+        let mut g = Rng::new(seed);
+        let k = 256;
+        let mut w = vec![];
+        for _ in 0..rows {
+            w.extend(g.bytes(64));
+            w.extend(g.f16_scale());
+        }
+        let q = g.i8s(n * k, -128, 127);
+        let d = g.floats(n, 0.1);
+        let mut bsum = vec![0i32; n * k / 32];
+        simd::q8k_bsums(&q, &mut bsum);
+        let mut want = vec![0f32; rows * n];
+        reference().tq2_dots(&w, k, &q, &d, &bsum, n, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows * n];
+            t.tq2_dots(&w, k, &q, &d, &bsum, n, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn q8_0_dots_equal_reference(rows in 1usize..9, n in 1usize..7, blocks in 1usize..9, seed: u64) {
+        let mut g = Rng::new(seed);
+        let k = 32 * blocks;
+        let mut w = vec![];
+        for _ in 0..rows * blocks {
+            w.extend(g.f16_scale());
+            w.extend(g.bytes(32)); // includes -128
+        }
+        // Activations as the Q8_0 quantizer makes them: within ±127.
+        let q = g.i8s(n * k, -127, 127);
+        let d = g.floats(n * blocks, 0.05);
+        let mut want = vec![0f32; rows * n];
+        reference().q8_0_dots(&w, k, &q, &d, n, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows * n];
+            t.q8_0_dots(&w, k, &q, &d, n, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn float_dots_equal_reference(
+        rows in 1usize..10,
+        n in 1usize..7,
+        k in 1usize..140,
+        pad in 0usize..9,
+        half in any::<bool>(),
+        lanes8 in any::<bool>(),
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let ty = if half { FloatType::F16 } else { FloatType::F32 };
+        let order = if lanes8 { FloatOrder::Lanes8 } else { FloatOrder::Ggml };
+        let stride = (k + pad) * ty.bytes();
+        let mut w = vec![];
+        for _ in 0..(rows - 1) * (k + pad) + k {
+            let v = g.float(2.0);
+            match ty {
+                FloatType::F16 => w.extend(f16::from_f32(v).to_le_bytes()),
+                FloatType::F32 => w.extend(v.to_le_bytes()),
+            }
+        }
+        let x = g.floats(n * k, 2.0);
+        let mut want = vec![0f32; rows * n];
+        reference().float_dots(order, ty, &w, stride, k, &x, n, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows * n];
+            t.float_dots(order, ty, &w, stride, k, &x, n, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{} {:?} {:?}", t.name(), ty, order);
+        }
+    }
+
+    #[test]
+    fn weighted_sums_equal_reference(
+        p in 0usize..80,
+        hd in 1usize..100,
+        pad in 0usize..5,
+        half in any::<bool>(),
+        lanes8 in any::<bool>(),
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let ty = if half { FloatType::F16 } else { FloatType::F32 };
+        let order = if lanes8 { FloatOrder::Lanes8 } else { FloatOrder::Ggml };
+        let stride = (hd + pad) * ty.bytes();
+        let mut v = vec![];
+        for _ in 0..p.max(1) * (hd + pad) {
+            let x = g.float(3.0);
+            match ty {
+                FloatType::F16 => v.extend(f16::from_f32(x).to_le_bytes()),
+                FloatType::F32 => v.extend(x.to_le_bytes()),
+            }
+        }
+        let probs: Vec<f32> = (0..p).map(|_| g.float(1.0).abs()).collect();
+        let mut want = vec![0f32; hd];
+        let mut scratch = vec![0f32; 32 * hd];
+        reference().weighted_sum(order, ty, &v, stride, &probs, &mut want, &mut scratch);
+        for t in tables() {
+            let mut got = vec![7f32; hd];
+            t.weighted_sum(order, ty, &v, stride, &probs, &mut got, &mut scratch);
+            prop_assert_eq!(bits(&got), bits(&want), "{} {:?} {:?}", t.name(), ty, order);
+        }
+    }
+
+    #[test]
+    fn flash_attention_equals_reference(
+        positions in 1usize..60,
+        hd in 1usize..140,
+        pad in 0usize..5,
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let stride = 2 * (hd + pad);
+        let cache = |g: &mut Rng| -> Vec<u8> {
+            (0..positions * (hd + pad)).flat_map(|_| f16::from_f32(g.float(2.0)).to_le_bytes()).collect()
+        };
+        let k = cache(&mut g);
+        let v = cache(&mut g);
+        let q: Vec<f32> = (0..hd).map(|_| ops::round_f16(g.float(2.0))).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut want = vec![0f32; hd];
+        reference().flash_attention_f16(&q, &k, &v, stride, positions, scale, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; hd];
+            t.flash_attention_f16(&q, &k, &v, stride, positions, scale, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+}
+
+#[test]
+fn i2s_reference_twin_matches_ternary_definition() {
+    // The scalar twin itself: codes·q − Σq equals the ternary dot product.
+    let mut g = Rng::new(99);
+    let (rows, k) = (3, 384);
+    let codes: Vec<i8> = (0..rows * k).map(|_| (g.next() % 3) as i8 - 1).collect();
+    let mut packed = vec![0u8; rows * k / 4];
+    bitconv::quant::layouts::i2s::pack_rows(&codes, &mut packed).unwrap();
+    let q = g.i8s(k, -128, 127);
+    let qsum: i32 = q.iter().map(|&v| v as i32).sum();
+    let mut out = vec![0i32; rows];
+    for t in simd::available() {
+        t.i2s_dots(&packed, k, &q, 1, &mut out);
+        for r in 0..rows {
+            let want: i32 = (0..k).map(|j| codes[r * k + j] as i32 * q[j] as i32).sum();
+            assert_eq!(out[r] - qsum, want, "{} row {r}", t.name());
+        }
+    }
+}
+
+#[test]
+fn large_k_does_not_overflow_16_bit_partial_sums() {
+    // All codes 3 and all activations -128: the worst case for the 16-bit partial sums of
+    // the AVX2 kernels, over many blocks.
+    let k = 128 * 40;
+    let w = vec![0xffu8; 2 * k / 4];
+    let q = vec![-128i8; 3 * k];
+    let mut want = vec![0i32; 6];
+    reference().i2s_dots(&w, k, &q, 3, &mut want);
+    assert_eq!(want[0], -3 * 128 * k as i32);
+    for t in tables() {
+        let mut got = vec![0i32; 6];
+        t.i2s_dots(&w, k, &q, 3, &mut got);
+        assert_eq!(got, want, "{}", t.name());
+    }
+}

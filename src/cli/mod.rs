@@ -1,5 +1,6 @@
 //! Subcommands, one file each. Exit codes: 0 success, 1 validation failed, 2 could not run.
 
+mod bench;
 mod convert;
 mod dummy;
 mod inspect;
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure prompt and generation speed (tokens/s) against the memory-bandwidth bound.
+    Bench(bench::Args),
     /// Convert a Hugging Face checkpoint directory to GGUF.
     Convert(convert::Args),
     /// Generate a random model of any bitnet.cpp size and any output type.
@@ -42,6 +45,7 @@ pub type Outcome = anyhow::Result<bool>;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Dummy(a) => dummy::run(a),
         Command::Inspect(a) => inspect::run(a),

@@ -1,0 +1,217 @@
+//! `bitconv bench FILE [-p 512] [-n 128] [-t 2] [-r 5] [--json] [--baseline reference]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bitconv::quant::layouts::params::parse_kernel_config_ini;
+use bitconv::runtime::bench::{self, BenchOptions, BenchReport, Rate};
+use bitconv::runtime::simd::{self, KernelChoice};
+use bitconv::runtime::{LoadOptions, Model};
+use serde_json::json;
+
+/// Arguments of `bitconv bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model.
+    file: PathBuf,
+    /// Prompt tokens, processed in one batch (0: skip the prompt test).
+    #[arg(short = 'p', long = "prompt", default_value_t = 512)]
+    prompt: usize,
+    /// Tokens generated one at a time from an empty context (0: skip).
+    #[arg(short = 'n', long = "gen", default_value_t = 128)]
+    gen: usize,
+    /// Worker threads [default: all cores].
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "reps", default_value_t = 5)]
+    reps: usize,
+    /// Kernels: auto (the fastest this CPU runs), reference (scalar), avx2, avx512, neon
+    /// [default: $BITCONV_KERNEL, else auto].
+    #[arg(long, value_parser = |s: &str| s.parse::<KernelChoice>().map_err(|e| e.to_string()))]
+    kernel: Option<KernelChoice>,
+    /// Also measure these kernels in the same run, for the ratio (e.g. `reference`).
+    #[arg(long, value_parser = |s: &str| s.parse::<KernelChoice>().map_err(|e| e.to_string()))]
+    baseline: Vec<KernelChoice>,
+    /// MiB of the buffer the read bandwidth is measured on (0: skip the measurement).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    bandwidth_mib: usize,
+    /// TL1/TL2 kernel parameters (kernel_config.ini) [default: found next to the model].
+    #[arg(long, value_name = "FILE")]
+    kernel_config: Option<PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> super::Outcome {
+    super::init_threads(a.threads)?;
+    let kernels = match a.kernel {
+        Some(c) => simd::init(c)?,
+        None => simd::kernels(),
+    };
+    let mut tables = vec![kernels];
+    for &c in &a.baseline {
+        let k = simd::get(c).ok_or(simd::KernelError::Unsupported(c))?;
+        if !tables.iter().any(|t| std::ptr::eq(*t, k)) {
+            tables.push(k);
+        }
+    }
+    let mut load = LoadOptions::default();
+    if let Some(p) = &a.kernel_config {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        load.tl_params = parse_kernel_config_ini(&text)
+            .with_context(|| format!("cannot parse {}", p.display()))?;
+    }
+    let model =
+        Model::load(&a.file, &load).with_context(|| format!("cannot load {}", a.file.display()))?;
+    let opts = BenchOptions {
+        prompt: a.prompt,
+        gen: a.gen,
+        reps: a.reps.max(1),
+        kernels: tables,
+        bandwidth_bytes: a.bandwidth_mib << 20,
+        bandwidth_passes: 5,
+    };
+    let report = bench::run(&model, &opts)?;
+    if a.json {
+        super::print_json(&to_json(&a, &model, &report))?;
+    } else {
+        print_text(&a, &model, &report)?;
+    }
+    Ok(true)
+}
+
+fn model_desc(model: &Model) -> String {
+    let hp = model.hparams();
+    let proj = model
+        .matrices()
+        .next()
+        .map_or("?".to_string(), |m| m.file_type().to_string());
+    format!(
+        "{} (h{} ffn {} layers {} vocab {}, projections {}, head {})",
+        hp.arch.name(),
+        hp.n_embd,
+        hp.n_ff,
+        hp.n_layer,
+        hp.n_vocab,
+        proj,
+        model.head().file_type()
+    )
+}
+
+fn rate_json(r: &Option<Rate>) -> serde_json::Value {
+    match r {
+        None => serde_json::Value::Null,
+        Some(r) => json!({
+            "tokens": r.tokens,
+            "mean": r.mean(),
+            "sd": r.sd(),
+            "samples": r.samples,
+        }),
+    }
+}
+
+fn to_json(a: &Args, model: &Model, r: &BenchReport) -> serde_json::Value {
+    let results: Vec<_> = r
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            json!({
+                "kernel": k.kernel,
+                "pp": rate_json(&k.pp),
+                "tg": rate_json(&k.tg),
+                "tg_percent_of_bound": r.percent_of_bound(i),
+            })
+        })
+        .collect();
+    json!({
+        "file": a.file.display().to_string(),
+        "model": model_desc(model),
+        "prompt": a.prompt,
+        "gen": a.gen,
+        "reps": a.reps,
+        "threads": r.threads,
+        "read_bandwidth_bytes_per_s": r.bandwidth,
+        "bytes_per_token": r.bytes_per_token,
+        "tg_bound_tokens_per_s": r.bound(),
+        "results": results,
+    })
+}
+
+fn fmt_rate(r: &Option<Rate>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => format!("{:.1} ± {:.1}", r.mean(), r.sd()),
+    }
+}
+
+fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "model: {}", a.file.display())?;
+    writeln!(out, "       {}", model_desc(model))?;
+    writeln!(out, "threads: {}, repetitions: {}", r.threads, a.reps)?;
+    match r.bandwidth {
+        Some(b) => writeln!(
+            out,
+            "read bandwidth: {:.1} GB/s (best of 5 passes over {} MiB)",
+            b / 1e9,
+            a.bandwidth_mib
+        )?,
+        None => writeln!(out, "read bandwidth: not measured")?,
+    }
+    write!(
+        out,
+        "bytes per generated token: {:.1} MB",
+        r.bytes_per_token as f64 / 1e6
+    )?;
+    match r.bound() {
+        Some(b) => writeln!(out, " -> generation bound {b:.1} tokens/s")?,
+        None => writeln!(out)?,
+    }
+    writeln!(out)?;
+    let pp = format!("pp{}", a.prompt);
+    let tg = format!("tg{}", a.gen);
+    writeln!(
+        out,
+        "| kernel    | {pp:>8} tokens/s | {tg:>8} tokens/s | tg % of bound |"
+    )?;
+    writeln!(
+        out,
+        "| --------- | ----------------: | ----------------: | ------------: |"
+    )?;
+    for (i, k) in r.results.iter().enumerate() {
+        let pct = r
+            .percent_of_bound(i)
+            .map_or("-".to_string(), |p| format!("{p:.1}%"));
+        writeln!(
+            out,
+            "| {:<9} | {:>17} | {:>17} | {:>13} |",
+            k.kernel,
+            fmt_rate(&k.pp),
+            fmt_rate(&k.tg),
+            pct
+        )?;
+    }
+    if r.results.len() > 1 {
+        let first = &r.results[0];
+        for other in &r.results[1..] {
+            let ratio = |x: &Option<Rate>, y: &Option<Rate>| match (x, y) {
+                (Some(x), Some(y)) if y.mean() > 0.0 => format!("{:.2}x", x.mean() / y.mean()),
+                _ => "-".into(),
+            };
+            writeln!(
+                out,
+                "\n{} vs {}: prompt {}, generation {}",
+                first.kernel,
+                other.kernel,
+                ratio(&first.pp, &other.pp),
+                ratio(&first.tg, &other.tg)
+            )?;
+        }
+    }
+    Ok(())
+}

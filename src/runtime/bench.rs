@@ -1,0 +1,282 @@
+//! End-to-end speed of a model, in the manner of llama.cpp's `llama-bench` (which bitnet.cpp's
+//! `e2e_benchmark.py` drives): prompt processing of `p` tokens in one batch and generation of
+//! `n` tokens one at a time from an empty context, repeated, reported as tokens/s mean ± sd.
+//!
+//! Generation is bound by memory bandwidth: every weight matrix is read once per token. So the
+//! report also measures, in the same run, the machine's read bandwidth (a multi-threaded sum
+//! over a buffer much larger than the caches, best of a few passes) and the bytes a generated
+//! token reads ([`bytes_per_token`]), and gives generation speed as a percentage of the bound
+//! `bandwidth / bytes per token`.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::model::{Model, WeightFormat};
+use super::simd::Kernels;
+use super::{LogitsWanted, RuntimeError, Session, SessionOptions};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Prompt tokens processed in one batch (0: skip).
+    pub prompt: usize,
+    /// Tokens generated one at a time (0: skip).
+    pub gen: usize,
+    /// Repetitions of each test (after one warm-up run).
+    pub reps: usize,
+    /// The kernel tables to measure, in order (the first is the one under test).
+    pub kernels: Vec<&'static Kernels>,
+    /// Bytes of the buffer for the bandwidth measurement (0: skip it).
+    pub bandwidth_bytes: usize,
+    /// Passes over that buffer; the best counts.
+    pub bandwidth_passes: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            prompt: 512,
+            gen: 128,
+            reps: 5,
+            kernels: vec![super::simd::kernels()],
+            bandwidth_bytes: 1 << 30,
+            bandwidth_passes: 5,
+        }
+    }
+}
+
+/// Mean and standard deviation of a rate over repetitions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rate {
+    /// Tokens per repetition.
+    pub tokens: usize,
+    /// Tokens/s of each repetition.
+    pub samples: Vec<f64>,
+}
+
+impl Rate {
+    /// Mean tokens/s.
+    pub fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+
+    /// Sample standard deviation of tokens/s (0 for fewer than two samples).
+    pub fn sd(&self) -> f64 {
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.samples.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+/// The results of one kernel table.
+#[derive(Clone, Debug)]
+pub struct KernelResult {
+    /// The table's name.
+    pub kernel: &'static str,
+    /// Prompt processing (`None` if skipped).
+    pub pp: Option<Rate>,
+    /// Generation (`None` if skipped).
+    pub tg: Option<Rate>,
+}
+
+/// A whole report.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Worker threads.
+    pub threads: usize,
+    /// Read bandwidth in bytes/s (`None` if not measured).
+    pub bandwidth: Option<f64>,
+    /// Bytes read per generated token.
+    pub bytes_per_token: u64,
+    /// One entry per kernel table, in the order asked.
+    pub results: Vec<KernelResult>,
+}
+
+impl BenchReport {
+    /// Generation tokens/s allowed by the bandwidth: `bandwidth / bytes_per_token`.
+    pub fn bound(&self) -> Option<f64> {
+        self.bandwidth.map(|b| b / self.bytes_per_token as f64)
+    }
+
+    /// Generation speed of result `i` as a percentage of [`BenchReport::bound`].
+    pub fn percent_of_bound(&self, i: usize) -> Option<f64> {
+        let tg = self.results.get(i)?.tg.as_ref()?;
+        Some(100.0 * tg.mean() / self.bound()?)
+    }
+}
+
+/// Bytes one generated token reads from the weights: every projection of every block and the
+/// LM head once, plus one row of the token embedding (in the formats held in memory: TL1/TL2
+/// count as the I2_S rows they are re-packed into, TQ1_0 as TQ2_0). The KV cache is not
+/// counted (it is small next to the weights for short contexts).
+pub fn bytes_per_token(model: &Model) -> u64 {
+    let size = |m: &super::Matrix| (m.rows() * m.format().row_bytes(m.cols())) as u64;
+    let proj: u64 = model
+        .layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .map(size)
+        .sum();
+    let e = model.tok_embd();
+    proj + size(model.head()) + e.format().row_bytes(e.cols()) as u64
+}
+
+/// The bytes of weights a format holds per value (for reporting).
+pub fn bits_per_weight(f: WeightFormat) -> f64 {
+    8.0 * f.row_bytes(256 * 32) as f64 / (256.0 * 32.0)
+}
+
+/// Measures read bandwidth with the current rayon pool: every thread sums its share of a buffer
+/// of `bytes` (touched once first), `passes` times; returns the best bytes/s.
+pub fn read_bandwidth(bytes: usize, passes: usize) -> f64 {
+    let words = (bytes / 8).max(1 << 10);
+    let mut buf = vec![0u64; words];
+    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        c.iter_mut()
+            .enumerate()
+            .for_each(|(j, v)| *v = (i ^ j) as u64)
+    });
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = words.div_ceil(threads);
+    let mut best = 0.0f64;
+    let mut sink = 0u64;
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        let s: u64 = buf.par_chunks(chunk).with_max_len(1).map(sum_words).sum();
+        let dt = t.elapsed().as_secs_f64();
+        sink = sink.wrapping_add(s);
+        best = best.max((words * 8) as f64 / dt);
+    }
+    std::hint::black_box(sink);
+    best
+}
+
+/// Sums words with eight independent accumulators (so the loop is bound by loads, not adds).
+fn sum_words(c: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let mut it = c.chunks_exact(8);
+    for w in &mut it {
+        for (a, &v) in acc.iter_mut().zip(w) {
+            *a = a.wrapping_add(v);
+        }
+    }
+    let tail: u64 = it.remainder().iter().fold(0, |a, &v| a.wrapping_add(v));
+    acc.iter().fold(tail, |a, &v| a.wrapping_add(v))
+}
+
+/// A deterministic sequence of token ids (no tokenizer needed; the speed does not depend on
+/// them), skipping the first few ids, which are usually special.
+fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let lo = 3.min(n_vocab - 1);
+            (lo as u64 + s % (n_vocab - lo) as u64) as u32
+        })
+        .collect()
+}
+
+/// Times the prompt and generation tests of one kernel table.
+fn measure(
+    model: &Model,
+    kernels: &'static Kernels,
+    opts: &BenchOptions,
+) -> Result<KernelResult, RuntimeError> {
+    let hp = model.hparams();
+    let ctx = opts.prompt.max(opts.gen).max(1);
+    let mut s = Session::with_options(model, SessionOptions::for_model(model, ctx));
+    s.set_kernels(kernels);
+    let mut pp = None;
+    if opts.prompt > 0 {
+        let toks = tokens(opts.prompt, hp.n_vocab, 1);
+        let mut samples = vec![];
+        for rep in 0..=opts.reps {
+            s.reset();
+            let t = Instant::now();
+            s.forward_borrowed(&toks, LogitsWanted::Last)?;
+            let dt = t.elapsed().as_secs_f64();
+            if rep > 0 {
+                samples.push(opts.prompt as f64 / dt);
+            }
+        }
+        pp = Some(Rate {
+            tokens: opts.prompt,
+            samples,
+        });
+    }
+    let mut tg = None;
+    if opts.gen > 0 {
+        let toks = tokens(opts.gen, hp.n_vocab, 2);
+        let mut samples = vec![];
+        for rep in 0..=opts.reps {
+            s.reset();
+            let t = Instant::now();
+            for &tok in &toks {
+                s.forward_borrowed(&[tok], LogitsWanted::Last)?;
+            }
+            let dt = t.elapsed().as_secs_f64();
+            if rep > 0 {
+                samples.push(opts.gen as f64 / dt);
+            }
+        }
+        tg = Some(Rate {
+            tokens: opts.gen,
+            samples,
+        });
+    }
+    Ok(KernelResult {
+        kernel: kernels.name(),
+        pp,
+        tg,
+    })
+}
+
+/// Runs the benchmark in the current rayon pool (size it with `-t` first).
+pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchReport, RuntimeError> {
+    let bandwidth = (opts.bandwidth_bytes > 0)
+        .then(|| read_bandwidth(opts.bandwidth_bytes, opts.bandwidth_passes));
+    let mut results = vec![];
+    for &k in &opts.kernels {
+        results.push(measure(model, k, opts)?);
+    }
+    Ok(BenchReport {
+        threads: rayon::current_num_threads(),
+        bandwidth,
+        bytes_per_token: bytes_per_token(model),
+        results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_statistics() {
+        let r = Rate {
+            tokens: 1,
+            samples: vec![1.0, 2.0, 3.0],
+        };
+        assert_eq!(r.mean(), 2.0);
+        assert_eq!(r.sd(), 1.0);
+    }
+
+    #[test]
+    fn token_ids_stay_in_range() {
+        assert!(tokens(1000, 10, 3).iter().all(|&t| (3..10).contains(&t)));
+        assert!(tokens(10, 1, 3).iter().all(|&t| t == 0));
+    }
+
+    #[test]
+    fn word_sum() {
+        let v: Vec<u64> = (0..1003).collect();
+        assert_eq!(sum_words(&v), 1002 * 1003 / 2);
+    }
+}

@@ -12,13 +12,13 @@
 
 use std::arch::x86_64::*;
 
-use half::f16;
-
 use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::simd::scalar::{
     check_flash, check_float, check_q8_0_acts, check_q8k, check_rows, check_weighted,
 };
 use crate::runtime::simd::{FloatOrder, FloatType};
+
+use super::gemv_rows;
 
 // ---------------------------------------------------------------------------------------------
 // Reductions
@@ -158,7 +158,7 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
         out,
         rows,
         n,
-        4,
+        gemv_rows(rb, 4),
         2,
         4,
         [
@@ -184,10 +184,13 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
 /// The f16 scale at `p` (little-endian).
 ///
 /// # Safety
-/// `p` must point to two readable bytes.
-#[inline(always)]
+/// Needs F16C; `p` must point to two readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+    // F16C directly: `half`'s conversion checks the CPU features at run time on every call.
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// `R` TQ2_0 rows × `T` Q8_K tokens in ggml's lane order ([`ops::dot_tq2_q8k`]): per block,
@@ -304,7 +307,7 @@ pub(super) unsafe fn tq2_dots(
         out,
         rows,
         n,
-        2,
+        gemv_rows(rb, 2),
         2,
         3,
         [(1, 1), (2, 1), (1, 2), (1, 3), (2, 2), (2, 3)],
@@ -393,7 +396,7 @@ pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize
         out,
         rows,
         n,
-        2,
+        gemv_rows(rb, 2),
         2,
         4,
         [
@@ -431,8 +434,9 @@ pub(super) unsafe fn load8<const H: bool>(p: *const u8) -> __m256 {
 /// One element at `p` widened to f32.
 ///
 /// # Safety
-/// `p` must point to one readable element.
-#[inline(always)]
+/// Needs F16C; `p` must point to one readable element.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn load1<const H: bool>(p: *const u8) -> f32 {
     if H {
         f16_at(p)
@@ -737,6 +741,18 @@ pub(super) unsafe fn weighted_f32(
     weighted_body!(false, order, v, stride, p, out, scratch)
 }
 
+/// Rounds one f32 value to f16 precision with F16C ([`ops::round_f16`]).
+///
+/// # Safety
+/// Needs F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_f16_1(v: f32) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+        _mm_set_ss(v),
+    )))
+}
+
 /// Rounds eight f32 values to f16 precision (round to nearest even, as `half` does).
 ///
 /// # Safety
@@ -786,7 +802,7 @@ pub(super) unsafe fn flash_f16(
                 d += 8;
             }
             for d in hv..hd {
-                *acc.add(d) = ops::round_f16(*acc.add(d) * ms);
+                *acc.add(d) = round_f16_1(*acc.add(d) * ms);
             }
         } else {
             vs = (s - m).exp();
@@ -804,7 +820,7 @@ pub(super) unsafe fn flash_f16(
             d += 8;
         }
         for d in hv..hd {
-            *acc.add(d) = ops::round_f16(f16_at(row.add(2 * d)).mul_add(vs, *acc.add(d)));
+            *acc.add(d) = round_f16_1(f16_at(row.add(2 * d)).mul_add(vs, *acc.add(d)));
         }
         sum = sum.mul_add(ms, vs);
     }
@@ -977,7 +993,7 @@ pub(super) unsafe fn quantize_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     for (b, db) in d.iter_mut().enumerate() {
         let xb = x.as_ptr().add(b * QK8_0);
         let amax = abs_max(xb, QK8_0);
-        *db = ops::round_f16(amax / 127.0);
+        *db = round_f16_1(amax / 127.0);
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let idv = _mm256_set1_ps(id);
         let v: [__m256i; 4] = std::array::from_fn(|j| {

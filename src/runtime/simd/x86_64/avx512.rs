@@ -12,11 +12,13 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::ops::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::ops::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::simd::scalar::{check_float, check_rows};
 use crate::runtime::simd::{FloatOrder, FloatType};
 
-use super::avx2::{check_q8_0, check_tq2, ggml_tile, hsum8, hsum_i32, lanes8_tile};
+use super::gemv_rows;
+
+use super::avx2::{check_tq2, ggml_tile, hsum8, hsum_i32, lanes8_tile};
 
 /// `(w >> S) & 3`.
 ///
@@ -30,10 +32,13 @@ unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
 /// The f16 at `p`.
 ///
 /// # Safety
-/// `p` must point to two readable bytes.
-#[inline(always)]
+/// Needs F16C; `p` must point to two readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+    // F16C directly: `half`'s conversion checks the CPU features at run time on every call.
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
@@ -149,11 +154,11 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
             out,
             rows,
             1,
-            4,
-            4,
+            gemv_rows(rb, 4),
+            1,
             1,
             [(1, 1), (2, 1), (3, 1), (4, 1)],
-            |r, t, R, T| i2s_gemv_masked::<R>(wp.add(r * rb), rb, qp.add(t * k), nb)
+            |r, t, R, T| { i2s_gemv_masked::<R>(wp.add(r * rb), rb, qp.add(t * k), nb) }
         );
         return;
     }
@@ -285,7 +290,7 @@ pub(super) unsafe fn tq2_dots(
         out,
         rows,
         n,
-        4,
+        gemv_rows(rb, 4),
         4,
         3,
         [
@@ -311,89 +316,6 @@ pub(super) unsafe fn tq2_dots(
             k,
             nb
         )
-    );
-}
-
-/// `R` Q8_0 rows × `T` tokens with `vpdpbusd` on |w| and sign-adjusted activations.
-///
-/// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::q8_0_tile`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0_tile<const R: usize, const T: usize>(
-    w: *const u8,
-    rb: usize,
-    q: *const i8,
-    d: *const f32,
-    k: usize,
-    nb: usize,
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for blk in 0..nb {
-        let mut qv = [_mm256_setzero_si256(); T];
-        let mut dy = [0.0f32; T];
-        for t in 0..T {
-            qv[t] = _mm256_loadu_si256(q.add(t * k + blk * QK8_0).cast());
-            dy[t] = *d.add(t * nb + blk);
-        }
-        for r in 0..R {
-            let p = w.add(r * rb + blk * Q8_0_BLOCK_BYTES);
-            let dx = f16_at(p);
-            let wv = _mm256_loadu_si256(p.add(2).cast());
-            let ax = _mm256_abs_epi8(wv);
-            for t in 0..T {
-                let sy = _mm256_sign_epi8(qv[t], wv);
-                let lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
-                let scale = _mm256_set1_ps(dx * dy[t]);
-                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[r][t]);
-            }
-        }
-    }
-    let mut out = [[0.0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum8(acc[r][t]);
-        }
-    }
-    out
-}
-
-/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`).
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
-    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
-    let nb = k / QK8_0;
-    let rb = nb * Q8_0_BLOCK_BYTES;
-    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
-    tiled!(
-        out,
-        rows,
-        n,
-        4,
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ],
-        |r, t, R, T| q8_0_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), dp.add(t * nb), k, nb)
     );
 }
 

@@ -13,7 +13,7 @@
 //! * [`ops`]: the numeric kernels the forward pass is built from.
 //! * [`simd`]: the same kernels for AVX2, AVX-512 VNNI and NEON, bit-identical to [`ops`],
 //!   chosen once per process at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
-//! * [`bench`]: end-to-end tokens/s against the memory-bandwidth bound (`bitconv bench`).
+//! * [`bench`](mod@bench): end-to-end tokens/s against the memory-bandwidth bound (`bitconv bench`).
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
 
 pub mod bench;

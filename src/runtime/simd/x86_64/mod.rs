@@ -4,7 +4,7 @@
 
 use super::{KernelChoice, Kernels};
 
-/// Rows a one-token tile takes at once (`$gemv` of [`tiled`]): as many consecutive rows (up to
+/// Rows a one-token tile takes at once (`$gemv` of `tiled!`): as many consecutive rows (up to
 /// `max`) as fit a 2 KiB window. A matrix-vector product is bound by memory bandwidth, and the
 /// hardware prefetchers reach it only if each thread reads one sequential stream: four
 /// interleaved rows of 1.5 KiB (the F16 head) reached about 60% of the bandwidth of one row

@@ -135,7 +135,9 @@ fn to_json(a: &Args, model: &Model, r: &BenchReport) -> serde_json::Value {
         "gen": a.gen,
         "reps": a.reps,
         "threads": r.threads,
-        "read_bandwidth_bytes_per_s": r.bandwidth,
+        "read_bandwidth_bytes_per_s": r.bandwidth.map(|b| b.mean()),
+        "read_bandwidth_before": r.bandwidth.map(|b| b.before),
+        "read_bandwidth_after": r.bandwidth.map(|b| b.after),
         "bytes_per_token": r.bytes_per_token,
         "tg_bound_tokens_per_s": r.bound(),
         "results": results,
@@ -155,12 +157,22 @@ fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
     writeln!(out, "       {}", model_desc(model))?;
     writeln!(out, "threads: {}, repetitions: {}", r.threads, a.reps)?;
     match r.bandwidth {
-        Some(b) => writeln!(
-            out,
-            "read bandwidth: {:.1} GB/s (best of 5 passes over {} MiB)",
-            b / 1e9,
-            a.bandwidth_mib
-        )?,
+        Some(b) => {
+            writeln!(
+                out,
+                "read bandwidth: {:.1} GB/s (best of 5 passes over {} MiB: {:.1} before the tests, {:.1} after)",
+                b.mean() / 1e9,
+                a.bandwidth_mib,
+                b.before / 1e9,
+                b.after / 1e9
+            )?;
+            if b.unsteady() {
+                writeln!(
+                    out,
+                    "  (the two differ by more than 15%: the machine was busy)"
+                )?;
+            }
+        }
         None => writeln!(out, "read bandwidth: not measured")?,
     }
     write!(

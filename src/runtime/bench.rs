@@ -4,9 +4,10 @@
 //!
 //! Generation is bound by memory bandwidth: every weight matrix is read once per token. So the
 //! report also measures, in the same run, the machine's read bandwidth (a multi-threaded sum
-//! over a buffer much larger than the caches, best of a few passes) and the bytes a generated
-//! token reads ([`bytes_per_token`]), and gives generation speed as a percentage of the bound
-//! `bandwidth / bytes per token`.
+//! over a buffer much larger than the caches, best of a few passes, once before and once after
+//! the tests: on a shared machine the bandwidth varies) and the bytes a generated token reads
+//! ([`bytes_per_token`]), and gives generation speed as a percentage of the bound
+//! `bandwidth / bytes per token`, with the mean of the two bandwidth measurements.
 
 use std::time::Instant;
 
@@ -83,13 +84,34 @@ pub struct KernelResult {
     pub tg: Option<Rate>,
 }
 
+/// Read bandwidth measured before and after the tests, in bytes/s (each the best of the passes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bandwidth {
+    /// Before the tests.
+    pub before: f64,
+    /// After the tests.
+    pub after: f64,
+}
+
+impl Bandwidth {
+    /// The mean of the two measurements.
+    pub fn mean(&self) -> f64 {
+        (self.before + self.after) / 2.0
+    }
+
+    /// Whether the two measurements differ by more than 15% (the machine was busy).
+    pub fn unsteady(&self) -> bool {
+        (self.before - self.after).abs() > 0.15 * self.before.max(self.after)
+    }
+}
+
 /// A whole report.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     /// Worker threads.
     pub threads: usize,
-    /// Read bandwidth in bytes/s (`None` if not measured).
-    pub bandwidth: Option<f64>,
+    /// Read bandwidth (`None` if not measured).
+    pub bandwidth: Option<Bandwidth>,
     /// Bytes read per generated token.
     pub bytes_per_token: u64,
     /// One entry per kernel table, in the order asked.
@@ -99,7 +121,8 @@ pub struct BenchReport {
 impl BenchReport {
     /// Generation tokens/s allowed by the bandwidth: `bandwidth / bytes_per_token`.
     pub fn bound(&self) -> Option<f64> {
-        self.bandwidth.map(|b| b / self.bytes_per_token as f64)
+        self.bandwidth
+            .map(|b| b.mean() / self.bytes_per_token as f64)
     }
 
     /// Generation speed of result `i` as a percentage of [`BenchReport::bound`].
@@ -130,29 +153,52 @@ pub fn bits_per_weight(f: WeightFormat) -> f64 {
     8.0 * f.row_bytes(256 * 32) as f64 / (256.0 * 32.0)
 }
 
-/// Measures read bandwidth with the current rayon pool: every thread sums its share of a buffer
-/// of `bytes` (touched once first), `passes` times; returns the best bytes/s.
-pub fn read_bandwidth(bytes: usize, passes: usize) -> f64 {
-    let words = (bytes / 8).max(1 << 10);
-    let mut buf = vec![0u64; words];
-    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
-        c.iter_mut()
-            .enumerate()
-            .for_each(|(j, v)| *v = (i ^ j) as u64)
-    });
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = words.div_ceil(threads);
-    let mut best = 0.0f64;
-    let mut sink = 0u64;
-    for _ in 0..passes.max(1) {
-        let t = Instant::now();
-        let s: u64 = buf.par_chunks(chunk).with_max_len(1).map(sum_words).sum();
-        let dt = t.elapsed().as_secs_f64();
-        sink = sink.wrapping_add(s);
-        best = best.max((words * 8) as f64 / dt);
+/// A buffer much larger than the caches, for measuring read bandwidth with the current rayon
+/// pool.
+pub struct BandwidthProbe {
+    buf: Vec<u64>,
+}
+
+impl BandwidthProbe {
+    /// Allocates and touches `bytes` (at least 8 KiB).
+    pub fn new(bytes: usize) -> BandwidthProbe {
+        let words = (bytes / 8).max(1 << 10);
+        let mut buf = vec![0u64; words];
+        buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+            c.iter_mut()
+                .enumerate()
+                .for_each(|(j, v)| *v = (i ^ j) as u64)
+        });
+        BandwidthProbe { buf }
     }
-    std::hint::black_box(sink);
-    best
+
+    /// Every thread sums its share of the buffer, `passes` times; returns the best bytes/s.
+    pub fn measure(&self, passes: usize) -> f64 {
+        let words = self.buf.len();
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = words.div_ceil(threads);
+        let mut best = 0.0f64;
+        let mut sink = 0u64;
+        for _ in 0..passes.max(1) {
+            let t = Instant::now();
+            let s: u64 = self
+                .buf
+                .par_chunks(chunk)
+                .with_max_len(1)
+                .map(sum_words)
+                .sum();
+            let dt = t.elapsed().as_secs_f64();
+            sink = sink.wrapping_add(s);
+            best = best.max((words * 8) as f64 / dt);
+        }
+        std::hint::black_box(sink);
+        best
+    }
+}
+
+/// Read bandwidth with the current rayon pool over a buffer of `bytes`: the best of `passes`.
+pub fn read_bandwidth(bytes: usize, passes: usize) -> f64 {
+    BandwidthProbe::new(bytes).measure(passes)
 }
 
 /// Sums words with eight independent accumulators (so the loop is bound by loads, not adds).
@@ -240,12 +286,16 @@ fn measure(
 
 /// Runs the benchmark in the current rayon pool (size it with `-t` first).
 pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchReport, RuntimeError> {
-    let bandwidth = (opts.bandwidth_bytes > 0)
-        .then(|| read_bandwidth(opts.bandwidth_bytes, opts.bandwidth_passes));
+    let probe = (opts.bandwidth_bytes > 0).then(|| BandwidthProbe::new(opts.bandwidth_bytes));
+    let before = probe.as_ref().map(|p| p.measure(opts.bandwidth_passes));
     let mut results = vec![];
     for &k in &opts.kernels {
         results.push(measure(model, k, opts)?);
     }
+    let bandwidth = probe.map(|p| Bandwidth {
+        before: before.unwrap_or(0.0),
+        after: p.measure(opts.bandwidth_passes),
+    });
     Ok(BenchReport {
         threads: rayon::current_num_threads(),
         bandwidth,

@@ -18,8 +18,6 @@ use crate::runtime::simd::scalar::{
 };
 use crate::runtime::simd::{FloatOrder, FloatType};
 
-use super::gemv_rows;
-
 // ---------------------------------------------------------------------------------------------
 // Reductions
 // ---------------------------------------------------------------------------------------------
@@ -158,7 +156,7 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
         out,
         rows,
         n,
-        gemv_rows(rb, 4),
+        1,
         2,
         4,
         [
@@ -307,7 +305,7 @@ pub(super) unsafe fn tq2_dots(
         out,
         rows,
         n,
-        gemv_rows(rb, 2),
+        1,
         2,
         3,
         [(1, 1), (2, 1), (1, 2), (1, 3), (2, 2), (2, 3)],
@@ -396,7 +394,7 @@ pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize
         out,
         rows,
         n,
-        gemv_rows(rb, 2),
+        1,
         2,
         4,
         [

@@ -16,8 +16,6 @@ use crate::runtime::ops::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::simd::scalar::{check_float, check_rows};
 use crate::runtime::simd::{FloatOrder, FloatType};
 
-use super::gemv_rows;
-
 use super::avx2::{check_tq2, ggml_tile, hsum8, hsum_i32, lanes8_tile};
 
 /// `(w >> S) & 3`.
@@ -150,16 +148,10 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
     let rows = check_rows(w.len(), rb, q.len(), k, n, out.len());
     let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
     if n == 1 && nb < 1 << 14 {
-        tiled!(
-            out,
-            rows,
-            1,
-            gemv_rows(rb, 4),
-            1,
-            1,
-            [(1, 1), (2, 1), (3, 1), (4, 1)],
-            |r, t, R, T| { i2s_gemv_masked::<R>(wp.add(r * rb), rb, qp.add(t * k), nb) }
-        );
+        for (r, o) in out.iter_mut().enumerate() {
+            let [[v]] = i2s_gemv_masked::<1>(wp.add(r * rb), rb, qp, nb);
+            *o = v;
+        }
         return;
     }
     tiled!(
@@ -290,7 +282,7 @@ pub(super) unsafe fn tq2_dots(
         out,
         rows,
         n,
-        gemv_rows(rb, 4),
+        1,
         4,
         3,
         [

@@ -2,8 +2,12 @@
 
 mod convert;
 mod dummy;
+mod golden;
 mod inspect;
 mod progress;
+mod run;
+mod runopts;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -31,8 +35,14 @@ enum Command {
     Convert(convert::Args),
     /// Generate a random model of any bitnet.cpp size and any output type.
     Dummy(dummy::Args),
+    /// Compute a golden file (reference logits and weight digests) from a checkpoint or a GGUF file.
+    Golden(golden::Args),
     /// Describe a GGUF file or a checkpoint directory.
     Inspect(inspect::Args),
+    /// Generate text from a GGUF file.
+    Run(run::Args),
+    /// Check a GGUF file against a golden file (exit 1 when it fails).
+    Validate(validate::Args),
 }
 
 /// Result of a subcommand: `Ok(true)` success, `Ok(false)` a check failed.
@@ -44,7 +54,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Dummy(a) => dummy::run(a),
+        Command::Golden(a) => golden::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ pub mod logits;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod tokenize;
 
 use std::path::PathBuf;
 

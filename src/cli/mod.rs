@@ -2,6 +2,7 @@
 
 mod convert;
 mod dummy;
+mod fetch;
 mod golden;
 mod inspect;
 mod progress;
@@ -35,6 +36,8 @@ enum Command {
     Convert(convert::Args),
     /// Generate a random model of any bitnet.cpp size and any output type.
     Dummy(dummy::Args),
+    /// Download a checkpoint from the Hub (into the shared cache), convert it and validate it.
+    Fetch(fetch::Args),
     /// Compute a golden file (reference logits and weight digests) from a checkpoint or a GGUF file.
     Golden(golden::Args),
     /// Describe a GGUF file or a checkpoint directory.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Dummy(a) => dummy::run(a),
+        Command::Fetch(a) => fetch::run(a),
         Command::Golden(a) => golden::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Run(a) => run::run(a),

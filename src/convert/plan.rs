@@ -392,16 +392,8 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         });
     let kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
-    let planned = crate::gguf::writer::plan(specs.clone(), 32)
+    let file_size = crate::gguf::writer::file_size(&kv, specs)
         .map_err(|e| ConvertError::Other(e.to_string()))?;
-    let alignment =
-        crate::gguf::writer::alignment_of(&kv).map_err(|e| ConvertError::Other(e.to_string()))?;
-    let header = crate::gguf::writer::header_size(&kv, &planned, alignment);
-    let file_size = header
-        + planned
-            .last()
-            .map(|p| crate::gguf::types::pad_to(p.offset + p.nbytes, alignment))
-            .unwrap_or(0);
     Ok(Plan {
         out_type: out,
         arch,

@@ -413,7 +413,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
 }
 
 /// TL parameters for a shape: `--kernel-config` first, then the pretuned table of the model,
-/// then derived ones.
+/// then bitconv's family table for its real shapes (`layouts/family-*`), then derived ones.
 fn tl_params(
     opts: &ConvertOptions,
     model_name: &str,
@@ -434,6 +434,10 @@ fn tl_params(
     if let Some(p) = params::pretuned(model_name, layout, m, k) {
         check(p)?;
         return Ok((p, format!("pretuned for {model_name}")));
+    }
+    if let Some(p) = params::family(model_name, layout, m, k) {
+        check(p)?;
+        return Ok((p, format!("bitconv table for {model_name}")));
     }
     let derived = match layout {
         TlLayout::Tl1 => params::derive_tl1(m, k),

@@ -297,3 +297,42 @@ fn probe_hash_matches_transformers() {
     );
     assert_eq!(h.as_deref(), Some(FIXTURE_PROBE_HASH));
 }
+
+/// A packed tensor whose (unpacked) shape disagrees with config.json: a clear error naming the
+/// file, the tensor and the shapes.
+#[test]
+fn packed_shape_disagreeing_with_config_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("llama3-8b");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(fixture("llama3-8b")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["intermediate_size"] = 1024.into();
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    let out = tmp.path().join("x.gguf");
+    let o = common::bitconv()
+        .args([
+            "convert",
+            s(&dir),
+            "--quant",
+            "i2_s",
+            "--tokenizer-pre",
+            "llama-bpe",
+            "-q",
+            "-o",
+            s(&out),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(err.contains("mlp."), "{err}");
+    assert!(err.contains("1024"), "{err}");
+    assert!(!out.exists());
+}

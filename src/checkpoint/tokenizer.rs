@@ -42,10 +42,12 @@
 //! else from `merges.txt`.
 //!
 //! The reference picks `tokenizer.ggml.pre` by hashing the ids of a probe text encoded with the
-//! HF tokenizer, which needs the tokenizer to run; bitconv takes the name from the caller
-//! (`--tokenizer-pre`) and checks it against the names the target runtime knows
-//! ([`known_pre_names`]). Without a name the BPE path stops with
-//! [`TokenizerError::PreTokenizerUnknown`].
+//! HF tokenizer. bitconv takes the name from the caller (`--tokenizer-pre`) when given; otherwise
+//! it runs `tokenizer.json` with the `tokenizers` crate on the same probe text
+//! ([`probe_hash`]) and looks the sha256 up in bitnet.cpp's table ([`pre_for_hash`]). Either name
+//! is checked against the names the target runtime knows ([`known_pre_names`]). An unknown hash
+//! stops the BPE path with [`TokenizerError::PreTokenizerUnknown`], which names the tokenizer,
+//! the hash and the flag.
 //!
 //! # Special vocabulary (gguf-py `SpecialVocab`)
 //!
@@ -187,10 +189,13 @@ pub enum TokenizerError {
         /// What is not supported.
         what: String,
     },
-    /// A BPE tokenizer needs a pre-tokenizer name and none was given.
+    /// A BPE tokenizer needs a pre-tokenizer name, none was given and its probe hash is not
+    /// in the table.
     PreTokenizerUnknown {
         /// The `tokenizer.json`.
         path: PathBuf,
+        /// The probe hash, when the tokenizer could be run.
+        hash: Option<String>,
     },
     /// The pre-tokenizer name given is not one the target runtime knows.
     UnknownPreName {
@@ -218,12 +223,17 @@ impl fmt::Display for TokenizerError {
             TokenizerError::Unsupported { path, what } => {
                 write!(f, "{}: not supported: {what}", path.display())
             }
-            TokenizerError::PreTokenizerUnknown { path } => write!(
+            TokenizerError::PreTokenizerUnknown { path, hash } => write!(
                 f,
-                "{}: the BPE pre-tokenizer could not be identified (bitconv cannot yet detect it \
-                 by running the tokenizer); name it with --tokenizer-pre NAME, e.g. \
-                 --tokenizer-pre llama-bpe for Llama-3 tokenizers such as BitNet b1.58 2B-4T's",
-                path.display()
+                "{}: the BPE pre-tokenizer could not be identified ({}); name it with \
+                 --tokenizer-pre NAME, e.g. --tokenizer-pre llama-bpe for Llama-3 tokenizers \
+                 such as BitNet b1.58 2B-4T's and Llama3-8B-1.58's, falcon3 for Falcon3, \
+                 falcon_e for Falcon-E",
+                path.display(),
+                match hash {
+                    Some(h) => format!("its probe hash {h} is not one bitconv knows"),
+                    None => "the tokenizer could not be run on the probe text".to_string(),
+                }
             ),
             TokenizerError::UnknownPreName { name, flavor } => write!(
                 f,
@@ -441,6 +451,23 @@ pub const BITNET_CPP_PRE_HASHES: &[(&str, &str)] = &[
         "falcon3",
     ),
 ];
+
+/// llama.cpp's probe text (`chktxt` of `convert_hf_to_gguf.py`), whose token ids identify a BPE
+/// pre-tokenizer.
+pub const PROBE_TEXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\u{1f680} (normal) \u{1f636}\u{200d}\u{1f32b}\u{fe0f} (multiple emojis concatenated) \u{2705} \u{1f999}\u{1f999} 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 \u{1780}\u{17b6}\u{1793}\u{17cb}\u{178f}\u{17c2}\u{1796}\u{17b7}\u{179f}\u{17c1}\u{179f}\u{17a2}\u{17b6}\u{1785}\u{1f601} ?\u{6211}\u{60f3}\u{5728}apple\u{5de5}\u{4f5c}1314151\u{5929}\u{ff5e} ------======= \u{43d}\u{435}\u{449}\u{43e} \u{43d}\u{430} \u{411}\u{44a}\u{43b}\u{433}\u{430}\u{440}\u{441}\u{43a}\u{438} ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
+
+/// The sha256 (lower-case hex) of `str(ids)` for the ids `tokenizer.json` gives [`PROBE_TEXT`]
+/// with special tokens added, as llama.cpp's converter computes it with the HF tokenizer;
+/// `None` when the file cannot be loaded or run.
+pub fn probe_hash(tokenizer_json: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let tk = tokenizers::Tokenizer::from_file(tokenizer_json).ok()?;
+    let enc = tk.encode(PROBE_TEXT, true).ok()?;
+    let ids: Vec<String> = enc.get_ids().iter().map(u32::to_string).collect();
+    let text = format!("[{}]", ids.join(", "));
+    let digest = Sha256::digest(text.as_bytes());
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// The pre-tokenizer names a flavor's runtime recognises.
 pub fn known_pre_names(flavor: Flavor) -> &'static [&'static str] {
@@ -869,7 +896,16 @@ impl Ctx<'_> {
             });
         }
         let pre = match pre {
-            None => return Err(TokenizerError::PreTokenizerUnknown { path }),
+            None => {
+                let hash = probe_hash(&path);
+                match hash.as_deref().and_then(pre_for_hash) {
+                    Some(name) => {
+                        check_pre_name(self.flavor, name)?;
+                        name.to_owned()
+                    }
+                    None => return Err(TokenizerError::PreTokenizerUnknown { path, hash }),
+                }
+            }
             Some(name) => {
                 check_pre_name(self.flavor, name)?;
                 name.to_owned()
@@ -2309,7 +2345,10 @@ mod tests {
     fn bpe_without_pre_names_the_flag() {
         let d = bpe_dir("nopre", serde_json::json!(["a b"]));
         let e = TokenizerMeta::from_dir(&d.0, Flavor::BitnetCpp, None).unwrap_err();
-        assert!(matches!(e, TokenizerError::PreTokenizerUnknown { .. }));
+        assert!(
+            matches!(e, TokenizerError::PreTokenizerUnknown { .. }),
+            "{e}"
+        );
         let msg = e.to_string();
         assert!(msg.contains("--tokenizer-pre"), "{msg}");
         assert!(msg.contains("tokenizer.json"), "{msg}");

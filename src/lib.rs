@@ -14,4 +14,6 @@ pub mod gguf;
 pub mod hub;
 pub mod quant;
 pub mod runtime;
+pub mod sample;
 pub mod util;
+pub mod validate;

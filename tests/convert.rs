@@ -723,3 +723,57 @@ fn packed_weight_without_scale_is_an_error() {
         &["model.layers.1.self_attn.v_proj.weight_scale", "missing"],
     );
 }
+
+#[test]
+fn bf16_checkpoints_convert_to_tl1_and_tl2() {
+    // The reference TL path asserts on float32 scales; bitconv takes bf16 master weights too.
+    let (_tmp, dir) = tiny_copy("ckpt-fp32");
+    edit_tensors(&dir, |l| {
+        for t in l.iter_mut() {
+            let bf: Vec<u8> = t
+                .3
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::bf16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            t.1 = "BF16".into();
+            t.3 = bf;
+        }
+    });
+    let i2 = MappedGguf::open(&convert_ok(&dir, &["--quant", "i2_s"])).unwrap();
+    let ini = reference("bitnet-cpp/kernel_config_tl2.ini");
+    for (q, extra) in [
+        ("tl1", vec![]),
+        ("tl2", vec!["--kernel-config", ini.to_str().unwrap()]),
+    ] {
+        let emitted = dir.parent().unwrap().join(format!("{q}.ini"));
+        let mut args = vec![
+            "--quant",
+            q,
+            "--emit-kernel-config",
+            emitted.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let g = MappedGguf::open(&convert_ok(&dir, &args)).unwrap();
+        let entries =
+            params::parse_kernel_config_ini(&std::fs::read_to_string(&emitted).unwrap()).unwrap();
+        for t in g.header.tensors.iter().filter(|t| t.ty.is_bitnet()) {
+            let (k, m) = (t.dims[0] as usize, t.dims[1] as usize);
+            let p = params::find_entry(&entries, m, k).unwrap();
+            let codes = if q == "tl1" {
+                tl1::unpack(g.tensor_bytes(t), m, k, &p).unwrap()
+            } else {
+                tl2::unpack(g.tensor_bytes(t), m, k, &p).unwrap()
+            };
+            let ti = i2.header.tensor(&t.name).unwrap();
+            assert_eq!(
+                codes,
+                i2s::unpack(i2.tensor_bytes(ti), m, k).unwrap().0,
+                "{q} {}",
+                t.name
+            );
+            assert_eq!(g.ternary_scale(t), i2.ternary_scale(ti));
+        }
+    }
+}

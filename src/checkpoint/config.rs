@@ -95,6 +95,17 @@ pub struct QuantizationConfig {
     pub quantization_mode: Option<String>,
 }
 
+/// The HF suffixes of the seven ternary projections of a block.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 /// How a packed checkpoint's `weight_scale` turns codes into weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ScaleConvention {
@@ -349,19 +360,11 @@ impl ModelConfig {
     /// Parameter count implied by the config (embeddings, projections, norms, untied head).
     pub fn parameter_count(&self) -> u64 {
         let h = self.hidden_size;
-        let per_layer: u64 = [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .iter()
-        .filter_map(|s| self.projection_shape(s))
-        .map(|(o, i)| o * i)
-        .sum::<u64>()
+        let per_layer: u64 = PROJECTIONS
+            .iter()
+            .filter_map(|s| self.projection_shape(s))
+            .map(|(o, i)| o * i)
+            .sum::<u64>()
             + 2 * h
             + if self.arch == Arch::Llama {
                 0

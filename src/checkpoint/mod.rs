@@ -127,18 +127,10 @@ impl Checkpoint {
     /// Output types that apply to this checkpoint, with the reason for any that do not.
     pub fn applicable_types(&self) -> Vec<(&'static str, Result<(), String>)> {
         let c = &self.config;
-        let shapes: Vec<(u64, u64)> = [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .iter()
-        .filter_map(|s| c.projection_shape(s))
-        .collect();
+        let shapes: Vec<(u64, u64)> = config::PROJECTIONS
+            .iter()
+            .filter_map(|s| c.projection_shape(s))
+            .collect();
         let all = |pred: &dyn Fn(u64, u64) -> bool, why: &str| -> Result<(), String> {
             match shapes.iter().find(|&&(m, k)| !pred(m, k)) {
                 None => Ok(()),

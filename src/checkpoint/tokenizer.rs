@@ -31,21 +31,40 @@
 //! # GPT-2 / Llama-3 byte-level BPE path (`tokenizer.json` only; 2B-4T, Llama3, Falcon3)
 //!
 //! `tokenizer.ggml.model = "gpt2"`, `tokenizer.ggml.pre = <name>`, tokens and types (no scores),
-//! then merges. Tokens for ids `0..vocab_size` come from the union of `model.vocab` and
-//! `added_tokens` (an added token's content takes over its id); a missing id becomes `[PAD{id}]`
-//! (USER_DEFINED for bitnet.cpp, UNUSED for llama.cpp); an added token is CONTROL if `special`
-//! (llama.cpp: or if it looks special, else USER_DEFINED with `▁` → space), USER_DEFINED
-//! otherwise; the rest are NORMAL. The reference converters round-trip added tokens through the
-//! HF tokenizer (`decode(encode(t))`); bitconv cannot run the tokenizer and writes the content
-//! as stored, which is the same for every special token. Merges come from `model.merges`
-//! (strings kept; `[a, b]` pairs become `"a b"` with spaces inside a part written as U+0120),
-//! else from `merges.txt`.
+//! then merges. The references read the vocabulary through transformers' `AutoTokenizer`, and
+//! bitconv reproduces what transformers 4.57 builds from the files (checked against it on
+//! hundreds of generated directories):
+//!
+//! * `tokenizers` ignores the ids stored with `added_tokens`: in file order, an added token
+//!   whose content is already known keeps that id, any other takes the id after the model
+//!   vocabulary's size (or after the largest added id). Files written by `tokenizers` store
+//!   exactly these ids; a mismatch is reported in [`TokenizerMeta::warnings`].
+//! * the fast tokenizer then re-adds every entry of `tokenizer_config.json`'s
+//!   `added_tokens_decoder` (without one: every `added_tokens` entry) and each special-token
+//!   attribute (`bos_token` … `mask_token`, `additional_special_tokens`,
+//!   `extra_special_tokens`; without `added_tokens_decoder`, `special_tokens_map.json`
+//!   overrides them) that it does not hold yet; a token is special if it was marked so or if an
+//!   attribute names it. So a token named `pad_token` is CONTROL even when tokenizer.json says
+//!   `"special": false`, and a named token missing from the vocabulary is appended.
+//!
+//! Tokens for ids `0..vocab_size` (`config.json`, else the vocabulary's length) follow: a missing
+//! id becomes `[PAD{id}]` (USER_DEFINED for bitnet.cpp, UNUSED for llama.cpp); an added token is
+//! CONTROL if special (llama.cpp: or if it looks special; otherwise USER_DEFINED with `▁` →
+//! space), else USER_DEFINED; the rest are NORMAL. The references also round-trip added tokens
+//! through the tokenizer (`decode(encode(t))`: bitnet.cpp's current converter for all of them,
+//! llama.cpp for those with `normalized: false`); bitconv cannot run the tokenizer and writes the
+//! content as stored, which is what that round trip gives for real vocabularies. Merges come
+//! from `model.merges` (strings kept; `[a, b]` pairs become `"a b"` with spaces inside a part
+//! written as U+0120), else from `merges.txt`. A byte-fallback (Llama-2 style) `tokenizer.json`
+//! without `tokenizer.model` and non-BPE models are not supported.
 //!
 //! The reference picks `tokenizer.ggml.pre` by hashing the ids of a probe text encoded with the
-//! HF tokenizer, which needs the tokenizer to run; bitconv takes the name from the caller
-//! (`--tokenizer-pre`) and checks it against the names the target runtime knows
-//! ([`known_pre_names`]). Without a name the BPE path stops with
-//! [`TokenizerError::PreTokenizerUnknown`].
+//! HF tokenizer. bitconv takes the name from the caller (`--tokenizer-pre`) when given; otherwise
+//! it runs `tokenizer.json` with the `tokenizers` crate on the same probe text
+//! ([`probe_hash`]) and looks the sha256 up in bitnet.cpp's table ([`pre_for_hash`]). Either name
+//! is checked against the names the target runtime knows ([`known_pre_names`]). An unknown hash
+//! stops the BPE path with [`TokenizerError::PreTokenizerUnknown`], which names the tokenizer,
+//! the hash and the flag.
 //!
 //! # Special vocabulary (gguf-py `SpecialVocab`)
 //!
@@ -60,7 +79,8 @@
 //! Ids must be integers (a boolean counts as 0/1, as in Python), negative ids are an error, and
 //! on the SentencePiece path ids not below the vocabulary size are skipped.
 //! `special_tokens_map.json`, `generation_config.json` and the ids in the SentencePiece
-//! `trainer_spec` are **not** consulted by either converter, so they are not read here.
+//! `trainer_spec` are **not** consulted for the ids by either converter (only transformers reads
+//! `special_tokens_map.json`, on the BPE path, for the token types above).
 //! `add_bos_token` / `add_eos_token` (and every other `add_<type>_token` boolean) come from
 //! `tokenizer_config.json`; llama.cpp first derives `add_bos` / `add_sep` / `add_eos` from
 //! `tokenizer.json`'s post-processor (`TemplateProcessing`, `RobertaProcessing`, `ByteLevel`)
@@ -187,10 +207,13 @@ pub enum TokenizerError {
         /// What is not supported.
         what: String,
     },
-    /// A BPE tokenizer needs a pre-tokenizer name and none was given.
+    /// A BPE tokenizer needs a pre-tokenizer name, none was given and its probe hash is not
+    /// in the table.
     PreTokenizerUnknown {
         /// The `tokenizer.json`.
         path: PathBuf,
+        /// The probe hash, when the tokenizer could be run.
+        hash: Option<String>,
     },
     /// The pre-tokenizer name given is not one the target runtime knows.
     UnknownPreName {
@@ -218,12 +241,17 @@ impl fmt::Display for TokenizerError {
             TokenizerError::Unsupported { path, what } => {
                 write!(f, "{}: not supported: {what}", path.display())
             }
-            TokenizerError::PreTokenizerUnknown { path } => write!(
+            TokenizerError::PreTokenizerUnknown { path, hash } => write!(
                 f,
-                "{}: the BPE pre-tokenizer could not be identified (bitconv cannot yet detect it \
-                 by running the tokenizer); name it with --tokenizer-pre NAME, e.g. \
-                 --tokenizer-pre llama-bpe for Llama-3 tokenizers such as BitNet b1.58 2B-4T's",
-                path.display()
+                "{}: the BPE pre-tokenizer could not be identified ({}); name it with \
+                 --tokenizer-pre NAME, e.g. --tokenizer-pre llama-bpe for Llama-3 tokenizers \
+                 such as BitNet b1.58 2B-4T's and Llama3-8B-1.58's, falcon3 for Falcon3, \
+                 falcon_e for Falcon-E",
+                path.display(),
+                match hash {
+                    Some(h) => format!("its probe hash {h} is not one bitconv knows"),
+                    None => "the tokenizer could not be run on the probe text".to_string(),
+                }
             ),
             TokenizerError::UnknownPreName { name, flavor } => write!(
                 f,
@@ -441,6 +469,23 @@ pub const BITNET_CPP_PRE_HASHES: &[(&str, &str)] = &[
         "falcon3",
     ),
 ];
+
+/// llama.cpp's probe text (`chktxt` of `convert_hf_to_gguf.py`), whose token ids identify a BPE
+/// pre-tokenizer.
+pub const PROBE_TEXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\u{1f680} (normal) \u{1f636}\u{200d}\u{1f32b}\u{fe0f} (multiple emojis concatenated) \u{2705} \u{1f999}\u{1f999} 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 \u{1780}\u{17b6}\u{1793}\u{17cb}\u{178f}\u{17c2}\u{1796}\u{17b7}\u{179f}\u{17c1}\u{179f}\u{17a2}\u{17b6}\u{1785}\u{1f601} ?\u{6211}\u{60f3}\u{5728}apple\u{5de5}\u{4f5c}1314151\u{5929}\u{ff5e} ------======= \u{43d}\u{435}\u{449}\u{43e} \u{43d}\u{430} \u{411}\u{44a}\u{43b}\u{433}\u{430}\u{440}\u{441}\u{43a}\u{438} ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
+
+/// The sha256 (lower-case hex) of `str(ids)` for the ids `tokenizer.json` gives [`PROBE_TEXT`]
+/// with special tokens added, as llama.cpp's converter computes it with the HF tokenizer;
+/// `None` when the file cannot be loaded or run.
+pub fn probe_hash(tokenizer_json: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let tk = tokenizers::Tokenizer::from_file(tokenizer_json).ok()?;
+    let enc = tk.encode(PROBE_TEXT, true).ok()?;
+    let ids: Vec<String> = enc.get_ids().iter().map(u32::to_string).collect();
+    let text = format!("[{}]", ids.join(", "));
+    let digest = Sha256::digest(text.as_bytes());
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// The pre-tokenizer names a flavor's runtime recognises.
 pub fn known_pre_names(flavor: Flavor) -> &'static [&'static str] {
@@ -685,7 +730,7 @@ impl Ctx<'_> {
         let mut types = Vec::with_capacity(tokens.capacity());
         for p in &spm.pieces {
             tokens.push(p.piece.clone());
-            scores.push(p.score);
+            scores.push(spm_score(p.score));
             types.push(spm_token_type(p.kind));
         }
         let added_path = self.dir.join("added_tokens.json");
@@ -759,7 +804,7 @@ impl Ctx<'_> {
                 break;
             }
             tokens[id] = p.piece.clone();
-            scores[id] = p.score;
+            scores[id] = spm_score(p.score);
             types[id] = spm_token_type(p.kind);
         }
 
@@ -869,54 +914,36 @@ impl Ctx<'_> {
             });
         }
         let pre = match pre {
-            None => return Err(TokenizerError::PreTokenizerUnknown { path }),
+            None => {
+                let hash = probe_hash(&path);
+                match hash.as_deref().and_then(pre_for_hash) {
+                    Some(name) => {
+                        check_pre_name(self.flavor, name)?;
+                        name.to_owned()
+                    }
+                    None => return Err(TokenizerError::PreTokenizerUnknown { path, hash }),
+                }
+            }
             Some(name) => {
                 check_pre_name(self.flavor, name)?;
                 name.to_owned()
             }
         };
 
-        // The HF tokenizer's `vocab`: model vocabulary, then added tokens taking over their
-        // content's entry.
         let Some(vocab) = model.get("vocab").and_then(Value::as_object) else {
             return Err(invalid(&path, "model.vocab is not an object"));
         };
-        let id_of = |v: &Value, what: &str| -> Result<u64, TokenizerError> {
-            py_int(v)
-                .and_then(|i| u64::try_from(i).ok())
-                .ok_or_else(|| invalid(&path, format!("{what}: id {v} is not a valid id")))
+        let tc_path = self.dir.join("tokenizer_config.json");
+        let tc = match read_json_opt(&tc_path)? {
+            None => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(invalid(&tc_path, "not a JSON object")),
         };
-        let mut content_to_id: HashMap<&str, u64> = HashMap::with_capacity(vocab.len());
-        let mut model_entries: Vec<(&str, u64)> = Vec::with_capacity(vocab.len());
-        for (tok, idv) in vocab {
-            let id = id_of(idv, tok)?;
-            content_to_id.insert(tok, id);
-            model_entries.push((tok, id));
-        }
-        let mut added: Vec<(&str, u64, bool)> = Vec::new();
-        if let Some(list) = tj.get("added_tokens").and_then(Value::as_array) {
-            for a in list {
-                let Some(content) = a.get("content").and_then(Value::as_str) else {
-                    return Err(invalid(&path, format!("added token {a} has no content")));
-                };
-                let id = id_of(a.get("id").unwrap_or(&Value::Null), content)?;
-                let special = a.get("special").is_some_and(truthy);
-                content_to_id.insert(content, id);
-                added.push((content, id, special));
-            }
-        }
-        let added_contents: HashSet<&str> = added.iter().map(|a| a.0).collect();
-        let added_special: HashMap<u64, bool> = added.iter().map(|a| (a.1, a.2)).collect();
-        let mut reverse: HashMap<u64, &str> = HashMap::with_capacity(content_to_id.len());
-        let all_entries = model_entries
-            .iter()
-            .copied()
-            .chain(added.iter().map(|&(tok, id, _)| (tok, id)));
-        for (tok, id) in all_entries {
-            if content_to_id.get(tok) == Some(&id) {
-                reverse.insert(id, tok);
-            }
-        }
+        let stm = read_json_opt(&self.dir.join("special_tokens_map.json"))?;
+        let hf = HfVocab::load(&path, &tj, vocab, tc.as_ref(), stm.as_ref())?;
+        let mut warnings = hf.warnings;
+        let content_to_id = hf.content_to_id;
+        let reverse = hf.reverse;
 
         let vocab_size = match self.config_value(&["vocab_size"]) {
             Some(v) => self.vocab_size_from(v)?,
@@ -949,8 +976,9 @@ impl Ctx<'_> {
                         Flavor::LlamaCpp => TokenType::Unused,
                     });
                 }
-                Some(&tok) if added_contents.contains(tok) => {
-                    let special = added_special.get(&i).copied().unwrap_or(false);
+                Some(tok) if hf.added_contents.contains(tok.as_str()) => {
+                    let tok = tok.as_str();
+                    let special = hf.added.get(&i).is_some_and(|t| t.special);
                     match self.flavor {
                         Flavor::BitnetCpp => {
                             tokens.push(tok.to_owned());
@@ -971,15 +999,16 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                Some(&tok) => {
-                    tokens.push(tok.to_owned());
+                Some(tok) => {
+                    tokens.push(tok.clone());
                     types.push(TokenType::Normal);
                 }
             }
         }
 
         let sv = SpecialVocab::load(self, true, None)?;
-        let (special, merges, warnings) = sv.finish()?;
+        let (special, merges, sv_warnings) = sv.finish()?;
+        warnings.extend(sv_warnings);
         Ok(TokenizerMeta {
             flavor: self.flavor,
             model: "gpt2".into(),
@@ -995,6 +1024,395 @@ impl Ctx<'_> {
 }
 
 type SpmVocab = (Vec<String>, Vec<f32>, Vec<TokenType>);
+
+// ---------------------------------------------------------------------------------------------
+// The vocabulary as transformers' AutoTokenizer (4.57, fast) loads a tokenizer.json
+
+/// An added token with the flags `tokenizers` compares (`AddedToken` equality).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AddedTok {
+    content: String,
+    single_word: bool,
+    lstrip: bool,
+    rstrip: bool,
+    normalized: bool,
+    special: bool,
+}
+
+impl AddedTok {
+    /// A token from its JSON form; missing flags take `AddedToken`'s defaults (`normalized`
+    /// defaults to `!special`).
+    fn from_json(v: &Value) -> Option<AddedTok> {
+        let content = v.get("content")?.as_str()?.to_owned();
+        let flag = |k: &str| v.get(k).map(truthy);
+        let special = flag("special").unwrap_or(false);
+        Some(AddedTok {
+            content,
+            single_word: flag("single_word").unwrap_or(false),
+            lstrip: flag("lstrip").unwrap_or(false),
+            rstrip: flag("rstrip").unwrap_or(false),
+            normalized: flag("normalized").unwrap_or(!special),
+            special,
+        })
+    }
+
+    fn plain(content: &str, special: bool) -> AddedTok {
+        AddedTok {
+            content: content.to_owned(),
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: !special,
+            special,
+        }
+    }
+}
+
+/// A special-token attribute value: a plain string or an `AddedToken`.
+#[derive(Clone, Debug, PartialEq)]
+enum SpecialAttr {
+    Str(String),
+    Tok(AddedTok),
+}
+
+impl SpecialAttr {
+    fn content(&self) -> &str {
+        match self {
+            SpecialAttr::Str(s) => s,
+            SpecialAttr::Tok(t) => &t.content,
+        }
+    }
+
+    /// transformers' reading of a `tokenizer_config.json` / `special_tokens_map.json` value
+    /// (`special` forces the flag, as `special_tokens_map.json` does).
+    fn from_json(v: &Value, special: bool) -> Option<SpecialAttr> {
+        match v {
+            Value::String(s) => Some(SpecialAttr::Str(s.clone())),
+            Value::Object(_) => AddedTok::from_json(v).map(|mut t| {
+                if special {
+                    t.special = true;
+                }
+                SpecialAttr::Tok(t)
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `tokenizers`' added vocabulary: content → id and id → token.
+struct AddedVocab<'a> {
+    model_ids: &'a HashMap<&'a str, u64>,
+    model_len: u64,
+    enc: HashMap<String, u64>,
+    dec: HashMap<u64, AddedTok>,
+}
+
+impl AddedVocab<'_> {
+    /// `AddedVocabulary::add_tokens` for one token: an empty or already identical token is
+    /// skipped; a known content keeps its id; otherwise the id after the model vocabulary's
+    /// size, or after the largest added id. Returns the id.
+    fn add(&mut self, tok: AddedTok) -> Option<u64> {
+        if tok.content.is_empty() || self.dec.values().any(|t| *t == tok) {
+            return None;
+        }
+        let known = self
+            .enc
+            .get(&tok.content)
+            .or_else(|| self.model_ids.get(tok.content.as_str()));
+        let id = match (known, self.enc.values().max()) {
+            (Some(&id), _) => id,
+            (None, Some(&m)) if m >= self.model_len || self.model_len == 0 => m + 1,
+            (None, _) => self.model_len,
+        };
+        self.enc.insert(tok.content.clone(), id);
+        self.dec.insert(id, tok);
+        Some(id)
+    }
+}
+
+/// The vocabulary the reference converters see through `AutoTokenizer.from_pretrained`.
+struct HfVocab {
+    /// `tokenizer.vocab`: content → id, added tokens included.
+    content_to_id: HashMap<String, u64>,
+    /// id → content (the converters' `reverse_vocab`).
+    reverse: HashMap<u64, String>,
+    /// `added_tokens_decoder`: id → token.
+    added: HashMap<u64, AddedTok>,
+    /// `get_added_vocab()`'s contents.
+    added_contents: HashSet<String>,
+    warnings: Vec<String>,
+}
+
+/// transformers' special-token attributes, in its order.
+const SPECIAL_ATTRS: &[&str] = &[
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
+impl HfVocab {
+    /// Emulates how `tokenizers` loads `tokenizer.json` (it ignores the ids stored with the
+    /// added tokens and renumbers them) and how transformers' fast tokenizer then re-adds
+    /// tokens: every entry of `tokenizer_config.json`'s `added_tokens_decoder` (or, without
+    /// one, of `tokenizer.json`'s `added_tokens`), and the special-token attributes
+    /// (`bos_token` … `mask_token`, `additional_special_tokens`, `extra_special_tokens`) it
+    /// does not have yet, each marked special if it was or if it is named by an attribute.
+    /// This is how a token named as a special token becomes special. Without
+    /// `added_tokens_decoder`, `special_tokens_map.json` overrides the attributes
+    /// (transformers' legacy path).
+    fn load(
+        path: &Path,
+        tj: &Value,
+        vocab: &Map<String, Value>,
+        tc: Option<&Map<String, Value>>,
+        stm: Option<&Value>,
+    ) -> Result<HfVocab, TokenizerError> {
+        let mut warnings = Vec::new();
+        let mut model_ids: HashMap<&str, u64> = HashMap::with_capacity(vocab.len());
+        let mut model_entries: Vec<(&str, u64)> = Vec::with_capacity(vocab.len());
+        for (tok, idv) in vocab {
+            let id = py_int(idv)
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or_else(|| {
+                    invalid(path, format!("model.vocab[{tok:?}] = {idv} is not an id"))
+                })?;
+            model_ids.insert(tok, id);
+            model_entries.push((tok, id));
+        }
+        let mut av = AddedVocab {
+            model_ids: &model_ids,
+            model_len: vocab.len() as u64,
+            enc: HashMap::new(),
+            dec: HashMap::new(),
+        };
+
+        // 1. tokenizers loads the added tokens in file order.
+        let json_added: Vec<(Option<i128>, AddedTok)> = match tj.get("added_tokens") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|a| {
+                    AddedTok::from_json(a)
+                        .map(|t| (a.get("id").and_then(py_int), t))
+                        .ok_or_else(|| invalid(path, format!("added token {a} has no content")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(invalid(
+                    path,
+                    format!("added_tokens is not a list: {other}"),
+                ))
+            }
+        };
+        for (stored, tok) in &json_added {
+            let content = tok.content.clone();
+            if let Some(id) = av.add(tok.clone()) {
+                if *stored != Some(i128::from(id)) {
+                    warnings.push(format!(
+                        "{}: added token {content:?} is stored with id {} but loads as id {id}",
+                        path.display(),
+                        stored.map_or("none".into(), |s| s.to_string())
+                    ));
+                }
+            }
+        }
+
+        // 2. transformers' `added_tokens_decoder` and special-token attributes.
+        // `decoder` is transformers' `added_tokens_decoder` (by index, later entries replacing
+        // earlier ones), `by_content` its `added_tokens_map` (by content, filled in the same
+        // pass, so it keeps entries whose index was taken over).
+        let tc_decoder = tc.and_then(|m| m.get("added_tokens_decoder"));
+        let mut decoder: std::collections::BTreeMap<i128, AddedTok> = Default::default();
+        let mut by_content: HashMap<String, AddedTok> = HashMap::new();
+        let legacy = tc_decoder.is_none();
+        match tc_decoder {
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let idx = parse_py_int(k).ok_or_else(|| {
+                        invalid(
+                            path,
+                            format!("added_tokens_decoder key {k:?} is not an integer"),
+                        )
+                    })?;
+                    let tok = AddedTok::from_json(v).ok_or_else(|| {
+                        invalid(path, format!("added_tokens_decoder[{k:?}] is not a token"))
+                    })?;
+                    by_content.insert(tok.content.clone(), tok.clone());
+                    decoder.insert(idx, tok);
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    path,
+                    format!("added_tokens_decoder must be an object, found {other}"),
+                ))
+            }
+            None => {
+                for (stored, tok) in &json_added {
+                    by_content.insert(tok.content.clone(), tok.clone());
+                    decoder.insert(stored.unwrap_or(0), tok.clone());
+                }
+            }
+        }
+
+        let tc_get = |k: &str| tc.and_then(|m| m.get(k));
+        let mut attrs: Vec<(String, SpecialAttr)> = Vec::new();
+        let mut additional: Vec<SpecialAttr> = Vec::new();
+        for key in SPECIAL_ATTRS {
+            if let Some(v) = tc_get(key).and_then(|v| SpecialAttr::from_json(v, false)) {
+                attrs.push((key.to_string(), v));
+            }
+        }
+        if let Some(Value::Array(list)) = tc_get("additional_special_tokens") {
+            additional.extend(list.iter().filter_map(|v| SpecialAttr::from_json(v, false)));
+        }
+        if legacy {
+            if let Some(Value::Object(m)) = stm {
+                for (key, v) in m {
+                    if key == "additional_special_tokens" {
+                        if let Value::Array(list) = v {
+                            for t in list.iter().filter_map(|t| SpecialAttr::from_json(t, true)) {
+                                if !additional.contains(&t) {
+                                    additional.push(t);
+                                }
+                            }
+                        }
+                    } else if SPECIAL_ATTRS.contains(&key.as_str()) {
+                        let value = SpecialAttr::from_json(v, true);
+                        attrs.retain(|(k, _)| k != key);
+                        if let Some(value) = value {
+                            attrs.push((key.clone(), value));
+                        }
+                    }
+                }
+                attrs.sort_by_key(|(k, _)| SPECIAL_ATTRS.iter().position(|a| a == k));
+            }
+        }
+        // Attribute values naming a known added token become that token.
+        if !by_content.is_empty() {
+            for (_, v) in &mut attrs {
+                if let Some(t) = by_content.get(v.content()) {
+                    *v = SpecialAttr::Tok(t.clone());
+                }
+            }
+        }
+        // The fast tokenizer's `setdefault` of `pad_token` from tokenizer.json's padding
+        // settings, when `pad_token` was not given at all.
+        let pad_given = if legacy {
+            stm.and_then(|m| m.get("pad_token")).is_some()
+                || tc.is_some_and(|m| m.contains_key("pad_token"))
+        } else {
+            tc.is_some_and(|m| m.contains_key("pad_token"))
+        };
+        if !pad_given {
+            if let Some(v) = tj
+                .get("padding")
+                .and_then(|p| p.get("pad_token"))
+                .and_then(|v| SpecialAttr::from_json(v, false))
+            {
+                attrs.push(("pad_token".into(), v));
+                attrs.sort_by_key(|(k, _)| SPECIAL_ATTRS.iter().position(|a| a == k));
+            }
+        }
+        let mut extended: Vec<SpecialAttr> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let extra = match tc_get("extra_special_tokens") {
+            Some(Value::Object(m)) => m
+                .values()
+                .filter_map(|v| SpecialAttr::from_json(v, false))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for v in attrs
+            .into_iter()
+            .map(|(_, v)| v)
+            .chain(additional)
+            .chain(extra)
+        {
+            if seen.insert(v.content().to_owned()) {
+                extended.push(v);
+            }
+        }
+        let special_strings: HashSet<&str> = extended.iter().map(SpecialAttr::content).collect();
+
+        // 3. The fast tokenizer re-adds every token of its `added_tokens_decoder` (it means to
+        // skip those the backend already has, but compares them with the backend's ids, so
+        // none is skipped), then the special-token attributes it does not know yet.
+        let mut to_add: Vec<SpecialAttr> =
+            decoder.values().cloned().map(SpecialAttr::Tok).collect();
+        let encoder: HashSet<String> = av
+            .enc
+            .keys()
+            .cloned()
+            .chain(to_add.iter().map(|t| t.content().to_owned()))
+            .collect();
+        for v in &extended {
+            let fresh = match v {
+                // An AddedToken never equals a string, so it is always re-added.
+                SpecialAttr::Tok(_) => !to_add.contains(v),
+                SpecialAttr::Str(s) => !encoder.contains(s) && !to_add.contains(v),
+            };
+            if fresh {
+                to_add.push(v.clone());
+            }
+        }
+        for v in to_add {
+            let tok = match v {
+                SpecialAttr::Tok(mut t) => {
+                    t.special = t.special || special_strings.contains(t.content.as_str());
+                    t
+                }
+                SpecialAttr::Str(s) => {
+                    let special = special_strings.contains(s.as_str());
+                    AddedTok::plain(&s, special)
+                }
+            };
+            av.add(tok);
+        }
+
+        // 4. `get_vocab()` and the converters' reverse map.
+        let mut content_to_id: HashMap<String, u64> = model_entries
+            .iter()
+            .map(|&(t, id)| (t.to_owned(), id))
+            .collect();
+        for (t, &id) in &av.enc {
+            content_to_id.insert(t.clone(), id);
+        }
+        let mut reverse: HashMap<u64, String> = HashMap::with_capacity(content_to_id.len());
+        for &(tok, id) in &model_entries {
+            if content_to_id.get(tok) == Some(&id) {
+                reverse.insert(id, tok.to_owned());
+            }
+        }
+        // On an id shared by a model token and an added token (only in hand-edited files,
+        // where Python's result depends on hash order) the added token wins.
+        for (&id, t) in &av.dec {
+            reverse.insert(id, t.content.clone());
+        }
+        let added_contents = av.dec.values().map(|t| t.content.clone()).collect();
+        Ok(HfVocab {
+            content_to_id,
+            reverse,
+            added: av.dec,
+            added_contents,
+            warnings,
+        })
+    }
+}
+
+/// A piece score as the reference writes it: the float goes through a Python float (a
+/// double), which turns a signalling NaN into a quiet one.
+fn spm_score(score: f32) -> f32 {
+    if score.is_nan() {
+        f32::from_bits(score.to_bits() | 0x0040_0000)
+    } else {
+        score
+    }
+}
 
 fn spm_token_type(kind: PieceType) -> TokenType {
     match kind {
@@ -2309,7 +2727,10 @@ mod tests {
     fn bpe_without_pre_names_the_flag() {
         let d = bpe_dir("nopre", serde_json::json!(["a b"]));
         let e = TokenizerMeta::from_dir(&d.0, Flavor::BitnetCpp, None).unwrap_err();
-        assert!(matches!(e, TokenizerError::PreTokenizerUnknown { .. }));
+        assert!(
+            matches!(e, TokenizerError::PreTokenizerUnknown { .. }),
+            "{e}"
+        );
         let msg = e.to_string();
         assert!(msg.contains("--tokenizer-pre"), "{msg}");
         assert!(msg.contains("tokenizer.json"), "{msg}");
@@ -2408,6 +2829,57 @@ mod tests {
         );
     }
 
+    /// Checked against the reference converters running transformers 4.57: `tokenizers`
+    /// renumbers added tokens, a token named by `pad_token` becomes special, a special token
+    /// missing from the vocabulary is appended, and `SpecialVocab` still resolves the pad id
+    /// from the id stored in tokenizer.json.
+    #[test]
+    fn bpe_ids_and_special_flags_as_transformers_loads_them() {
+        let d = TempDir::new("bpehf");
+        let tj = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 7, "content": "<|x|>", "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": true},
+                {"id": 3, "content": "plain", "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": false},
+                {"id": 1, "content": "b", "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": false}
+            ],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel"},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "byte_fallback": false,
+                      "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}
+        });
+        d.write("tokenizer.json", tj.to_string())
+            .write(
+                "tokenizer_config.json",
+                r#"{"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "plain", "eos_token": "<new>"}"#,
+            )
+            .write("config.json", r#"{"vocab_size": 7}"#);
+        for (flavor, pad_type) in [(Flavor::BitnetCpp, 4), (Flavor::LlamaCpp, 5)] {
+            let m = TokenizerMeta::from_dir(&d.0, flavor, Some("llama-bpe")).unwrap();
+            assert_eq!(
+                m.tokens,
+                ["a", "b", "ab", "<|x|>", "plain", "<new>", "[PAD6]"]
+            );
+            assert_eq!(m.token_types, [1, 4, 1, 3, 3, 3, pad_type]);
+            assert_eq!(
+                kv_map(&m)[2..],
+                [
+                    s(
+                        "tokenizer.ggml.merges",
+                        TokValue::ArrStr(vec!["a b".into()])
+                    ),
+                    s("tokenizer.ggml.padding_token_id", TokValue::U32(3)),
+                ]
+            );
+            assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+        }
+    }
+
     #[test]
     fn missing_tokenizer_and_unsupported_kinds() {
         let d = TempDir::new("none");
@@ -2434,6 +2906,14 @@ mod tests {
         let e = TokenizerMeta::from_dir(&d.0, Flavor::BitnetCpp, None).unwrap_err();
         assert!(matches!(e, TokenizerError::SentencePiece(_)));
         assert!(e.to_string().contains("tokenizer.model"), "{e}");
+    }
+
+    #[test]
+    fn signalling_nan_scores_are_quieted_like_python() {
+        let snan = f32::from_bits(0x7fb4_0000);
+        assert_eq!(spm_score(snan).to_bits(), 0x7ff4_0000);
+        assert_eq!(spm_score(-740.0), -740.0);
+        assert_eq!(spm_score(f32::NEG_INFINITY), f32::NEG_INFINITY);
     }
 
     #[test]

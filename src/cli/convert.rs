@@ -9,6 +9,7 @@ use bitconv::gguf::GgmlType;
 use bitconv::quant::absmean::AbsmeanMode;
 use bitconv::quant::layouts::params;
 use bitconv::util::AtomicFile;
+use bitconv::validate;
 
 use super::progress::Bar;
 
@@ -55,6 +56,10 @@ pub struct Args {
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// After writing, compute OUT.golden.json from the checkpoint and validate OUT against it
+    /// (exit 1 if the file fails).
+    #[arg(long)]
+    validate: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -123,12 +128,32 @@ pub fn run(a: Args) -> super::Outcome {
     let summary = convert::write(&ck, &plan, &opts, &out, &bar)
         .with_context(|| format!("cannot convert {}", a.dir.display()))?;
     bar.finish();
+    let report = if a.validate {
+        let (prompts, n) = validate::calibration_prompts();
+        let ropts = validate::RunOptions {
+            tl_params: plan.kernel_entries.clone(),
+        };
+        let golden = validate::golden_from_checkpoint(&a.dir, &ropts, &prompts, n)
+            .with_context(|| format!("cannot compute the golden of {}", a.dir.display()))?;
+        let gpath = super::validate::default_golden(&out);
+        golden.write(&gpath)?;
+        Some(
+            validate::validate(&out, &golden, &gpath, &ropts)
+                .with_context(|| format!("cannot validate {}", out.display()))?,
+        )
+    } else {
+        None
+    };
     if a.json {
         let mut j = serde_json::to_value(&summary)?;
         j["out_type"] = plan.out_type.name().into();
         j["architecture"] = plan.arch.gguf_name().into();
         j["absmean"] = opts.absmean.to_string().into();
+        if let Some(r) = &report {
+            j["validation"] = serde_json::to_value(r)?;
+        }
         super::print_json(&j)?;
+        return Ok(report.is_none_or(|r| r.pass));
     } else {
         println!(
             "wrote {} ({}, {} tensors, {:.1} MB) in {:.2}s ({:.0} MB/s of input)",
@@ -139,8 +164,11 @@ pub fn run(a: Args) -> super::Outcome {
             summary.seconds,
             summary.input_bytes as f64 / 1e6 / summary.seconds.max(1e-9)
         );
+        if let Some(r) = &report {
+            super::validate::print_report(r, false)?;
+        }
     }
-    Ok(true)
+    Ok(report.is_none_or(|r| r.pass))
 }
 
 fn write_ini(path: &std::path::Path, plan: &Plan) -> anyhow::Result<()> {

@@ -3,8 +3,13 @@
 mod bench;
 mod convert;
 mod dummy;
+mod fetch;
+mod golden;
 mod inspect;
 mod progress;
+mod run;
+mod runopts;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -34,8 +39,16 @@ enum Command {
     Convert(convert::Args),
     /// Generate a random model of any bitnet.cpp size and any output type.
     Dummy(dummy::Args),
+    /// Download a checkpoint from the Hub (into the shared cache), convert it and validate it.
+    Fetch(fetch::Args),
+    /// Compute a golden file (reference logits and weight digests) from a checkpoint or a GGUF file.
+    Golden(golden::Args),
     /// Describe a GGUF file or a checkpoint directory.
     Inspect(inspect::Args),
+    /// Generate text from a GGUF file.
+    Run(run::Args),
+    /// Check a GGUF file against a golden file (exit 1 when it fails).
+    Validate(validate::Args),
 }
 
 /// Result of a subcommand: `Ok(true)` success, `Ok(false)` a check failed.
@@ -48,7 +61,11 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Dummy(a) => dummy::run(a),
+        Command::Fetch(a) => fetch::run(a),
+        Command::Golden(a) => golden::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -240,7 +240,8 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             }
         }
         let mut shape = t.shape.clone();
-        if proj.is_some() && packed && t.dtype == StDtype::U8 {
+        let is_packed = proj.is_some() && packed && t.dtype == StDtype::U8;
+        if is_packed {
             // Packed (R, C) holds (4R, C) ternary values.
             if shape.len() == 2 {
                 shape[0] *= 4;
@@ -250,7 +251,14 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             if exp != shape {
                 return Err(ConvertError::Shape {
                     file: file_of(t),
-                    tensor: t.name.clone(),
+                    tensor: if is_packed {
+                        format!(
+                            "{} (packed uint8, 4 rows per byte: {shape:?} ternary values)",
+                            t.name
+                        )
+                    } else {
+                        t.name.clone()
+                    },
                     expected: exp,
                     actual: t.shape.clone(),
                 });
@@ -392,16 +400,8 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         });
     let kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
-    let planned = crate::gguf::writer::plan(specs.clone(), 32)
+    let file_size = crate::gguf::writer::file_size(&kv, specs)
         .map_err(|e| ConvertError::Other(e.to_string()))?;
-    let alignment =
-        crate::gguf::writer::alignment_of(&kv).map_err(|e| ConvertError::Other(e.to_string()))?;
-    let header = crate::gguf::writer::header_size(&kv, &planned, alignment);
-    let file_size = header
-        + planned
-            .last()
-            .map(|p| crate::gguf::types::pad_to(p.offset + p.nbytes, alignment))
-            .unwrap_or(0);
     Ok(Plan {
         out_type: out,
         arch,
@@ -413,7 +413,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
 }
 
 /// TL parameters for a shape: `--kernel-config` first, then the pretuned table of the model,
-/// then derived ones.
+/// then bitconv's family table for its real shapes (`layouts/family-*`), then derived ones.
 fn tl_params(
     opts: &ConvertOptions,
     model_name: &str,
@@ -434,6 +434,10 @@ fn tl_params(
     if let Some(p) = params::pretuned(model_name, layout, m, k) {
         check(p)?;
         return Ok((p, format!("pretuned for {model_name}")));
+    }
+    if let Some(p) = params::family(model_name, layout, m, k) {
+        check(p)?;
+        return Ok((p, format!("bitconv table for {model_name}")));
     }
     let derived = match layout {
         TlLayout::Tl1 => params::derive_tl1(m, k),

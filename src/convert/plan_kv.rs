@@ -38,6 +38,9 @@ pub fn metadata_for(
     total_params: u64,
     tokenizer: &TokenizerMeta,
 ) -> Vec<(String, Value)> {
+    if out.flavor() == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
+        return metadata_ms_b158(cfg, out, general_name, tokenizer);
+    }
     let a = cfg.arch.gguf_name();
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut put = |k: String, v: Value| kv.push((k, v));
@@ -119,6 +122,86 @@ pub fn metadata_for(
         kv.push((k, tok_value(v)));
     }
     // llama-quantize appends the quantization version to the file it rewrites.
+    if out == OutType::I2S {
+        kv.push(("general.quantization_version".into(), Value::U32(2)));
+    }
+    kv
+}
+
+/// The chat template `convert-ms-to-gguf-bitnet.py` forces for BitNet b1.58 2B-4T (the
+/// official GGUF carries it; bitnet.cpp's runtime recognises `BITNET` in it).
+pub const B158_CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' + eos_token }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}";
+
+/// `bitnet-b1.58` for bitnet.cpp: the key order of the official 2B-4T GGUF, written by
+/// `convert-ms-to-gguf-bitnet.py` (FORMATS.md §2.5): arch, name, vocab_size, context_length,
+/// embedding_length, block_count, feed_forward_length, rope.dimension_count, head_count,
+/// head_count_kv, `tokenizer.ggml.add_bos_token = true`, rms eps, rope.freq_base, file_type,
+/// then the vocabulary and the special vocabulary with the constant chat template.
+///
+/// Deviation from the official file, on purpose: `tokenizer.ggml.pre` is written after
+/// `tokenizer.ggml.model` (the official file has none, so llama.cpp falls back to the
+/// `default` pre-tokenizer, which splits text differently from Llama-3's).
+fn metadata_ms_b158(
+    cfg: &ModelConfig,
+    out: OutType,
+    general_name: &str,
+    tokenizer: &TokenizerMeta,
+) -> Vec<(String, Value)> {
+    let a = cfg.arch.gguf_name();
+    let u32v = |x: u64| Value::U32(x as u32);
+    let mut kv: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        ("general.name".into(), Value::String(general_name.into())),
+        (format!("{a}.vocab_size"), u32v(cfg.vocab_size)),
+    ];
+    if let Some(c) = cfg.context_length {
+        kv.push((format!("{a}.context_length"), u32v(c)));
+    }
+    kv.push((format!("{a}.embedding_length"), u32v(cfg.hidden_size)));
+    kv.push((format!("{a}.block_count"), u32v(cfg.num_layers)));
+    kv.push((
+        format!("{a}.feed_forward_length"),
+        u32v(cfg.intermediate_size),
+    ));
+    // The runtime asserts rope.dimension_count == head_dim; the ms converter's hidden/heads is
+    // the same number for every released model.
+    kv.push((format!("{a}.rope.dimension_count"), u32v(cfg.head_dim)));
+    kv.push((format!("{a}.attention.head_count"), u32v(cfg.num_heads)));
+    kv.push((
+        format!("{a}.attention.head_count_kv"),
+        u32v(cfg.num_kv_heads),
+    ));
+    kv.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)));
+    if let Some(e) = cfg.rms_norm_eps {
+        kv.push((
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(e as f32),
+        ));
+    }
+    if let Some(t) = cfg.rope_theta {
+        kv.push((format!("{a}.rope.freq_base"), Value::F32(t as f32)));
+    }
+    kv.push(("general.file_type".into(), Value::U32(out.file_type())));
+    let mut template_written = false;
+    for (k, v) in tokenizer.kv_entries() {
+        match k.as_str() {
+            "tokenizer.ggml.add_bos_token" => continue,
+            "tokenizer.chat_template" => {
+                if !template_written {
+                    kv.push((k, Value::String(B158_CHAT_TEMPLATE.into())));
+                    template_written = true;
+                }
+            }
+            _ if k.starts_with("tokenizer.chat_template") => continue,
+            _ => kv.push((k, tok_value(v))),
+        }
+    }
+    if !template_written {
+        kv.push((
+            "tokenizer.chat_template".into(),
+            Value::String(B158_CHAT_TEMPLATE.into()),
+        ));
+    }
     if out == OutType::I2S {
         kv.push(("general.quantization_version".into(), Value::U32(2)));
     }

@@ -203,6 +203,13 @@ fn write_tensor(
                     se.name
                 ))
             })?;
+            // Which way `weight_scale` applies, settled against transformers'
+            // `integrations/bitnet.py` (5.23; same in 4.57): `AutoBitLinear` (offline, the
+            // 2B-4T repo's `linear_class: autobitlinear`) computes
+            // `output = F.linear(ActQuant(x), T) * self.weight_scale`, so W = T·ws;
+            // `BitLinear` (the default class, Llama3-8B-1.58 / Falcon) computes
+            // `y / (input_scale * weight_scale)` on the int8 product, so W = T/ws. The
+            // transformers goldens of tests/families.rs check both.
             let scale = match ck.config.scale_convention() {
                 ScaleConvention::Multiply => ws,
                 ScaleConvention::Divide => 1.0 / ws,

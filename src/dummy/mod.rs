@@ -523,14 +523,8 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
     let meta = tokenizer(&cfg, out.flavor())?;
     let kv = metadata_for(&cfg, out, &s.name, parameters, &meta);
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
-    let planned =
-        crate::gguf::writer::plan(specs, 32).map_err(|e| DummyError::Shape(e.to_string()))?;
-    let header = crate::gguf::writer::header_size(&kv, &planned, 32);
-    let file_size = header
-        + planned
-            .last()
-            .map(|p| crate::gguf::types::pad_to(p.offset + p.nbytes, 32))
-            .unwrap_or(0);
+    let file_size =
+        crate::gguf::writer::file_size(&kv, specs).map_err(|e| DummyError::Shape(e.to_string()))?;
     Ok(DummyPlan {
         kv,
         tensors,

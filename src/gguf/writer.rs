@@ -120,6 +120,17 @@ pub fn alignment_of(kv: &[(String, Value)]) -> Result<u64, WriteError> {
     }
 }
 
+/// The size of the file [`GgufWriter`] writes for this metadata and these tensors.
+pub fn file_size(kv: &[(String, Value)], tensors: Vec<TensorSpec>) -> Result<u64, WriteError> {
+    let alignment = alignment_of(kv)?;
+    let planned = plan(tensors, alignment)?;
+    let data = planned
+        .last()
+        .map(|p| pad_to(p.offset + p.nbytes, alignment))
+        .unwrap_or(0);
+    Ok(header_size(kv, &planned, alignment) + data)
+}
+
 /// Bytes the header (up to the padded start of the data section) will take.
 pub fn header_size(kv: &[(String, Value)], tensors: &[PlannedTensor], alignment: u64) -> u64 {
     let mut n = 4 + 4 + 8 + 8;

@@ -5,7 +5,8 @@
 //! - `tq1_0`/`tq2_0` need every ternary matrix's input dimension K to be a multiple of 256;
 //! - `tl1`/`tl2` need kernel parameters for the model's own (M, K) shapes, which setup_env
 //!   generates only for bitnet_b1_58-large, bitnet_b1_58-3B and Llama3-8B-1.58-100B-tokens
-//!   (2B-4T and Falcon get another model's tables and fail);
+//!   (2B-4T and Falcon get another model's tables and fail); bitconv ships its own tables for
+//!   the 2B-4T and Falcon3 shapes (`layouts/family-*`, `quant::layouts::params::family`);
 //! - `i2_s`, `f16`, `f32` apply to every ternary model.
 
 /// One known repository.
@@ -26,7 +27,6 @@ pub struct KnownRepo {
 
 const ALL: &[&str] = &["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"];
 const NO_TQ: &[&str] = &["i2_s", "tl1", "tl2", "f16", "f32"];
-const NO_TL: &[&str] = &["i2_s", "tq1_0", "tq2_0", "f16", "f32"];
 const BASIC: &[&str] = &["i2_s", "f16", "f32"];
 
 const FALCON_NOTE: &str = "shapes not recorded: tq1_0/tq2_0 unverified; no TL kernel tables \
@@ -41,6 +41,25 @@ const fn falcon(repo: &'static str, local_name: &'static str) -> KnownRepo {
         note: FALCON_NOTE,
     }
 }
+
+/// Falcon3 1.58-bit models: K is a multiple of 256 in every size (hidden 2048 or 3072, FFN 8192,
+/// 9216 or 23040), and bitconv's family tables hold their TL shapes.
+const fn falcon3(repo: &'static str, local_name: &'static str, note: &'static str) -> KnownRepo {
+    KnownRepo {
+        repo,
+        local_name,
+        family: "llama",
+        output_types: ALL,
+        note,
+    }
+}
+
+const FALCON3_7B_NOTE: &str =
+    "K in {3072, 23040}: multiples of 256; TL from bitconv's table (layouts/family-Falcon3-7B-10B)";
+const FALCON3_3B_NOTE: &str =
+    "K in {3072, 9216}: multiples of 256; TL from bitconv's table (layouts/family-Falcon3-3B)";
+const FALCON3_1B_NOTE: &str =
+    "K in {2048, 8192}: multiples of 256; TL from bitconv's table (layouts/family-Falcon3-1B)";
 
 static KNOWN: &[KnownRepo] = &[
     KnownRepo {
@@ -64,31 +83,48 @@ static KNOWN: &[KnownRepo] = &[
         output_types: ALL,
         note: "K in {4096, 14336}: all multiples of 256",
     },
-    falcon(
+    falcon3(
         "tiiuae/Falcon3-7B-Instruct-1.58bit",
         "Falcon3-7B-Instruct-1.58bit",
+        FALCON3_7B_NOTE,
     ),
-    falcon("tiiuae/Falcon3-7B-1.58bit", "Falcon3-7B-1.58bit"),
-    falcon(
+    falcon3(
+        "tiiuae/Falcon3-7B-1.58bit",
+        "Falcon3-7B-1.58bit",
+        FALCON3_7B_NOTE,
+    ),
+    falcon3(
         "tiiuae/Falcon3-10B-Instruct-1.58bit",
         "Falcon3-10B-Instruct-1.58bit",
+        FALCON3_7B_NOTE,
     ),
-    falcon("tiiuae/Falcon3-10B-1.58bit", "Falcon3-10B-1.58bit"),
-    falcon(
+    falcon3(
+        "tiiuae/Falcon3-10B-1.58bit",
+        "Falcon3-10B-1.58bit",
+        FALCON3_7B_NOTE,
+    ),
+    falcon3(
         "tiiuae/Falcon3-3B-Instruct-1.58bit",
         "Falcon3-3B-Instruct-1.58bit",
+        FALCON3_3B_NOTE,
     ),
-    falcon("tiiuae/Falcon3-3B-1.58bit", "Falcon3-3B-1.58bit"),
-    falcon(
+    falcon3(
+        "tiiuae/Falcon3-3B-1.58bit",
+        "Falcon3-3B-1.58bit",
+        FALCON3_3B_NOTE,
+    ),
+    falcon3(
         "tiiuae/Falcon3-1B-Instruct-1.58bit",
         "Falcon3-1B-Instruct-1.58bit",
+        FALCON3_1B_NOTE,
     ),
     KnownRepo {
         repo: "microsoft/BitNet-b1.58-2B-4T",
         local_name: "BitNet-b1.58-2B-4T",
         family: "bitnet-b1.58",
-        output_types: NO_TL,
-        note: "K in {2560, 6912}: multiples of 256; no TL kernel tables for its shapes",
+        output_types: ALL,
+        note: "K in {2560, 6912}: multiples of 256; TL from bitconv's table \
+               (layouts/family-BitNet-b1.58-2B-4T)",
     },
     falcon("tiiuae/Falcon-E-3B-Instruct", "Falcon-E-3B-Instruct"),
     falcon("tiiuae/Falcon-E-1B-Instruct", "Falcon-E-1B-Instruct"),

@@ -22,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod simd;
+pub mod tokenize;
 
 use std::path::PathBuf;
 

@@ -441,6 +441,12 @@ impl Model {
         self.rope_freqs.as_deref()
     }
 
+    /// The bytes of a matrix in its [`WeightFormat`] (canonical I2_S rows for ternary
+    /// projections loaded with [`LoadOptions::ternary_as_i2s`]).
+    pub fn matrix_data<'a>(&'a self, m: &'a Matrix) -> &'a [u8] {
+        m.bytes(self.file_bytes())
+    }
+
     /// Every weight matrix, in block order, then the embedding and an untied head.
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         self.layers

@@ -378,6 +378,79 @@ pub fn codegen_table_for(model_name: &str) -> Option<&'static str> {
     }
 }
 
+/// bitconv's own tables for the real shapes of the families bitnet.cpp's code
+/// generators have no table for (issue 8): `layouts/family-<table>.tl{1,2}.ini`.
+pub const FAMILY_TABLES: [&str; 4] = [
+    "BitNet-b1.58-2B-4T",
+    "Falcon3-1B",
+    "Falcon3-3B",
+    "Falcon3-7B-10B",
+];
+
+/// The embedded text of a family table ([`FAMILY_TABLES`]).
+///
+/// Shapes (`M × K` of q, k/v, gate/up, down): 2B-4T hidden 2560, FFN 6912,
+/// 20 heads / 5 KV heads of 128; Falcon3-1B 2048 / 8192, 8 / 4 heads of 256;
+/// Falcon3-3B 3072 / 9216, 12 / 4 heads of 256; Falcon3-7B and -10B 3072 /
+/// 23040, 12 / 4 heads of 256. Parameters follow the codegen tables'
+/// conventions (TL1 `BK = 128, bm = 32`; TL2 `BK = 96, bm = 32`; `BM` 256,
+/// else 128); every entry is tested against the layout constraints and, for
+/// TL2, the kernels' work-buffer bound. The Llama3-8B shapes are in the
+/// codegen table `Llama3-8B-1.58-100B-tokens`.
+pub fn family_ini(table: &str, layout: TlLayout) -> Option<&'static str> {
+    Some(match (table, layout) {
+        ("BitNet-b1.58-2B-4T", TlLayout::Tl1) => {
+            include_str!("../../../layouts/family-BitNet-b1.58-2B-4T.tl1.ini")
+        }
+        ("BitNet-b1.58-2B-4T", TlLayout::Tl2) => {
+            include_str!("../../../layouts/family-BitNet-b1.58-2B-4T.tl2.ini")
+        }
+        ("Falcon3-1B", TlLayout::Tl1) => {
+            include_str!("../../../layouts/family-Falcon3-1B.tl1.ini")
+        }
+        ("Falcon3-1B", TlLayout::Tl2) => {
+            include_str!("../../../layouts/family-Falcon3-1B.tl2.ini")
+        }
+        ("Falcon3-3B", TlLayout::Tl1) => {
+            include_str!("../../../layouts/family-Falcon3-3B.tl1.ini")
+        }
+        ("Falcon3-3B", TlLayout::Tl2) => {
+            include_str!("../../../layouts/family-Falcon3-3B.tl2.ini")
+        }
+        ("Falcon3-7B-10B", TlLayout::Tl1) => {
+            include_str!("../../../layouts/family-Falcon3-7B-10B.tl1.ini")
+        }
+        ("Falcon3-7B-10B", TlLayout::Tl2) => {
+            include_str!("../../../layouts/family-Falcon3-7B-10B.tl2.ini")
+        }
+        _ => return None,
+    })
+}
+
+/// The family table for a model name: the 2B-4T repos (`BitNet-b1.58-2B-4T`,
+/// `bitnet-b1.58-2B-4T-bf16`, any case) and the Falcon3 1.58-bit models by size.
+pub fn family_table_for(model_name: &str) -> Option<&'static str> {
+    let n = model_name.to_ascii_lowercase();
+    if n.starts_with("bitnet-b1.58-2b-4t") {
+        return Some("BitNet-b1.58-2B-4T");
+    }
+    if let Some(rest) = n.strip_prefix("falcon3-") {
+        return Some(match rest.split('-').next()? {
+            "1b" => "Falcon3-1B",
+            "3b" => "Falcon3-3B",
+            "7b" | "10b" => "Falcon3-7B-10B",
+            _ => return None,
+        });
+    }
+    None
+}
+
+/// bitconv's family-table value for `(m, k)` of a model ([`family_table_for`]).
+pub fn family(model_name: &str, layout: TlLayout, m: usize, k: usize) -> Option<TlParams> {
+    let text = family_ini(family_table_for(model_name)?, layout)?;
+    find_entry(&embedded_entries(text), m, k)
+}
+
 /// Parsed entries of an embedded table (the embedded files are tested to
 /// parse).
 fn embedded_entries(text: &'static str) -> Vec<KernelEntry> {
@@ -551,6 +624,65 @@ mod tests {
                 let text = preset_ini(t, l).unwrap();
                 let e = parse_kernel_config_ini(text).unwrap();
                 assert_eq!(emit_kernel_config_ini(&e), text);
+            }
+        }
+    }
+
+    #[test]
+    fn family_tables_parse_roundtrip_and_validate() {
+        for t in FAMILY_TABLES {
+            for l in [TlLayout::Tl1, TlLayout::Tl2] {
+                let text = family_ini(t, l).unwrap();
+                let e = parse_kernel_config_ini(text).unwrap();
+                assert_eq!(e.len(), 4, "{t} {l}");
+                assert_eq!(emit_kernel_config_ini(&e), text, "{t} {l}");
+                for x in &e {
+                    match l {
+                        TlLayout::Tl1 => super::super::tl1::validate(x.m, x.k, &x.params).unwrap(),
+                        TlLayout::Tl2 => {
+                            super::super::tl2::validate(x.m, x.k, &x.params).unwrap();
+                            super::super::tl2::check_work_buffer(x.m, x.k, &x.params).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        // The real shapes resolve by model name (Llama3-8B through the codegen table).
+        let shapes = [
+            (
+                "BitNet-b1.58-2B-4T",
+                [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)],
+            ),
+            (
+                "bitnet-b1.58-2B-4T-bf16",
+                [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)],
+            ),
+            (
+                "Falcon3-1B-Instruct-1.58bit",
+                [(2048, 2048), (1024, 2048), (8192, 2048), (2048, 8192)],
+            ),
+            (
+                "Falcon3-3B-1.58bit",
+                [(3072, 3072), (1024, 3072), (9216, 3072), (3072, 9216)],
+            ),
+            (
+                "Falcon3-10B-Instruct-1.58bit",
+                [(3072, 3072), (1024, 3072), (23040, 3072), (3072, 23040)],
+            ),
+        ];
+        for (model, s) in shapes {
+            for (m, k) in s {
+                for l in [TlLayout::Tl1, TlLayout::Tl2] {
+                    assert!(family(model, l, m, k).is_some(), "{model} {l} {m}x{k}");
+                }
+            }
+        }
+        for (m, k) in [(14336, 4096), (4096, 14336), (1024, 4096), (4096, 4096)] {
+            for l in [TlLayout::Tl1, TlLayout::Tl2] {
+                let p = pretuned("Llama3-8B-1.58-100B-tokens", l, m, k).unwrap();
+                if l == TlLayout::Tl2 {
+                    super::super::tl2::check_work_buffer(m, k, &p).unwrap();
+                }
             }
         }
     }

@@ -1,0 +1,72 @@
+//! `bitconv validate FILE [--golden G]`: runs the file and compares it with a golden.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bitconv::validate::{self, Golden, Report, RunOptions};
+
+use super::runopts::load_tl_params;
+
+/// Arguments of `bitconv validate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF file to check.
+    file: PathBuf,
+    /// The golden file [default: FILE.golden.json beside the file, as `convert --validate`
+    /// writes it].
+    #[arg(short, long)]
+    golden: Option<PathBuf>,
+    /// TL1/TL2 kernel parameters for a TL file.
+    #[arg(long, value_name = "FILE")]
+    kernel_config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads [default: all cores].
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+}
+
+/// The golden `convert --validate` writes beside `file`.
+pub fn default_golden(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".golden.json");
+    PathBuf::from(s)
+}
+
+pub fn run(a: Args) -> super::Outcome {
+    super::init_threads(a.threads)?;
+    let gpath = a.golden.clone().unwrap_or_else(|| default_golden(&a.file));
+    anyhow::ensure!(
+        gpath.is_file(),
+        "no golden file {} (make one with `bitconv golden CHECKPOINT_DIR -o {}` or pass --golden)",
+        gpath.display(),
+        gpath.display()
+    );
+    let golden = Golden::read(&gpath)?;
+    let opts = RunOptions {
+        tl_params: load_tl_params(a.kernel_config.as_deref())?,
+    };
+    let rep = validate::validate(&a.file, &golden, &gpath, &opts)
+        .with_context(|| format!("cannot validate {}", a.file.display()))?;
+    print_report(&rep, a.json)?;
+    Ok(rep.pass)
+}
+
+/// Prints a report as text or JSON.
+pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        return super::print_json(&serde_json::to_value(rep)?);
+    }
+    println!("validate {} against {}", rep.file, rep.golden);
+    for c in &rep.checks {
+        println!(
+            "  [{}] {:<28} {}",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    println!("{}", if rep.pass { "PASS" } else { "FAIL" });
+    Ok(())
+}

@@ -1,0 +1,1054 @@
+//! Tokenization rebuilt from a GGUF file's own `tokenizer.ggml.*` metadata, so that a GGUF
+//! file alone is enough to run a model.
+//!
+//! Two vocabulary kinds are supported, the two that bitconv writes (see
+//! [`crate::checkpoint::tokenizer`]):
+//!
+//! * `tokenizer.ggml.model = "llama"`: a SentencePiece BPE vocabulary (pieces with `▁` for
+//!   spaces, scores, token types, `<0xHH>` byte-fallback tokens). llama.cpp tokenizes it by
+//!   repeatedly merging the adjacent pair of symbols whose concatenation is a vocabulary piece
+//!   with the highest score (leftmost first on ties). The equivalent Hugging Face BPE is built
+//!   the standard way: every piece that is the concatenation of two other pieces yields the
+//!   merges `(left, right)`, ranked by the piece's score (higher first) and then its id. The
+//!   normalizer prepends `▁` (unless `tokenizer.ggml.add_space_prefix` is false) and turns
+//!   spaces into `▁`; characters that are not pieces fall back to byte tokens.
+//! * `tokenizer.ggml.model = "gpt2"`: a byte-level BPE (GPT-2, Llama-3, Falcon3, BitNet
+//!   2B-4T) with `tokenizer.ggml.merges` strings `"left right"`. Text is split by the regular
+//!   expressions llama.cpp associates with `tokenizer.ggml.pre` (see [`PRE_TOKENIZERS`]), mapped
+//!   to GPT-2's byte alphabet and merged by rank.
+//!
+//! In both, CONTROL and UNKNOWN tokens become special added tokens and USER_DEFINED tokens
+//! ordinary added tokens, so their text is matched literally before the model runs (what
+//! llama.cpp does with `parse_special = true`).
+//!
+//! Decoding does not go through the `tokenizers` crate: each token renders to bytes exactly as
+//! llama.cpp's `token_to_piece` renders it without special tokens (NORMAL pieces with `▁` turned
+//! back into spaces or mapped back from the byte alphabet, BYTE tokens as their byte,
+//! USER_DEFINED tokens verbatim, CONTROL/UNKNOWN/UNUSED tokens as nothing). Byte-fallback
+//! tokens can split a UTF-8 character across tokens, so [`GgufTokenizer::token_bytes`] returns
+//! bytes and [`StreamDecoder`] holds incomplete sequences back until they are complete.
+//!
+//! Build a tokenizer from a mapped file with
+//! `GgufTokenizer::from_gguf(&mapped.header)` (see [`crate::gguf::MappedGguf`]).
+
+use std::collections::HashMap;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    AddedToken, NormalizerWrapper, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
+
+use crate::checkpoint::tokenizer::TokenType;
+use crate::gguf::{GgufHeader, Value, ValueType};
+
+/// `tokenizer.ggml.model`.
+pub const KEY_MODEL: &str = "tokenizer.ggml.model";
+/// `tokenizer.ggml.pre`.
+pub const KEY_PRE: &str = "tokenizer.ggml.pre";
+/// `tokenizer.ggml.tokens`.
+pub const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
+/// `tokenizer.ggml.scores`.
+pub const KEY_SCORES: &str = "tokenizer.ggml.scores";
+/// `tokenizer.ggml.token_type`.
+pub const KEY_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+/// `tokenizer.ggml.merges`.
+pub const KEY_MERGES: &str = "tokenizer.ggml.merges";
+/// `tokenizer.ggml.bos_token_id`.
+pub const KEY_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+/// `tokenizer.ggml.eos_token_id`.
+pub const KEY_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+/// `tokenizer.ggml.unknown_token_id`.
+pub const KEY_UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+/// `tokenizer.ggml.eot_token_id`.
+pub const KEY_EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+/// `tokenizer.ggml.eom_token_id`.
+pub const KEY_EOM_ID: &str = "tokenizer.ggml.eom_token_id";
+/// `tokenizer.ggml.add_bos_token`.
+pub const KEY_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+/// `tokenizer.ggml.add_eos_token`.
+pub const KEY_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
+/// `tokenizer.ggml.add_space_prefix`.
+pub const KEY_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
+
+/// SentencePiece's meta symbol for a space.
+const SPACE_MARK: char = '\u{2581}';
+
+/// Llama-3's split expression as llama.cpp runs it: the contractions of the original
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` are spelled out with explicit case classes.
+const RE_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-2's split expression.
+const RE_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Qwen2's split expression as llama.cpp runs it (Llama-3's with single digits).
+const RE_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A byte-level pre-tokenizer: the expressions llama.cpp applies, one after the other, to
+/// every piece the previous ones produced (matches and the text between them both become
+/// pieces), and whether a piece that is itself a token skips the merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreTokenizerSpec {
+    /// The `tokenizer.ggml.pre` names that select this pre-tokenizer.
+    pub names: &'static [&'static str],
+    /// The split expressions, applied in order.
+    pub regexes: &'static [&'static str],
+    /// llama.cpp's `ignore_merges`: a piece that is a token is emitted whole.
+    pub ignore_merges: bool,
+    /// llama.cpp's default for `tokenizer.ggml.add_bos_token` when the key is absent.
+    pub add_bos_default: bool,
+}
+
+/// The `tokenizer.ggml.pre` values understood for `gpt2` vocabularies, with the expressions
+/// and flags llama.cpp (`llama-vocab.cpp`) uses for them. `falcon_e`, which bitnet.cpp's
+/// converter writes for Falcon-Edge (a BitNet model) and mainline llama.cpp does not know, is
+/// handled like `falcon3`, as ik_llama.cpp handles it.
+///
+/// GPT-2's expression is the original one; llama.cpp drops its final `|\s+`, which changes
+/// nothing once the text between matches is kept as pieces too. The Llama-3 expression differs
+/// from `tokenizer.json`'s only for `'ſ` (U+017F), which `(?i:'s)` matches and llama.cpp's
+/// spelled-out form does not; llama.cpp's form is used.
+pub const PRE_TOKENIZERS: &[PreTokenizerSpec] = &[
+    PreTokenizerSpec {
+        names: &[
+            "llama-bpe",
+            "llama3",
+            "llama-v3",
+            "falcon3",
+            "falcon_e",
+            "falcon-h1",
+        ],
+        regexes: &[RE_LLAMA3],
+        ignore_merges: true,
+        add_bos_default: true,
+    },
+    PreTokenizerSpec {
+        names: &["gpt-2", "phi-2", "mpt", "olmo"],
+        regexes: &[RE_GPT2],
+        ignore_merges: false,
+        add_bos_default: false,
+    },
+    PreTokenizerSpec {
+        names: &["default"],
+        regexes: &[
+            r"[\p{P}\$\+<=>\^~\|]+",
+            RE_GPT2,
+            r"\p{N}+",
+            r"[0-9][0-9][0-9]",
+        ],
+        ignore_merges: false,
+        add_bos_default: false,
+    },
+    PreTokenizerSpec {
+        names: &["falcon"],
+        regexes: &[r"[\p{P}\$\+<=>\^~\|`]+", RE_GPT2, r"[0-9][0-9][0-9]"],
+        ignore_merges: false,
+        add_bos_default: false,
+    },
+    PreTokenizerSpec {
+        names: &["starcoder", "refact", "command-r", "smollm"],
+        regexes: &[r"\p{N}", RE_GPT2],
+        ignore_merges: false,
+        add_bos_default: false,
+    },
+    PreTokenizerSpec {
+        names: &["qwen2", "stablelm2", "deepseek-r1-qwen"],
+        regexes: &[RE_QWEN2],
+        ignore_merges: false,
+        add_bos_default: false,
+    },
+];
+
+/// Looks up the pre-tokenizer for a `tokenizer.ggml.pre` value.
+pub fn pre_tokenizer_spec(name: &str) -> Option<&'static PreTokenizerSpec> {
+    PRE_TOKENIZERS.iter().find(|s| s.names.contains(&name))
+}
+
+/// Token texts llama.cpp treats as end of generation besides the EOS token.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+];
+
+/// Errors building a tokenizer from GGUF metadata or encoding text with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    /// A required metadata key is absent.
+    #[error("GGUF metadata key {key} is missing")]
+    Missing {
+        /// The key.
+        key: String,
+    },
+    /// A metadata key has the wrong type or an invalid value.
+    #[error("GGUF metadata key {key}: {problem}")]
+    Malformed {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `tokenizer.ggml.model` names a vocabulary kind this runtime does not implement.
+    #[error("GGUF metadata key tokenizer.ggml.model = {0:?}: unsupported tokenizer model (supported: \"llama\", \"gpt2\")")]
+    UnknownModel(String),
+    /// `tokenizer.ggml.pre` names a pre-tokenizer this runtime does not know.
+    #[error(
+        "GGUF metadata key tokenizer.ggml.pre = {name:?}: unknown pre-tokenizer (known: {known})"
+    )]
+    UnknownPre {
+        /// The value found.
+        name: String,
+        /// The values understood, comma-separated.
+        known: String,
+    },
+    /// The `tokenizers` crate rejected the tokenizer assembled from the metadata.
+    #[error("building the tokenizer from {key}: {message}")]
+    Build {
+        /// The key whose contents were being turned into the tokenizer part that failed.
+        key: String,
+        /// The `tokenizers` error.
+        message: String,
+    },
+    /// Encoding failed (for example a split expression exceeded its backtracking limit).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+fn missing(key: &str) -> TokenizeError {
+    TokenizeError::Missing {
+        key: key.to_string(),
+    }
+}
+
+fn malformed(key: &str, problem: impl Into<String>) -> TokenizeError {
+    TokenizeError::Malformed {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn build_err(key: &str, e: impl std::fmt::Display) -> TokenizeError {
+    TokenizeError::Build {
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The kind of vocabulary (`tokenizer.ggml.model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenizerModel {
+    /// `"llama"`: SentencePiece BPE with scores and byte fallback.
+    Llama,
+    /// `"gpt2"`: byte-level BPE with merges.
+    Gpt2,
+}
+
+/// A tokenizer rebuilt from GGUF metadata.
+pub struct GgufTokenizer {
+    model: TokenizerModel,
+    pre: Option<&'static PreTokenizerSpec>,
+    inner: Tokenizer,
+    /// The splitting part of the pre-tokenizer (gpt2 only), for [`GgufTokenizer::pre_tokenize`].
+    splitter: Option<PreTokenizerSequence>,
+    tokens: Vec<String>,
+    types: Vec<TokenType>,
+    /// What each token prints as (llama.cpp's `token_to_piece` without special tokens).
+    rendered: Vec<Box<[u8]>>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+    eog: Vec<u32>,
+}
+
+impl std::fmt::Debug for GgufTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufTokenizer")
+            .field("model", &self.model)
+            .field("pre", &self.pre.map(|p| p.names[0]))
+            .field("vocab_size", &self.tokens.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading metadata
+
+fn get_str<'a>(h: &'a GgufHeader, key: &str) -> Result<Option<&'a str>, TokenizeError> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(malformed(
+            key,
+            format!("expected a string, found {}", v.value_type().short_name()),
+        )),
+    }
+}
+
+fn get_bool(h: &GgufHeader, key: &str) -> Result<Option<bool>, TokenizeError> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(malformed(
+            key,
+            format!("expected a bool, found {}", v.value_type().short_name()),
+        )),
+    }
+}
+
+/// A token id; it must lie inside the vocabulary.
+fn get_id(h: &GgufHeader, key: &str, n_tokens: usize) -> Result<Option<u32>, TokenizeError> {
+    let Some(v) = h.get(key) else {
+        return Ok(None);
+    };
+    let id = v.as_u64().ok_or_else(|| {
+        malformed(
+            key,
+            format!(
+                "expected a non-negative integer, found {}",
+                describe_value(v)
+            ),
+        )
+    })?;
+    if id >= n_tokens as u64 {
+        return Err(malformed(
+            key,
+            format!("token id {id} is outside the vocabulary of {n_tokens} tokens"),
+        ));
+    }
+    Ok(Some(id as u32))
+}
+
+fn describe_value(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("string {:?}…", s.chars().take(40).collect::<String>())
+        }
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(t, items) => format!("array of {} {}", items.len(), t.short_name()),
+        other => format!("{} {:?}", other.value_type().short_name(), other),
+    }
+}
+
+/// The items of an array value with the given element check.
+fn get_array<'a>(
+    h: &'a GgufHeader,
+    key: &str,
+    what: &str,
+    accept: impl Fn(ValueType) -> bool,
+) -> Result<Option<&'a [Value]>, TokenizeError> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(Value::Array(t, items)) if accept(*t) => Ok(Some(items)),
+        Some(v) => Err(malformed(
+            key,
+            format!("expected an array of {what}, found {}", describe_value(v)),
+        )),
+    }
+}
+
+fn get_str_array<'a>(h: &'a GgufHeader, key: &str) -> Result<Option<Vec<&'a str>>, TokenizeError> {
+    let Some(items) = get_array(h, key, "strings", |t| t == ValueType::String)? else {
+        return Ok(None);
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .ok_or_else(|| malformed(key, format!("item {i} is not a string")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn is_integer(t: ValueType) -> bool {
+    matches!(
+        t,
+        ValueType::U8
+            | ValueType::I8
+            | ValueType::U16
+            | ValueType::I16
+            | ValueType::U32
+            | ValueType::I32
+            | ValueType::U64
+            | ValueType::I64
+    )
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match *v {
+        Value::I8(x) => Some(x.into()),
+        Value::I16(x) => Some(x.into()),
+        Value::I32(x) => Some(x.into()),
+        Value::I64(x) => Some(x),
+        _ => v.as_u64().and_then(|x| i64::try_from(x).ok()),
+    }
+}
+
+fn check_len(key: &str, got: usize, n_tokens: usize) -> Result<(), TokenizeError> {
+    if got != n_tokens {
+        return Err(malformed(
+            key,
+            format!("has {got} entries but {KEY_TOKENS} has {n_tokens}"),
+        ));
+    }
+    Ok(())
+}
+
+fn token_type_from(v: i64) -> Option<TokenType> {
+    Some(match v {
+        1 => TokenType::Normal,
+        2 => TokenType::Unknown,
+        3 => TokenType::Control,
+        4 => TokenType::UserDefined,
+        5 => TokenType::Unused,
+        6 => TokenType::Byte,
+        _ => return None,
+    })
+}
+
+/// The byte of a `<0xHH>` token.
+fn parse_byte_token(s: &str) -> Option<u8> {
+    let hex = s.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// GPT-2's byte alphabet: the printable bytes stand for themselves, the others for the
+/// characters from U+0100 on, in byte order. Returns the inverse map, indexed by code point
+/// (U+0000..U+0143; `None` for characters outside the alphabet).
+fn byte_level_decoder() -> Vec<Option<u8>> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut map = vec![None; 0x144];
+    let mut next = 0x100;
+    for b in 0..=255u8 {
+        if printable(b) {
+            map[usize::from(b)] = Some(b);
+        } else {
+            map[next] = Some(b);
+            next += 1;
+        }
+    }
+    map
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building
+
+impl GgufTokenizer {
+    /// Builds the tokenizer described by a GGUF header's `tokenizer.ggml.*` metadata.
+    ///
+    /// Required: `tokenizer.ggml.model` (`"llama"` or `"gpt2"`) and `tokenizer.ggml.tokens`;
+    /// for `gpt2` also `tokenizer.ggml.merges` and a known `tokenizer.ggml.pre`. Optional, with
+    /// llama.cpp's defaults: `scores` (0), `token_type` (NORMAL), the BOS/EOS/UNK ids (1/2/0 for
+    /// `llama`, none for `gpt2`), `add_bos_token` (true for `llama` and Llama-3-style `gpt2`),
+    /// `add_eos_token` (false) and `add_space_prefix` (true for `llama`).
+    pub fn from_gguf(header: &GgufHeader) -> Result<GgufTokenizer, TokenizeError> {
+        let model_name = get_str(header, KEY_MODEL)?.ok_or_else(|| missing(KEY_MODEL))?;
+        let model = match model_name {
+            "llama" => TokenizerModel::Llama,
+            "gpt2" => TokenizerModel::Gpt2,
+            other => return Err(TokenizeError::UnknownModel(other.to_string())),
+        };
+        // The pre-tokenizer (gpt2 only); llama.cpp ignores the value for SentencePiece
+        // vocabularies (it is "default").
+        let pre = match model {
+            TokenizerModel::Llama => None,
+            TokenizerModel::Gpt2 => {
+                let name = get_str(header, KEY_PRE)?.ok_or_else(|| missing(KEY_PRE))?;
+                Some(pre_tokenizer_spec(name).ok_or_else(|| {
+                    TokenizeError::UnknownPre {
+                        name: name.to_string(),
+                        known: PRE_TOKENIZERS
+                            .iter()
+                            .flat_map(|s| s.names.iter().copied())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                })?)
+            }
+        };
+
+        // Tokens: llama.cpp renames empty tokens and rejects duplicates.
+        let raw_tokens = get_str_array(header, KEY_TOKENS)?.ok_or_else(|| missing(KEY_TOKENS))?;
+        let n = raw_tokens.len();
+        if n == 0 {
+            return Err(malformed(KEY_TOKENS, "the vocabulary is empty"));
+        }
+        if u32::try_from(n).is_err() {
+            return Err(malformed(
+                KEY_TOKENS,
+                format!("{n} tokens do not fit u32 ids"),
+            ));
+        }
+        let tokens: Vec<String> = raw_tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect();
+        let mut vocab: HashMap<&str, u32> = HashMap::with_capacity(n);
+        for (i, t) in tokens.iter().enumerate() {
+            if let Some(first) = vocab.insert(t.as_str(), i as u32) {
+                return Err(malformed(
+                    KEY_TOKENS,
+                    format!("token {t:?} appears twice (ids {first} and {i})"),
+                ));
+            }
+        }
+
+        let types: Vec<TokenType> = match get_array(header, KEY_TOKEN_TYPE, "integers", is_integer)?
+        {
+            None => vec![TokenType::Normal; n],
+            Some(items) => {
+                check_len(KEY_TOKEN_TYPE, items.len(), n)?;
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        as_i64(v).and_then(token_type_from).ok_or_else(|| {
+                            malformed(
+                                KEY_TOKEN_TYPE,
+                                format!(
+                                    "item {i} ({}) is not a token type 1..=6",
+                                    describe_value(v)
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+
+        let (def_bos, def_eos, def_unk) = match model {
+            TokenizerModel::Llama => (Some(1u32), Some(2u32), Some(0u32)),
+            TokenizerModel::Gpt2 => (None, None, None),
+        };
+        let in_range = |d: Option<u32>| d.filter(|&d| (d as usize) < n);
+        let bos = get_id(header, KEY_BOS_ID, n)?.or(in_range(def_bos));
+        let eos = get_id(header, KEY_EOS_ID, n)?.or(in_range(def_eos));
+        let unk = get_id(header, KEY_UNK_ID, n)?.or(in_range(def_unk));
+        let add_bos = get_bool(header, KEY_ADD_BOS)?.unwrap_or(match pre {
+            None => true,
+            Some(p) => p.add_bos_default,
+        });
+        let add_eos = get_bool(header, KEY_ADD_EOS)?.unwrap_or(false);
+        if add_bos && bos.is_none() {
+            return Err(malformed(
+                KEY_ADD_BOS,
+                format!("is true but {KEY_BOS_ID} is not set"),
+            ));
+        }
+        if add_eos && eos.is_none() {
+            return Err(malformed(
+                KEY_ADD_EOS,
+                format!("is true but {KEY_EOS_ID} is not set"),
+            ));
+        }
+        let add_space_prefix =
+            get_bool(header, KEY_ADD_SPACE_PREFIX)?.unwrap_or(model == TokenizerModel::Llama);
+
+        let mut eog: Vec<u32> = Vec::new();
+        eog.extend(eos);
+        eog.extend(get_id(header, KEY_EOT_ID, n)?);
+        eog.extend(get_id(header, KEY_EOM_ID, n)?);
+        for t in EOG_TEXTS {
+            if let Some(&id) = vocab.get(t) {
+                if matches!(
+                    types[id as usize],
+                    TokenType::Control | TokenType::UserDefined
+                ) {
+                    eog.push(id);
+                }
+            }
+        }
+        eog.sort_unstable();
+        eog.dedup();
+
+        let (mut inner, splitter) = match pre {
+            None => {
+                let scores = read_scores(header, n)?;
+                let merges = spm_merges(&tokens, &types, &scores, &vocab);
+                let bpe = bpe_model(
+                    &tokens,
+                    merges,
+                    unk.map(|u| tokens[u as usize].clone()),
+                    false,
+                    KEY_TOKENS,
+                )?;
+                let replace = Replace::new(" ", SPACE_MARK.to_string())
+                    .map_err(|e| build_err(KEY_ADD_SPACE_PREFIX, e))?;
+                let mut parts: Vec<NormalizerWrapper> = Vec::new();
+                if add_space_prefix {
+                    parts.push(Prepend::new(SPACE_MARK.to_string()).into());
+                }
+                parts.push(replace.into());
+                let mut tk = Tokenizer::new(bpe);
+                tk.with_normalizer(Some(NormalizerSequence::new(parts)))
+                    .map_err(|e| build_err(KEY_ADD_SPACE_PREFIX, e))?;
+                (tk, None)
+            }
+            Some(spec) => {
+                let merges = read_merges(header)?;
+                let bpe = bpe_model(
+                    &tokens,
+                    merges,
+                    unk.map(|u| tokens[u as usize].clone()),
+                    spec.ignore_merges,
+                    KEY_MERGES,
+                )?;
+                let splits = spec
+                    .regexes
+                    .iter()
+                    .map(|re| {
+                        Split::new(
+                            SplitPattern::Regex(re.to_string()),
+                            SplitDelimiterBehavior::Isolated,
+                            false,
+                        )
+                        .map(PreTokenizerWrapper::from)
+                        .map_err(|e| build_err(KEY_PRE, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let splitter = PreTokenizerSequence::new(splits.clone());
+                let mut all = splits;
+                all.push(ByteLevel::new(false, false, false).into());
+                let mut tk = Tokenizer::new(bpe);
+                tk.with_pre_tokenizer(Some(PreTokenizerSequence::new(all)));
+                (tk, Some(splitter))
+            }
+        };
+
+        // Added tokens: CONTROL and UNKNOWN are special (skipped in decoding), USER_DEFINED
+        // ordinary; all are matched on the raw text.
+        let mut special = Vec::new();
+        let mut user = Vec::new();
+        for (t, ty) in tokens.iter().zip(&types) {
+            match ty {
+                TokenType::Control | TokenType::Unknown => {
+                    special.push(AddedToken::from(t.clone(), true).normalized(false));
+                }
+                TokenType::UserDefined => {
+                    user.push(AddedToken::from(t.clone(), false).normalized(false));
+                }
+                _ => {}
+            }
+        }
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| build_err(KEY_TOKEN_TYPE, e))?;
+        inner
+            .add_tokens(user)
+            .map_err(|e| build_err(KEY_TOKEN_TYPE, e))?;
+
+        let rendered = render_tokens(model, &tokens, &types);
+        Ok(GgufTokenizer {
+            model,
+            pre,
+            inner,
+            splitter,
+            tokens,
+            types,
+            rendered,
+            bos,
+            eos,
+            add_bos,
+            add_eos,
+            add_space_prefix,
+            eog,
+        })
+    }
+}
+
+/// `tokenizer.ggml.scores` as f32 (an f32 or i32 array, as llama.cpp accepts), zeros if absent.
+fn read_scores(h: &GgufHeader, n: usize) -> Result<Vec<f32>, TokenizeError> {
+    let Some(items) = get_array(h, KEY_SCORES, "numbers", |t| {
+        matches!(t, ValueType::F32 | ValueType::F64) || is_integer(t)
+    })?
+    else {
+        return Ok(vec![0.0; n]);
+    };
+    check_len(KEY_SCORES, items.len(), n)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| malformed(KEY_SCORES, format!("item {i} is not a number")))
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.merges`, each `"left right"` split at the first space after the first byte
+/// (as llama.cpp splits them).
+fn read_merges(h: &GgufHeader) -> Result<Vec<(String, String)>, TokenizeError> {
+    let items = get_str_array(h, KEY_MERGES)?.ok_or_else(|| missing(KEY_MERGES))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let split = m
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(p, _)| p);
+            match split {
+                Some(p) if p + 1 < m.len() => Ok((m[..p].to_string(), m[p + 1..].to_string())),
+                _ => Err(malformed(
+                    KEY_MERGES,
+                    format!("item {i} ({m:?}) is not two tokens separated by a space"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Merges equivalent to SentencePiece BPE: for every piece that can result from a merge, each
+/// way of cutting it into two pieces, ranked by the piece's score (higher first), then its id,
+/// then the length of the left part.
+///
+/// Merge results and parts are NORMAL and USER_DEFINED pieces. CONTROL, UNKNOWN, BYTE and
+/// UNUSED pieces (`<s>`, `<0x41>`, `[PAD1]`) are never merge results: llama.cpp would merge
+/// into any piece, but these are not spelled by the characters of ordinary pieces.
+///
+/// One difference remains in principle: SentencePiece and llama.cpp break ties between equal
+/// scores by position (leftmost first), a ranked merge list by rank. Pieces of SentencePiece
+/// BPE vocabularies have distinct scores, so this only matters for hand-made vocabularies.
+fn spm_merges(
+    tokens: &[String],
+    types: &[TokenType],
+    scores: &[f32],
+    vocab: &HashMap<&str, u32>,
+) -> Vec<(String, String)> {
+    let mergeable = |id: u32| {
+        matches!(
+            types[id as usize],
+            TokenType::Normal | TokenType::UserDefined
+        )
+    };
+    // (score, piece id, left length, left id, right id)
+    let mut found: Vec<(f32, u32, usize, u32, u32)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        let id = id as u32;
+        if !mergeable(id) {
+            continue;
+        }
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                if mergeable(li) && mergeable(ri) {
+                    found.push((scores[id as usize], id, cut, li, ri));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    found
+        .into_iter()
+        .map(|(_, _, _, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
+        .collect()
+}
+
+fn bpe_model(
+    tokens: &[String],
+    merges: Vec<(String, String)>,
+    unk: Option<String>,
+    ignore_merges: bool,
+    merges_key: &str,
+) -> Result<BPE, TokenizeError> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut b = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true)
+        .ignore_merges(ignore_merges);
+    if let Some(u) = unk {
+        b = b.unk_token(u);
+    }
+    b.build().map_err(|e| build_err(merges_key, e))
+}
+
+/// What each token prints as, following llama.cpp's `token_to_piece` with `special = false`.
+fn render_tokens(model: TokenizerModel, tokens: &[String], types: &[TokenType]) -> Vec<Box<[u8]>> {
+    let byte_level = (model == TokenizerModel::Gpt2).then(byte_level_decoder);
+    tokens
+        .iter()
+        .zip(types)
+        .map(|(t, ty)| -> Box<[u8]> {
+            match ty {
+                TokenType::Control | TokenType::Unknown | TokenType::Unused => Box::new([]),
+                TokenType::UserDefined => t.as_bytes().into(),
+                TokenType::Byte => match parse_byte_token(t) {
+                    Some(b) => Box::new([b]),
+                    None => t.as_bytes().into(),
+                },
+                TokenType::Normal => match &byte_level {
+                    None => t.replace(SPACE_MARK, " ").into_bytes().into(),
+                    Some(map) => {
+                        let mut out = Vec::with_capacity(t.len());
+                        for c in t.chars() {
+                            match map.get(c as usize).copied().flatten() {
+                                Some(b) => out.push(b),
+                                None => {
+                                    let mut buf = [0u8; 4];
+                                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                                }
+                            }
+                        }
+                        out.into()
+                    }
+                },
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Using
+
+impl GgufTokenizer {
+    /// Encodes `text` into token ids. With `add_special`, the BOS token is prepended when the
+    /// metadata asks for it (`tokenizer.ggml.add_bos_token`) and EOS appended likewise. Text that
+    /// spells a CONTROL, UNKNOWN or USER_DEFINED token is encoded as that token.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizeError> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 2);
+        if add_special && self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        if add_special && self.add_eos {
+            ids.extend(self.eos);
+        }
+        Ok(ids)
+    }
+
+    /// The bytes token `id` prints as: a NORMAL piece's text (with `▁` as a space, or mapped back
+    /// from the byte-level alphabet), a BYTE token's byte, a USER_DEFINED token's text, and
+    /// nothing for CONTROL, UNKNOWN and UNUSED tokens or ids outside the vocabulary. The
+    /// concatenation over a generated sequence is what llama.cpp prints for it.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        self.rendered
+            .get(id as usize)
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Decodes ids to text as a continuation: the concatenation of [`Self::token_bytes`]
+    /// (special tokens skipped), with invalid or incomplete UTF-8 replaced by U+FFFD. Equal to
+    /// everything a [`StreamDecoder`] returns for the same ids.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            if let Some(b) = self.rendered.get(id as usize) {
+                bytes.extend_from_slice(b);
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Decodes ids as a complete text, the way SentencePiece's and Hugging Face's `decode` do:
+    /// like [`Self::decode`], but for vocabularies whose encoder prepends a space
+    /// (`add_space_prefix`), the one leading space that prefix produced is removed.
+    pub fn decode_standalone(&self, ids: &[u32]) -> String {
+        let text = self.decode(ids);
+        if self.add_space_prefix && self.model == TokenizerModel::Llama {
+            if let Some(rest) = text.strip_prefix(' ') {
+                return rest.to_string();
+            }
+        }
+        text
+    }
+
+    /// A decoder for printing generated tokens one at a time.
+    pub fn stream_decoder(&self) -> StreamDecoder {
+        StreamDecoder::new()
+    }
+
+    /// The pieces the pre-tokenizer splits `text` into before byte-level mapping and merges
+    /// (special tokens are not looked for). SentencePiece vocabularies have no such split, so
+    /// for them this is the whole text as one piece.
+    pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>, TokenizeError> {
+        let Some(splitter) = &self.splitter else {
+            return Ok(vec![text.to_string()]);
+        };
+        let mut pts = PreTokenizedString::from(text);
+        splitter
+            .pre_tokenize(&mut pts)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(pts
+            .get_splits(OffsetReferential::Original, OffsetType::None)
+            .into_iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect())
+    }
+
+    /// The vocabulary kind.
+    pub fn model(&self) -> TokenizerModel {
+        self.model
+    }
+
+    /// The pre-tokenizer of a `gpt2` vocabulary (`None` for `llama`).
+    pub fn pre_tokenizer(&self) -> Option<&'static PreTokenizerSpec> {
+        self.pre
+    }
+
+    /// The BOS token id, if the vocabulary has one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The EOS token id, if the vocabulary has one.
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Whether `encode(_, true)` prepends BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Whether `encode(_, true)` appends EOS.
+    pub fn add_eos(&self) -> bool {
+        self.add_eos
+    }
+
+    /// True for tokens that end generation: EOS, the EOT/EOM ids if set, and control tokens
+    /// llama.cpp recognises by text (`<|eot_id|>`, `<|end_of_text|>`, `<|im_end|>`, …).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.binary_search(&id).is_ok()
+    }
+
+    /// The number of tokens (`tokenizer.ggml.tokens` entries).
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The token's text as stored in the GGUF file (`▁` and byte-level characters included).
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The token's type.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// The id of a token given its stored text.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
+    /// True for CONTROL and UNKNOWN tokens (those [`Self::decode`] skips besides UNUSED ones).
+    pub fn is_special(&self, id: u32) -> bool {
+        matches!(
+            self.token_type(id),
+            Some(TokenType::Control | TokenType::Unknown)
+        )
+    }
+}
+
+/// Turns generated tokens into printable text one token at a time.
+///
+/// Byte-fallback tokens and byte-level pieces can end in the middle of a UTF-8 character; such
+/// an incomplete tail is held until the next tokens complete it. Bytes that can never become
+/// valid UTF-8 come out as U+FFFD, exactly as [`String::from_utf8_lossy`] would replace them in
+/// the whole output, so the concatenation of everything returned (including [`Self::finish`])
+/// equals [`GgufTokenizer::decode`] of all the ids.
+#[derive(Clone, Debug, Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    /// An empty decoder.
+    pub fn new() -> StreamDecoder {
+        StreamDecoder::default()
+    }
+
+    /// Adds the bytes of token `id` and returns the text that is now complete.
+    pub fn push(&mut self, tokenizer: &GgufTokenizer, id: u32) -> String {
+        match tokenizer.rendered.get(id as usize) {
+            Some(b) => self.push_bytes(b),
+            None => self.push_bytes(&[]),
+        }
+    }
+
+    /// Adds raw bytes (for example from [`GgufTokenizer::token_bytes`]) and returns the text
+    /// that is now complete.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut start = 0;
+        loop {
+            match std::str::from_utf8(&self.pending[start..]) {
+                Ok(s) => {
+                    out.push_str(s);
+                    start = self.pending.len();
+                    break;
+                }
+                Err(e) => {
+                    let valid = start + e.valid_up_to();
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[start..valid])
+                            .expect("valid_up_to marks valid UTF-8"),
+                    );
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            start = valid + bad;
+                        }
+                        None => {
+                            // An incomplete character at the end: wait for more bytes.
+                            start = valid;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending.drain(..start);
+        out
+    }
+
+    /// The bytes held back because they may start an incomplete character.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Ends the stream: returns the held-back bytes as text (U+FFFD for an incomplete
+    /// character) and empties the decoder.
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}

@@ -1,0 +1,721 @@
+//! Golden files and validation: what a correct model computes on the calibration prompts, and
+//! the check of a GGUF file against it (`golden/FORMAT.md` documents the format).
+//!
+//! Validation runs the file through the reference runtime in validation mode
+//! ([`LoadOptions::ternary_as_i2s`]): every projection is re-expressed as ternary codes and one
+//! scale and multiplied with bitnet.cpp's I2_S arithmetic, so the logits depend only on what the
+//! file stores, whatever its type. Besides the logits, a golden computed by bitconv records a
+//! digest of every projection's ternary codes and its scale, which catches a single flipped
+//! weight that logits alone could miss.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::Checkpoint;
+use crate::convert::{self, ConvertOptions, OutType};
+use crate::quant::absmean::AbsmeanMode;
+use crate::quant::layouts::KernelEntry;
+use crate::runtime::tokenize::GgufTokenizer;
+use crate::runtime::{
+    argmax, cosine, max_abs_diff, Emulation, KvPrecision, LoadOptions, LogitsWanted, Model,
+    Session, SessionOptions, WeightFormat,
+};
+
+/// The calibration prompts built into the binary (`calibration/prompts.json`).
+pub const CALIBRATION: &str = include_str!("../calibration/prompts.json");
+
+/// The prompts and the greedy length of the built-in calibration set.
+pub fn calibration_prompts() -> (Vec<String>, usize) {
+    #[derive(Deserialize)]
+    struct C {
+        prompts: Vec<String>,
+        greedy_tokens: usize,
+    }
+    let c: C = serde_json::from_str(CALIBRATION).expect("calibration/prompts.json is valid");
+    (c.prompts, c.greedy_tokens)
+}
+
+/// Errors reading, computing or checking goldens (a failed check is not an error: see
+/// [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A golden file is malformed.
+    #[error("{}: not a valid golden file: {what}", path.display())]
+    Golden {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The model could not be run.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The checkpoint could not be converted for the golden.
+    #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
+    /// Tokenization failed.
+    #[error("{0}")]
+    Tokenize(String),
+}
+
+/// Who made a golden.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Producer {
+    /// Implementation.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Free text.
+    #[serde(default)]
+    pub details: String,
+}
+
+/// What a golden describes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GoldenModel {
+    /// Model name.
+    pub name: String,
+    /// Where it came from.
+    pub source: String,
+    /// `checkpoint` or `gguf`.
+    pub kind: String,
+    /// sha256 of the GGUF file (kind `gguf`).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Architecture.
+    pub arch: String,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// The arithmetic, for people.
+    #[serde(default)]
+    pub weights: String,
+}
+
+/// What a check requires.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Tolerances {
+    /// Minimum cosine similarity of every compared row.
+    pub min_cosine: f64,
+    /// Maximum absolute difference of any logit, when set.
+    pub max_abs_diff: Option<f32>,
+    /// Minimum share of rows whose argmax agrees.
+    pub min_top1_agreement: f64,
+    /// Whether the greedy continuation must be the same.
+    pub greedy_must_match: bool,
+}
+
+/// Logit rows as base64 little-endian f32.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EncodedRows {
+    /// `f32-le-base64`.
+    pub encoding: String,
+    /// Rows.
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+    /// The data.
+    pub data: String,
+}
+
+impl EncodedRows {
+    /// Encodes rows of equal length.
+    pub fn encode(rows: &[Vec<f32>]) -> EncodedRows {
+        let cols = rows.first().map_or(0, |r| r.len());
+        let bytes: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        EncodedRows {
+            encoding: "f32-le-base64".into(),
+            rows: rows.len(),
+            cols,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// Decodes the rows.
+    pub fn decode(&self) -> Result<Vec<Vec<f32>>, String> {
+        if self.encoding != "f32-le-base64" {
+            return Err(format!("unknown logits encoding {:?}", self.encoding));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .map_err(|e| format!("logits data: {e}"))?;
+        if bytes.len() != self.rows * self.cols * 4 {
+            return Err(format!(
+                "logits data holds {} bytes, {} rows × {} cols need {}",
+                bytes.len(),
+                self.rows,
+                self.cols,
+                self.rows * self.cols * 4
+            ));
+        }
+        let vals: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(vals.chunks(self.cols.max(1)).map(|r| r.to_vec()).collect())
+    }
+}
+
+/// One prompt of a golden.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GoldenPrompt {
+    /// Prompt text.
+    pub text: String,
+    /// Token ids, BOS included.
+    pub token_ids: Vec<u32>,
+    /// Greedy continuation.
+    pub greedy_ids: Vec<u32>,
+    /// Its text.
+    #[serde(default)]
+    pub greedy_text: String,
+    /// `sequential` or `batched`.
+    #[serde(default)]
+    pub mode: String,
+    /// Rows: one per prompt position, then one per greedy token fed.
+    #[serde(default)]
+    pub logits: Option<EncodedRows>,
+}
+
+/// A digest of one projection's ternary content.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TensorDigest {
+    /// GGUF tensor name.
+    pub name: String,
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// sha256 of the codes as canonical I2_S rows (independent of the file's layout).
+    pub codes_sha256: String,
+    /// The scale.
+    pub scale: f32,
+}
+
+/// A golden file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Golden {
+    /// `bitconv-golden`.
+    pub format: String,
+    /// 1.
+    pub version: u32,
+    /// Who made it.
+    pub producer: Producer,
+    /// What it describes.
+    pub model: GoldenModel,
+    /// What validation requires.
+    pub tolerances: Tolerances,
+    /// The prompts.
+    pub prompts: Vec<GoldenPrompt>,
+    /// Digests of the ternary projections, when the producer recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors: Option<Vec<TensorDigest>>,
+}
+
+impl Golden {
+    /// Reads and checks a golden file.
+    pub fn read(path: &Path) -> Result<Golden, ValidateError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ValidateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let g: Golden = serde_json::from_str(&text).map_err(|e| ValidateError::Golden {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+        if g.format != "bitconv-golden" || g.version != 1 {
+            return Err(ValidateError::Golden {
+                path: path.to_path_buf(),
+                what: format!(
+                    "format {:?} version {} (expected bitconv-golden 1)",
+                    g.format, g.version
+                ),
+            });
+        }
+        for (i, p) in g.prompts.iter().enumerate() {
+            if let Some(l) = &p.logits {
+                let want = p.token_ids.len() + p.greedy_ids.len();
+                if l.rows > want || l.cols != g.model.n_vocab {
+                    return Err(ValidateError::Golden {
+                        path: path.to_path_buf(),
+                        what: format!(
+                            "prompt {i}: {} rows of {} logits, expected at most {want} rows of n_vocab {}",
+                            l.rows, l.cols, g.model.n_vocab
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Writes the golden as JSON.
+    pub fn write(&self, path: &Path) -> Result<(), ValidateError> {
+        use std::io::Write;
+        let io = |e| ValidateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut f = crate::util::AtomicFile::create(path).map_err(io)?;
+        let text = serde_json::to_string_pretty(self).expect("goldens serialize");
+        f.file().write_all(text.as_bytes()).map_err(io)?;
+        f.commit().map_err(io)
+    }
+}
+
+/// Options of golden computation and validation.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// TL1/TL2 kernel parameters.
+    pub tl_params: Vec<KernelEntry>,
+}
+
+fn load_for_validation(
+    path: &Path,
+    opts: &RunOptions,
+) -> Result<Model, crate::runtime::RuntimeError> {
+    Model::load(
+        path,
+        &LoadOptions {
+            tl_params: opts.tl_params.clone(),
+            ternary_as_i2s: true,
+        },
+    )
+}
+
+fn session(model: &Model, ctx: usize) -> Session<'_> {
+    Session::with_options(
+        model,
+        SessionOptions {
+            max_ctx: ctx,
+            kv: KvPrecision::F16,
+            emulation: Emulation::BitnetCpp,
+        },
+    )
+}
+
+/// Digests of every ternary projection of a model loaded in validation mode.
+pub fn digests(model: &Model) -> Vec<TensorDigest> {
+    let mut out: Vec<TensorDigest> = model
+        .matrices()
+        .filter(|m| m.format() == WeightFormat::I2s)
+        .map(|m| TensorDigest {
+            name: m.name().to_string(),
+            rows: m.rows(),
+            cols: m.cols(),
+            codes_sha256: format!("{:x}", Sha256::digest(model.matrix_data(m))),
+            scale: m.scale(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Runs `tokens` one at a time and returns one logits row per token.
+fn sequential_rows(model: &Model, tokens: &[u32]) -> Result<Vec<Vec<f32>>, ValidateError> {
+    let mut s = session(model, tokens.len().max(1));
+    let mut rows = Vec::with_capacity(tokens.len());
+    for &t in tokens {
+        let mut r = s.forward(&[t], LogitsWanted::Last)?;
+        rows.push(r.pop().expect("one row"));
+    }
+    Ok(rows)
+}
+
+/// Computes a golden by running `model_path` (a GGUF file) through the reference runtime in
+/// validation mode.
+fn compute(
+    model_path: &Path,
+    opts: &RunOptions,
+    prompts: &[String],
+    n_greedy: usize,
+) -> Result<(Vec<GoldenPrompt>, Vec<TensorDigest>, String, usize), ValidateError> {
+    let model = load_for_validation(model_path, opts)?;
+    let tok = GgufTokenizer::from_gguf(&model.gguf().header)
+        .map_err(|e| ValidateError::Tokenize(e.to_string()))?;
+    let mut out = Vec::new();
+    for text in prompts {
+        let ids = tok
+            .encode(text, true)
+            .map_err(|e| ValidateError::Tokenize(e.to_string()))?;
+        let mut s = session(&model, ids.len() + n_greedy + 1);
+        let mut rows = Vec::new();
+        for &t in &ids {
+            rows.push(s.forward(&[t], LogitsWanted::Last)?.pop().expect("one row"));
+        }
+        let mut greedy = Vec::new();
+        for _ in 0..n_greedy {
+            let next = argmax(rows.last().expect("a prompt row")) as u32;
+            greedy.push(next);
+            rows.push(
+                s.forward(&[next], LogitsWanted::Last)?
+                    .pop()
+                    .expect("one row"),
+            );
+        }
+        let greedy_text = String::from_utf8_lossy(
+            &greedy
+                .iter()
+                .flat_map(|&g| tok.token_bytes(g))
+                .collect::<Vec<u8>>(),
+        )
+        .into_owned();
+        out.push(GoldenPrompt {
+            text: text.clone(),
+            token_ids: ids,
+            greedy_ids: greedy,
+            greedy_text,
+            mode: "sequential".into(),
+            logits: Some(EncodedRows::encode(&rows)),
+        });
+    }
+    let arch = model.hparams().arch.name().to_string();
+    let n_vocab = model.hparams().n_vocab;
+    Ok((out, digests(&model), arch, n_vocab))
+}
+
+fn producer(details: &str) -> Producer {
+    Producer {
+        name: "bitconv".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        details: details.into(),
+    }
+}
+
+/// Tolerances of goldens bitconv computes: files of every type converted from the same
+/// checkpoint differ only in the embedding/head precision and (with `--absmean`) in scales by a
+/// few ulp, which moves int8 roundings: the reference's own runs of one file spread to cosine
+/// 0.9986 (FORMATS: from-fp16 vs from-fp32), so 0.995 leaves room while wrong arithmetic falls
+/// far below (no activation quantization: 0.993; wrong rope or norms: < 0.92).
+pub const COMPUTED_TOLERANCES: Tolerances = Tolerances {
+    min_cosine: 0.995,
+    max_abs_diff: None,
+    min_top1_agreement: 0.85,
+    greedy_must_match: false,
+};
+
+/// A golden from one GGUF file (kind `gguf`; its sha256 is recorded and checked).
+pub fn golden_from_gguf(
+    path: &Path,
+    opts: &RunOptions,
+    prompts: &[String],
+    n_greedy: usize,
+) -> Result<Golden, ValidateError> {
+    let (ps, tensors, arch, n_vocab) = compute(path, opts, prompts, n_greedy)?;
+    let bytes = std::fs::read(path).map_err(|e| ValidateError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(Golden {
+        format: "bitconv-golden".into(),
+        version: 1,
+        producer: producer(
+            "reference runtime, I2_S arithmetic on the file's ternary codes, one token per step",
+        ),
+        model: GoldenModel {
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            source: path.display().to_string(),
+            kind: "gguf".into(),
+            sha256: Some(format!("{:x}", Sha256::digest(&bytes))),
+            arch,
+            n_vocab,
+            weights: "ternary".into(),
+        },
+        tolerances: Tolerances {
+            // The same file through the same arithmetic: only thread-independent, so exact.
+            min_cosine: 0.99999,
+            max_abs_diff: Some(1e-3),
+            min_top1_agreement: 1.0,
+            greedy_must_match: true,
+        },
+        prompts: ps,
+        tensors: Some(tensors),
+    })
+}
+
+/// A golden from a checkpoint directory (kind `checkpoint`): the checkpoint is ternarized with
+/// the exact absmean into a temporary F16 file of fake-quantized weights (no packing layout
+/// involved), which the reference runtime then runs with I2_S arithmetic.
+pub fn golden_from_checkpoint(
+    dir: &Path,
+    opts: &RunOptions,
+    prompts: &[String],
+    n_greedy: usize,
+) -> Result<Golden, ValidateError> {
+    let ck = Checkpoint::open(dir).map_err(convert::ConvertError::from)?;
+    let tmp = tempfile::tempdir().map_err(|e| ValidateError::Io {
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let f16 = tmp.path().join("golden-source-f16.gguf");
+    let mut copts = ConvertOptions::new(OutType::F16);
+    copts.quant_embd = true;
+    copts.absmean = AbsmeanMode::Exact;
+    let plan = convert::plan(&ck, &copts)?;
+    convert::write(&ck, &plan, &copts, &f16, &())?;
+    let (ps, tensors, arch, n_vocab) = compute(&f16, opts, prompts, n_greedy)?;
+    Ok(Golden {
+        format: "bitconv-golden".into(),
+        version: 1,
+        producer: producer(
+            "reference runtime on the checkpoint's fake-quantized weights (exact absmean, F16), \
+             I2_S arithmetic, one token per step",
+        ),
+        model: GoldenModel {
+            name: ck.dir_name(),
+            source: dir.display().to_string(),
+            kind: "checkpoint".into(),
+            sha256: None,
+            arch,
+            n_vocab,
+            weights: "ternary".into(),
+        },
+        tolerances: COMPUTED_TOLERANCES,
+        prompts: ps,
+        tensors: Some(tensors),
+    })
+}
+
+/// One check of a validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// Details.
+    pub detail: String,
+}
+
+/// Agreement of one prompt's rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptStats {
+    /// Prompt text.
+    pub text: String,
+    /// Rows compared.
+    pub rows: usize,
+    /// Minimum row cosine.
+    pub min_cosine: f64,
+    /// Maximum absolute difference.
+    pub max_abs_diff: f32,
+    /// Share of rows with the same argmax.
+    pub top1_agreement: f64,
+    /// Greedy tokens that matched before the first difference.
+    pub greedy_matched: usize,
+    /// Greedy tokens in the golden.
+    pub greedy_len: usize,
+}
+
+/// The outcome of a validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The file.
+    pub file: String,
+    /// The golden.
+    pub golden: String,
+    /// Overall verdict.
+    pub pass: bool,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// Per-prompt agreement.
+    pub prompts: Vec<PromptStats>,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, detail: String) {
+        self.pass &= ok;
+        self.checks.push(Check {
+            name: name.into(),
+            ok,
+            detail,
+        });
+    }
+}
+
+/// Validates a GGUF file against a golden.
+pub fn validate(
+    file: &Path,
+    golden: &Golden,
+    golden_path: &Path,
+    opts: &RunOptions,
+) -> Result<Report, ValidateError> {
+    let mut rep = Report {
+        file: file.display().to_string(),
+        golden: golden_path.display().to_string(),
+        pass: true,
+        checks: Vec::new(),
+        prompts: Vec::new(),
+    };
+    if let Some(want) = &golden.model.sha256 {
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let got = format!("{:x}", Sha256::digest(&bytes));
+                rep.check("sha256", &got == want, format!("file {got}, golden {want}"));
+            }
+            Err(e) => rep.check("sha256", false, format!("cannot read the file: {e}")),
+        }
+    }
+    let model = match load_for_validation(file, opts) {
+        Ok(m) => m,
+        Err(e) => {
+            rep.check("load", false, format!("the file cannot be run: {e}"));
+            return Ok(rep);
+        }
+    };
+    let hp = model.hparams();
+    rep.check(
+        "vocabulary",
+        hp.n_vocab == golden.model.n_vocab,
+        format!("file {}, golden {}", hp.n_vocab, golden.model.n_vocab),
+    );
+    if hp.n_vocab != golden.model.n_vocab {
+        return Ok(rep);
+    }
+    if let Some(want) = &golden.tensors {
+        let have = digests(&model);
+        let mut bad = Vec::new();
+        for w in want {
+            match have.iter().find(|h| h.name == w.name) {
+                None => bad.push(format!("{}: missing", w.name)),
+                Some(h) if (h.rows, h.cols) != (w.rows, w.cols) => bad.push(format!(
+                    "{}: shape {}×{}, golden {}×{}",
+                    w.name, h.rows, h.cols, w.rows, w.cols
+                )),
+                Some(h) if h.codes_sha256 != w.codes_sha256 => {
+                    bad.push(format!("{}: ternary codes differ", w.name))
+                }
+                Some(h) if (h.scale - w.scale).abs() > w.scale.abs() * 1e-3 => bad.push(format!(
+                    "{}: scale {} vs golden {}",
+                    w.name, h.scale, w.scale
+                )),
+                Some(_) => {}
+            }
+        }
+        for h in &have {
+            if !want.iter().any(|w| w.name == h.name) {
+                bad.push(format!("{}: not in the golden", h.name));
+            }
+        }
+        let detail = if bad.is_empty() {
+            format!("{} projections: codes and scales agree", want.len())
+        } else {
+            bad.join("; ")
+        };
+        rep.check("weights", bad.is_empty(), detail);
+    }
+    let tok = GgufTokenizer::from_gguf(&model.gguf().header).ok();
+    let tol = golden.tolerances;
+    for p in &golden.prompts {
+        if let Some(tok) = &tok {
+            if let Ok(ids) = tok.encode(&p.text, true) {
+                rep.check(
+                    "tokens",
+                    ids == p.token_ids,
+                    if ids == p.token_ids {
+                        format!("{} prompt tokens agree", ids.len())
+                    } else {
+                        format!(
+                            "prompt {:?}: file tokenizes to {:?}, golden {:?}",
+                            p.text, ids, p.token_ids
+                        )
+                    },
+                );
+            }
+        }
+        let Some(enc) = &p.logits else { continue };
+        let want = enc.decode().map_err(|what| ValidateError::Golden {
+            path: golden_path.to_path_buf(),
+            what,
+        })?;
+        let mut feed = p.token_ids.clone();
+        feed.extend(&p.greedy_ids);
+        feed.truncate(want.len());
+        let got = sequential_rows(&model, &feed)?;
+        let n = got.len();
+        let mut min_cos = f64::INFINITY;
+        let mut max_abs = 0f32;
+        let mut agree = 0usize;
+        for (a, b) in got.iter().zip(&want) {
+            min_cos = min_cos.min(cosine(a, b));
+            max_abs = max_abs.max(max_abs_diff(a, b));
+            agree += (argmax(a) == argmax(b)) as usize;
+        }
+        let top1 = agree as f64 / n.max(1) as f64;
+        let start = p.token_ids.len().saturating_sub(1);
+        let greedy_matched = p
+            .greedy_ids
+            .iter()
+            .enumerate()
+            .take_while(|(i, &g)| got.get(start + i).is_some_and(|r| argmax(r) as u32 == g))
+            .count();
+        let label = |s: &str| format!("{s} ({:?})", truncate(&p.text, 32));
+        rep.check(
+            &label("cosine"),
+            min_cos >= tol.min_cosine,
+            format!(
+                "min row cosine {min_cos:.7} (need ≥ {}) over {n} rows",
+                tol.min_cosine
+            ),
+        );
+        if let Some(m) = tol.max_abs_diff {
+            rep.check(
+                &label("max |Δ|"),
+                max_abs <= m,
+                format!("{max_abs:.4} (need ≤ {m})"),
+            );
+        }
+        rep.check(
+            &label("top-1"),
+            top1 >= tol.min_top1_agreement,
+            format!(
+                "{agree}/{n} rows agree (need ≥ {:.0}%)",
+                tol.min_top1_agreement * 100.0
+            ),
+        );
+        if tol.greedy_must_match {
+            rep.check(
+                &label("greedy"),
+                greedy_matched == p.greedy_ids.len(),
+                format!(
+                    "{greedy_matched}/{} greedy tokens agree",
+                    p.greedy_ids.len()
+                ),
+            );
+        }
+        rep.prompts.push(PromptStats {
+            text: p.text.clone(),
+            rows: n,
+            min_cosine: min_cos,
+            max_abs_diff: max_abs,
+            top1_agreement: top1,
+            greedy_matched,
+            greedy_len: p.greedy_ids.len(),
+        });
+    }
+    Ok(rep)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let t: String = s.chars().take(n).collect();
+    if t.len() < s.len() {
+        format!("{t}…")
+    } else {
+        t
+    }
+}

@@ -1,0 +1,229 @@
+//! `bitconv fetch` end to end against the mock Hub on 127.0.0.1 (the library's download
+//! behaviour — resume, sha256, retries, locking, names, tokens — is tested in hub_*.rs).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::mock_hub::{MockHub, MockRepo};
+
+/// `bitconv fetch` with the Hub at `url`, the cache in `cache` and nothing else from the
+/// environment that could reach a real Hub.
+fn fetch(url: &str, cache: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitconv"))
+        .current_dir(cwd)
+        .arg("fetch")
+        .args(args)
+        .env("HF_ENDPOINT", url)
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_HOME", cwd.join("hf-home"))
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("BITCONV_HUB_RETRY_BASE_MS", "1")
+        .output()
+        .unwrap()
+}
+
+fn tiny_repo() -> MockRepo {
+    MockRepo::from_dir("org/tiny", &common::tiny().join("ckpt-fp16"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn fetch_converts_and_validates_like_a_local_convert() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = fetch(
+        &hub.url(),
+        &cache,
+        tmp.path(),
+        &["org/tiny", "--quant", "i2_s", "--json"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["pass"], true);
+    assert_eq!(j["validation"]["pass"], true);
+    // bitnet.cpp's layout: models/<name>/ggml-model-<type>.gguf.
+    let out = tmp.path().join("models/tiny/ggml-model-i2_s.gguf");
+    assert!(out.is_file());
+    assert!(tmp
+        .path()
+        .join("models/tiny/ggml-model-i2_s.gguf.golden.json")
+        .is_file());
+    assert!(cache.join("models--org--tiny/refs/main").is_file());
+
+    // The same file as `bitconv convert` on a local copy named like the repo.
+    let local = tmp.path().join("local/tiny");
+    std::fs::create_dir_all(&local).unwrap();
+    for e in std::fs::read_dir(common::tiny().join("ckpt-fp16")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, local.join(p.file_name().unwrap())).unwrap();
+    }
+    let conv = tmp.path().join("local.gguf");
+    let c = common::bitconv()
+        .arg("convert")
+        .arg(&local)
+        .arg("-q")
+        .arg("-o")
+        .arg(&conv)
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&conv).unwrap(),
+        "fetch and convert differ"
+    );
+    assert_eq!(
+        j["output_sha256"],
+        bitconv::gguf::inspect::sha256_hex(&std::fs::read(&conv).unwrap())
+    );
+
+    // Offline with a complete cache: no request at all.
+    hub.clear_log();
+    let o = fetch(
+        &hub.url(),
+        &cache,
+        tmp.path(),
+        &[
+            "org/tiny",
+            "--offline",
+            "--no-validate",
+            "-o",
+            "again.gguf",
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        hub.requests().is_empty(),
+        "offline made requests: {:?}",
+        hub.requests().len()
+    );
+    assert!(std::fs::read(tmp.path().join("again.gguf")).unwrap() == std::fs::read(&conv).unwrap());
+}
+
+#[test]
+fn offline_without_the_files_says_which_and_how() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch(
+        "http://127.0.0.1:9",
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/tiny", "--offline"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(
+        t.contains("org/tiny") && t.contains("without --offline"),
+        "{t}"
+    );
+}
+
+#[test]
+fn gated_repo_asks_for_a_token_and_never_prints_it() {
+    let hub = MockHub::start(vec![tiny_repo().gated("right-token")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch(
+        &hub.url(),
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/tiny", "--token", "wrong-secret-token"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("--token") && t.contains("HF_TOKEN"), "{t}");
+    assert!(!t.contains("wrong-secret-token"), "the token leaked: {t}");
+    let o = fetch(
+        &hub.url(),
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/tiny", "--token", "right-token", "--no-validate", "-q"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("right-token"));
+}
+
+#[test]
+fn missing_repo_and_revision() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch(
+        &hub.url(),
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/nope"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("org/nope"), "{}", text(&o));
+    let o = fetch(
+        &hub.url(),
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/tiny", "--revision", "v9"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("v9"), "{}", text(&o));
+}
+
+#[test]
+fn list_and_help_read_well() {
+    let o = common::bitconv()
+        .args(["fetch", "--list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let t = String::from_utf8_lossy(&o.stdout);
+    for r in [
+        "1bitLLM/bitnet_b1_58-large",
+        "microsoft/BitNet-b1.58-2B-4T",
+        "HF1BitLLM/Llama3-8B-1.58-100B-tokens",
+        "tiiuae/Falcon3-7B-1.58bit",
+    ] {
+        assert!(t.contains(r), "{r} missing from --list");
+    }
+    let o = common::bitconv()
+        .args(["fetch", "--list", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j.as_array().unwrap().iter().all(|r| r["output_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "i2_s")));
+    let o = common::bitconv()
+        .args(["fetch", "--help"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("Examples") && t.contains("HF_TOKEN") && t.contains("--offline"));
+}
+
+/// Prints a whole `bitconv fetch` session against the mock Hub (the README's example):
+/// `cargo test --test fetch readme_session -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn readme_session() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fetch(
+        &hub.url(),
+        &tmp.path().join("cache"),
+        tmp.path(),
+        &["org/tiny", "--quant", "tl1"],
+    );
+    println!(
+        "$ HF_ENDPOINT={} bitconv fetch org/tiny --quant tl1\n{}",
+        hub.url(),
+        text(&o)
+    );
+}

@@ -138,6 +138,8 @@ fn to_json(a: &Args, model: &Model, r: &BenchReport) -> serde_json::Value {
         "read_bandwidth_bytes_per_s": r.bandwidth.map(|b| b.mean()),
         "read_bandwidth_before": r.bandwidth.map(|b| b.before),
         "read_bandwidth_after": r.bandwidth.map(|b| b.after),
+        "weights_read_bandwidth_bytes_per_s": r.weights_bandwidth,
+        "tg_buffer_bound_tokens_per_s": r.buffer_bound(),
         "bytes_per_token": r.bytes_per_token,
         "tg_bound_tokens_per_s": r.bound(),
         "results": results,
@@ -175,14 +177,25 @@ fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
         }
         None => writeln!(out, "read bandwidth: not measured")?,
     }
+    if let Some(w) = r.weights_bandwidth {
+        writeln!(
+            out,
+            "weights read in place: {:.1} GB/s (best pass, before the tests and after each generation run)",
+            w / 1e9
+        )?;
+    }
     write!(
         out,
         "bytes per generated token: {:.1} MB",
         r.bytes_per_token as f64 / 1e6
     )?;
-    match r.bound() {
-        Some(b) => writeln!(out, " -> generation bound {b:.1} tokens/s")?,
-        None => writeln!(out)?,
+    match (r.bound(), r.buffer_bound()) {
+        (Some(b), Some(f)) if r.weights_bandwidth.is_some() => writeln!(
+            out,
+            " -> generation bound {b:.1} tokens/s ({f:.1} with the buffer's bandwidth)"
+        )?,
+        (Some(b), _) => writeln!(out, " -> generation bound {b:.1} tokens/s")?,
+        (None, _) => writeln!(out)?,
     }
     writeln!(out)?;
     let pp = format!("pp{}", a.prompt);

@@ -99,3 +99,43 @@ fn tq_files() {
     check("llama-cpp/tiny-tq2_0.gguf", None);
     check("llama-cpp/tiny-tq1_0.gguf", None);
 }
+
+/// The command line: `bitconv run --kernel reference` and `--kernel auto` print the same greedy
+/// text, and an unknown kernel name is a usage error (exit 2) naming the flag.
+#[test]
+fn run_command_kernel_flag() {
+    let bin = env!("CARGO_BIN_EXE_bitconv");
+    let file = tiny("bitnet-cpp/from-fp16/ggml-model-i2_s.gguf");
+    let text = |k: &str| {
+        let o = std::process::Command::new(bin)
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "-p",
+                "Once upon a time",
+                "-n",
+                "12",
+            ])
+            .args(["--temp", "0", "--kernel", k, "-t", "2"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{k}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let reference = text("reference");
+    assert!(
+        reference.trim().len() > "Once upon a time".len(),
+        "{reference:?}"
+    );
+    assert_eq!(text("auto"), reference);
+    let o = std::process::Command::new(bin)
+        .args(["run", file.to_str().unwrap(), "-p", "x", "--kernel", "sse9"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--kernel"));
+}

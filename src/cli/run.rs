@@ -34,6 +34,10 @@ pub struct Args {
     /// Worker threads [default: all cores].
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
+    /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
+    #[arg(long, value_parser = super::runopts::parse_kernel)]
+    kernel: Option<bitconv::runtime::simd::KernelChoice>,
     /// Context size.
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx: usize,
@@ -44,6 +48,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
+    super::runopts::init_kernel(a.kernel)?;
     let model = Model::load(&a.file, &LoadOptions::default())
         .with_context(|| format!("cannot load {}", a.file.display()))?;
     let tok = GgufTokenizer::from_gguf(&model.gguf().header)

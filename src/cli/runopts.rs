@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use bitconv::quant::layouts::{params, KernelEntry};
+use bitconv::runtime::simd::{self, KernelChoice};
 
 /// Parses `--kernel-config FILE` if given.
 pub fn load_tl_params(path: Option<&Path>) -> anyhow::Result<Vec<KernelEntry>> {
@@ -15,4 +16,18 @@ pub fn load_tl_params(path: Option<&Path>) -> anyhow::Result<Vec<KernelEntry>> {
             params::parse_kernel_config_ini(&text).with_context(|| format!("{}", p.display()))
         }
     }
+}
+
+/// Parses a `--kernel` value.
+pub fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
+    s.parse::<KernelChoice>().map_err(|e| e.to_string())
+}
+
+/// Chooses the process-wide kernel table from `--kernel` if given (else `BITCONV_KERNEL`, else
+/// the fastest this CPU runs); returns its name.
+pub fn init_kernel(choice: Option<KernelChoice>) -> anyhow::Result<&'static str> {
+    Ok(match choice {
+        Some(c) => simd::init(c)?.name(),
+        None => simd::kernels().name(),
+    })
 }

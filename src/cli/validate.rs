@@ -25,6 +25,10 @@ pub struct Args {
     /// Worker threads [default: all cores].
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
+    /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
+    #[arg(long, value_parser = super::runopts::parse_kernel)]
+    kernel: Option<bitconv::runtime::simd::KernelChoice>,
 }
 
 /// The golden `convert --validate` writes beside `file`.
@@ -36,6 +40,7 @@ pub fn default_golden(file: &Path) -> PathBuf {
 
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
+    super::runopts::init_kernel(a.kernel)?;
     let gpath = a.golden.clone().unwrap_or_else(|| default_golden(&a.file));
     anyhow::ensure!(
         gpath.is_file(),

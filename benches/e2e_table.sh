@@ -73,8 +73,8 @@ done
 
 python3 - "${runs[@]}" <<'PY'
 import json, sys
-print("| model | type | embedding | kernel | pp128 tokens/s | tg32 tokens/s | bound | tg % of bound | vs scalar (pp, tg) |")
-print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
+print("| model | type | embedding | kernel | pp128 tokens/s | tg32 tokens/s | weights read at | bound | tg % of bound | vs scalar (pp, tg) |")
+print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
 for path in sys.argv[1:]:
     d = json.load(open(path))
     parts = path.split("/")[-2].split("-")
@@ -86,6 +86,6 @@ for path in sys.argv[1:]:
         s = d["results"][1]
         ref = f"{r['pp']['mean'] / s['pp']['mean']:.1f}x, {r['tg']['mean'] / s['tg']['mean']:.1f}x"
     print(f"| {size} ({kind}) | {q.upper()} | {emb} | {r['kernel']} | {r['pp']['mean']:.0f} ± {r['pp']['sd']:.0f} "
-          f"| {r['tg']['mean']:.1f} ± {r['tg']['sd']:.1f} | {d['tg_bound_tokens_per_s']:.0f} "
+          f"| {r['tg']['mean']:.1f} ± {r['tg']['sd']:.1f} | {d['weights_read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s | {d['tg_bound_tokens_per_s']:.0f} "
           f"| {r['tg_percent_of_bound']:.0f}% | {ref} |")
 PY

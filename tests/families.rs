@@ -50,9 +50,8 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("falcon-e", "falcon_e", "falcon3"),
 ];
 
-/// Converts `name` to `q` in `tmp`, validates it against its golden and returns
-/// `(min row cosine, top-1 agreement over all rows, tokens agree)`.
-fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
+/// Converts `name` to `q` in `tmp` and returns the output path (and the TL kernel config).
+fn convert(tmp: &Path, name: &str, q: &str) -> (PathBuf, PathBuf) {
     let (_, pre_bitnet, pre_mainline) = FAMILIES.iter().find(|f| f.0 == name).unwrap();
     let pre = if q == "tq2_0" {
         pre_mainline
@@ -77,6 +76,13 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
         args.extend(["--emit-kernel-config", s(&ini)]);
     }
     ok(&common::bitconv().args(&args).output().unwrap());
+    (out, ini)
+}
+
+/// Converts `name` to `q` in `tmp`, validates it against its golden and returns
+/// `(min row cosine, top-1 agreement over all rows, tokens agree)`.
+fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
+    let (out, ini) = convert(tmp, name, q);
     let g = golden(name);
     let mut v = vec!["validate", s(&out), "--golden", s(&g), "--json"];
     if q == "tl1" || q == "tl2" {
@@ -85,6 +91,10 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
     let o = common::bitconv().args(&v).output().unwrap();
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{name} {q}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(
+        rep["arithmetic"], "Transformers emulation, F32 KV cache",
+        "{name} {q}: a transformers golden is compared with transformers' roundings"
+    );
     let checks = rep["checks"].as_array().unwrap();
     let tokens_ok = checks
         .iter()
@@ -104,9 +114,21 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
     (min_cos, agree / rows, tokens_ok)
 }
 
-/// Every family, every output type: top-1 agreement ≥ 95% of positions and minimum row cosine
-/// ≥ 0.99 for the ternary types, and our token ids equal transformers' on every calibration
-/// prompt. f32: see below.
+/// Every family, every output type: top-1 agreement ≥ 95% of positions, minimum row cosine
+/// ≥ 0.99 for the ternary types and ≥ 0.9999 for f32, and our token ids equal transformers' on
+/// every calibration prompt.
+///
+/// Measured (`-- --nocapture` prints them): f32, i2_s, tl1 and tl2 give 1.0000000 (2B-4T packed
+/// and bf16, Falcon3) and 0.9999095 (Llama3-8B, Falcon-E); tq2_0, whose blocks store f16 scales,
+/// 0.99982–0.99989; top-1 1.0 everywhere except Falcon3's tq2_0 (0.9924).
+///
+/// Why the Llama-architecture fixtures stop at 0.99991: transformers' `BitLinear` quantizes
+/// activations in the model's dtype, float64 in these goldens, so an activation exactly half-way
+/// between two integers (bf16 weights and embeddings make those common: a value at exactly half
+/// of its row's maximum is one) is rounded after float64 arithmetic there and after float32
+/// arithmetic here, and one such activation rounded the other way in layer 0 moves every later
+/// row by about 1e-4 in cosine. `AutoBitLinear` (2B-4T) quantizes in float32, which
+/// [`bitconv::runtime::Emulation::Transformers`] reproduces bit for bit.
 #[test]
 fn every_family_and_type_agrees_with_transformers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -118,11 +140,7 @@ fn every_family_and_type_agrees_with_transformers() {
             report.push_str(&format!(
                 "{name:20} {q:6} min cosine {cos:.6} top-1 {top1:.4} tokens {tokens}\n"
             ));
-            // The issue asks ≥ 0.9999 for f32. Our F32 files run with int8 activations, as
-            // transformers quantizes them, so the remaining difference is activation roundings
-            // that our arithmetic and the golden's put on different sides: measured 0.99985
-            // (Llama/Falcon) and 0.99974 (2B-4T). The bar below is what holds, not the issue's.
-            let need_cos = if q == "f32" { 0.9995 } else { 0.99 };
+            let need_cos = if q == "f32" { 0.9999 } else { 0.99 };
             if cos < need_cos || top1 < 0.95 || !tokens {
                 bad.push(format!("{name} {q}"));
             }
@@ -130,6 +148,37 @@ fn every_family_and_type_agrees_with_transformers() {
     }
     eprintln!("{report}");
     assert!(bad.is_empty(), "below the bar: {bad:?}\n{report}");
+}
+
+/// The 0.9999 bar needs transformers' roundings: the same F32 file against the same golden,
+/// run with bitnet.cpp's arithmetic (f16 KV cache, `(float)(127/amax)`, ggml's f64 mean in
+/// RMSNorm), falls below it, every row that differs by an int8 activation rounded the other way.
+#[test]
+fn f32_bar_needs_transformers_roundings() {
+    use bitconv::validate::{arithmetic_for, validate, Golden, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, _) = convert(tmp.path(), "bitnet-2b4t-packed", "f32");
+    let gpath = golden("bitnet-2b4t-packed");
+    let mut g = Golden::read(&gpath).unwrap();
+    let min_cos = |g: &Golden| {
+        let rep = validate(&out, g, &gpath, &RunOptions::default()).unwrap();
+        rep.prompts
+            .iter()
+            .map(|p| p.min_cosine)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let exact = min_cos(&g);
+    assert!(exact > 0.999999, "{exact}");
+    g.producer.name = "bitnet.cpp".into();
+    assert_eq!(
+        arithmetic_for(&g.producer),
+        (
+            bitconv::runtime::Emulation::BitnetCpp,
+            bitconv::runtime::KvPrecision::F16
+        )
+    );
+    let emulated = min_cos(&g);
+    assert!((0.999..0.9999).contains(&emulated), "{emulated}");
 }
 
 /// The packed checkpoint and the bf16 master weights of the same 2B-4T-style model convert to

@@ -377,3 +377,67 @@ fn packed_shape_disagreeing_with_config_is_an_error() {
     assert!(err.contains("1024"), "{err}");
     assert!(!out.exists());
 }
+
+/// `bitconv fetch --list` names every family issue 8 covers, with its architecture family:
+/// 2B-4T packed and bf16 (`bitnet-b1.58`), Llama3-8B-1.58, the seven Falcon3 1.58-bit models and
+/// the four Falcon-E models (`llama`), each with i2_s.
+#[test]
+fn fetch_list_names_every_family() {
+    let o = common::bitconv()
+        .args(["fetch", "--list", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let list = list.as_array().unwrap();
+    let mut want: Vec<(String, &str)> = vec![
+        ("microsoft/BitNet-b1.58-2B-4T".into(), "bitnet-b1.58"),
+        ("microsoft/bitnet-b1.58-2B-4T-bf16".into(), "bitnet-b1.58"),
+        ("HF1BitLLM/Llama3-8B-1.58-100B-tokens".into(), "llama"),
+    ];
+    for f in [
+        "7B-Instruct",
+        "7B",
+        "10B-Instruct",
+        "10B",
+        "3B-Instruct",
+        "3B",
+        "1B-Instruct",
+    ] {
+        want.push((format!("tiiuae/Falcon3-{f}-1.58bit"), "llama"));
+    }
+    for f in ["3B-Instruct", "1B-Instruct", "3B-Base", "1B-Base"] {
+        want.push((format!("tiiuae/Falcon-E-{f}"), "llama"));
+    }
+    for (repo, family) in &want {
+        let e = list
+            .iter()
+            .find(|e| e["repo"] == repo.as_str())
+            .unwrap_or_else(|| panic!("{repo} missing from fetch --list"));
+        assert_eq!(e["family"], *family, "{repo}");
+        assert!(
+            e["output_types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "i2_s"),
+            "{repo}"
+        );
+        assert!(repo.ends_with(e["local_name"].as_str().unwrap()), "{repo}");
+    }
+    // The 2B-4T variants have the same shapes, so the same output types.
+    let types = |r: &str| list.iter().find(|e| e["repo"] == r).unwrap()["output_types"].clone();
+    assert_eq!(
+        types("microsoft/BitNet-b1.58-2B-4T"),
+        types("microsoft/bitnet-b1.58-2B-4T-bf16")
+    );
+    let text = ok(&common::bitconv()
+        .args(["fetch", "--list"])
+        .output()
+        .unwrap());
+    for (repo, _) in &want {
+        assert!(
+            text.contains(repo.as_str()),
+            "{repo} missing from the text list"
+        );
+    }
+}

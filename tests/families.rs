@@ -50,9 +50,8 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("falcon-e", "falcon_e", "falcon3"),
 ];
 
-/// Converts `name` to `q` in `tmp`, validates it against its golden and returns
-/// `(min row cosine, top-1 agreement over all rows, tokens agree)`.
-fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
+/// Converts `name` to `q` in `tmp` and returns the output path (and the TL kernel config).
+fn convert(tmp: &Path, name: &str, q: &str) -> (PathBuf, PathBuf) {
     let (_, pre_bitnet, pre_mainline) = FAMILIES.iter().find(|f| f.0 == name).unwrap();
     let pre = if q == "tq2_0" {
         pre_mainline
@@ -77,6 +76,13 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
         args.extend(["--emit-kernel-config", s(&ini)]);
     }
     ok(&common::bitconv().args(&args).output().unwrap());
+    (out, ini)
+}
+
+/// Converts `name` to `q` in `tmp`, validates it against its golden and returns
+/// `(min row cosine, top-1 agreement over all rows, tokens agree)`.
+fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
+    let (out, ini) = convert(tmp, name, q);
     let g = golden(name);
     let mut v = vec!["validate", s(&out), "--golden", s(&g), "--json"];
     if q == "tl1" || q == "tl2" {
@@ -85,6 +91,10 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
     let o = common::bitconv().args(&v).output().unwrap();
     let rep: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{name} {q}: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(
+        rep["arithmetic"], "Transformers emulation, F32 KV cache",
+        "{name} {q}: a transformers golden is compared with transformers' roundings"
+    );
     let checks = rep["checks"].as_array().unwrap();
     let tokens_ok = checks
         .iter()
@@ -104,9 +114,21 @@ fn convert_and_validate(tmp: &Path, name: &str, q: &str) -> (f64, f64, bool) {
     (min_cos, agree / rows, tokens_ok)
 }
 
-/// Every family, every output type: top-1 agreement ≥ 95% of positions and minimum row cosine
-/// ≥ 0.99 for the ternary types, and our token ids equal transformers' on every calibration
-/// prompt. f32: see below.
+/// Every family, every output type: top-1 agreement ≥ 95% of positions, minimum row cosine
+/// ≥ 0.99 for the ternary types and ≥ 0.9999 for f32, and our token ids equal transformers' on
+/// every calibration prompt.
+///
+/// Measured (`-- --nocapture` prints them): f32, i2_s, tl1 and tl2 give 1.0000000 (2B-4T packed
+/// and bf16, Falcon3) and 0.9999095 (Llama3-8B, Falcon-E); tq2_0, whose blocks store f16 scales,
+/// 0.99982–0.99989; top-1 1.0 everywhere except Falcon3's tq2_0 (0.9924).
+///
+/// Why the Llama-architecture fixtures stop at 0.99991: transformers' `BitLinear` quantizes
+/// activations in the model's dtype, float64 in these goldens, so an activation exactly half-way
+/// between two integers (bf16 weights and embeddings make those common: a value at exactly half
+/// of its row's maximum is one) is rounded after float64 arithmetic there and after float32
+/// arithmetic here, and one such activation rounded the other way in layer 0 moves every later
+/// row by about 1e-4 in cosine. `AutoBitLinear` (2B-4T) quantizes in float32, which
+/// [`bitconv::runtime::Emulation::Transformers`] reproduces bit for bit.
 #[test]
 fn every_family_and_type_agrees_with_transformers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -118,26 +140,45 @@ fn every_family_and_type_agrees_with_transformers() {
             report.push_str(&format!(
                 "{name:20} {q:6} min cosine {cos:.6} top-1 {top1:.4} tokens {tokens}\n"
             ));
-            // The issue asks ≥ 0.9999 for f32. Our F32 files run with int8 activations, as
-            // transformers quantizes them, so the remaining difference is activation roundings
-            // that float32 (runtime) and float64 (golden) arithmetic put on different sides:
-            // measured 0.99987 (Llama/Falcon) and 0.99969 (2B-4T, whose ReLU² makes the down
-            // projection's int8 input coarser). The bar below is what holds, not the issue's.
-            let need_cos = if q == "f32" { 0.9995 } else { 0.99 };
-            // Random models have near-tied logits; falcon3's TQ2_0 file (F16 head) flips 9 of
-            // 132 argmaxes (0.932). Known shortfall, reported.
-            let need_top1 = if (*name, q) == ("falcon3", "tq2_0") {
-                0.9
-            } else {
-                0.95
-            };
-            if cos < need_cos || top1 < need_top1 || !tokens {
+            let need_cos = if q == "f32" { 0.9999 } else { 0.99 };
+            if cos < need_cos || top1 < 0.95 || !tokens {
                 bad.push(format!("{name} {q}"));
             }
         }
     }
     eprintln!("{report}");
     assert!(bad.is_empty(), "below the bar: {bad:?}\n{report}");
+}
+
+/// The 0.9999 bar needs transformers' roundings: the same F32 file against the same golden,
+/// run with bitnet.cpp's arithmetic (f16 KV cache, `(float)(127/amax)`, ggml's f64 mean in
+/// RMSNorm), falls below it, every row that differs by an int8 activation rounded the other way.
+#[test]
+fn f32_bar_needs_transformers_roundings() {
+    use bitconv::validate::{arithmetic_for, validate, Golden, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, _) = convert(tmp.path(), "bitnet-2b4t-packed", "f32");
+    let gpath = golden("bitnet-2b4t-packed");
+    let mut g = Golden::read(&gpath).unwrap();
+    let min_cos = |g: &Golden| {
+        let rep = validate(&out, g, &gpath, &RunOptions::default()).unwrap();
+        rep.prompts
+            .iter()
+            .map(|p| p.min_cosine)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let exact = min_cos(&g);
+    assert!(exact > 0.999999, "{exact}");
+    g.producer.name = "bitnet.cpp".into();
+    assert_eq!(
+        arithmetic_for(&g.producer),
+        (
+            bitconv::runtime::Emulation::BitnetCpp,
+            bitconv::runtime::KvPrecision::F16
+        )
+    );
+    let emulated = min_cos(&g);
+    assert!((0.999..0.9999).contains(&emulated), "{emulated}");
 }
 
 /// The packed checkpoint and the bf16 master weights of the same 2B-4T-style model convert to
@@ -335,4 +376,68 @@ fn packed_shape_disagreeing_with_config_is_an_error() {
     assert!(err.contains("mlp."), "{err}");
     assert!(err.contains("1024"), "{err}");
     assert!(!out.exists());
+}
+
+/// `bitconv fetch --list` names every family issue 8 covers, with its architecture family:
+/// 2B-4T packed and bf16 (`bitnet-b1.58`), Llama3-8B-1.58, the seven Falcon3 1.58-bit models and
+/// the four Falcon-E models (`llama`), each with i2_s.
+#[test]
+fn fetch_list_names_every_family() {
+    let o = common::bitconv()
+        .args(["fetch", "--list", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let list = list.as_array().unwrap();
+    let mut want: Vec<(String, &str)> = vec![
+        ("microsoft/BitNet-b1.58-2B-4T".into(), "bitnet-b1.58"),
+        ("microsoft/bitnet-b1.58-2B-4T-bf16".into(), "bitnet-b1.58"),
+        ("HF1BitLLM/Llama3-8B-1.58-100B-tokens".into(), "llama"),
+    ];
+    for f in [
+        "7B-Instruct",
+        "7B",
+        "10B-Instruct",
+        "10B",
+        "3B-Instruct",
+        "3B",
+        "1B-Instruct",
+    ] {
+        want.push((format!("tiiuae/Falcon3-{f}-1.58bit"), "llama"));
+    }
+    for f in ["3B-Instruct", "1B-Instruct", "3B-Base", "1B-Base"] {
+        want.push((format!("tiiuae/Falcon-E-{f}"), "llama"));
+    }
+    for (repo, family) in &want {
+        let e = list
+            .iter()
+            .find(|e| e["repo"] == repo.as_str())
+            .unwrap_or_else(|| panic!("{repo} missing from fetch --list"));
+        assert_eq!(e["family"], *family, "{repo}");
+        assert!(
+            e["output_types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "i2_s"),
+            "{repo}"
+        );
+        assert!(repo.ends_with(e["local_name"].as_str().unwrap()), "{repo}");
+    }
+    // The 2B-4T variants have the same shapes, so the same output types.
+    let types = |r: &str| list.iter().find(|e| e["repo"] == r).unwrap()["output_types"].clone();
+    assert_eq!(
+        types("microsoft/BitNet-b1.58-2B-4T"),
+        types("microsoft/bitnet-b1.58-2B-4T-bf16")
+    );
+    let text = ok(&common::bitconv()
+        .args(["fetch", "--list"])
+        .output()
+        .unwrap());
+    for (repo, _) in &want {
+        assert!(
+            text.contains(repo.as_str()),
+            "{repo} missing from the text list"
+        );
+    }
 }

@@ -185,6 +185,7 @@ fn list_and_help_read_well() {
     for r in [
         "1bitLLM/bitnet_b1_58-large",
         "microsoft/BitNet-b1.58-2B-4T",
+        "microsoft/bitnet-b1.58-2B-4T-bf16",
         "HF1BitLLM/Llama3-8B-1.58-100B-tokens",
         "tiiuae/Falcon3-7B-1.58bit",
     ] {

@@ -260,6 +260,35 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Both scale rules, on rows with exact halves of the maximum (ties that the rule decides).
+    #[test]
+    fn i8s_quantization_equals_reference(k in 1usize..300, a in 1e-3f32..50.0, seed: u64) {
+        let mut g = Rng::new(seed);
+        let mut x = g.floats(k, a);
+        let m = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for i in (0..k).step_by(7) {
+            x[i] = m / 2.0 * if i % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        for rule in [ops::I8Scale::Divide, ops::I8Scale::Reciprocal] {
+            let mut want = vec![0i8; k];
+            let ws = ops::quantize_i8s_with(&x, &mut want, rule);
+            let mut r = vec![0i8; k];
+            prop_assert_eq!(reference().quantize_i8s_with(&x, &mut r, rule), ws);
+            prop_assert_eq!(&r, &want);
+            for t in tables() {
+                let mut got = vec![0i8; k];
+                let gs = t.quantize_i8s_with(&x, &mut got, rule);
+                prop_assert_eq!(gs.0.to_bits(), ws.0.to_bits(), "{}", t.name());
+                prop_assert_eq!(gs.1, ws.1, "{}", t.name());
+                prop_assert_eq!(&got, &want, "{} {:?}", t.name(), rule);
+            }
+        }
+    }
+}
+
 #[test]
 fn i2s_reference_twin_matches_ternary_definition() {
     // The scalar twin itself: codes·q − Σq equals the ternary dot product.

@@ -64,6 +64,9 @@ pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
         return super::print_json(&serde_json::to_value(rep)?);
     }
     println!("validate {} against {}", rep.file, rep.golden);
+    if !rep.arithmetic.is_empty() {
+        println!("  arithmetic: {}", rep.arithmetic);
+    }
     for c in &rep.checks {
         println!(
             "  [{}] {:<28} {}",

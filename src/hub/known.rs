@@ -1,5 +1,7 @@
 //! The repositories bitnet.cpp's `setup_env.py` knows (`SUPPORTED_HF_MODELS`), for
-//! `bitconv fetch --list`, with the output types that apply to each.
+//! `bitconv fetch --list`, with the output types that apply to each, plus
+//! `microsoft/bitnet-b1.58-2B-4T-bf16`: the 2B-4T master weights, which bitnet.cpp converts with
+//! `utils/convert-helper-bitnet.py` instead of `setup_env.py`.
 //!
 //! Output types follow from the shapes recorded for each model:
 //! - `tq1_0`/`tq2_0` need every ternary matrix's input dimension K to be a multiple of 256;
@@ -8,6 +10,13 @@
 //!   (2B-4T and Falcon get another model's tables and fail); bitconv ships its own tables for
 //!   the 2B-4T and Falcon3 shapes (`layouts/family-*`, `quant::layouts::params::family`);
 //! - `i2_s`, `f16`, `f32` apply to every ternary model.
+//!
+//! The Falcon3 shapes were checked against tiiuae's `config.json` files on the Hub
+//! (Falcon3-1B-Instruct-1.58bit, Falcon3-3B/7B/10B-Base-1.58bit and the full-precision
+//! Falcon3-3B/7B-Instruct the instruct 1.58-bit models are quantized from): hidden 2048, FFN
+//! 8192, 8 heads / 4 KV heads of 256, 18 layers (1B); hidden 3072, 12 / 4 heads of 256 with FFN
+//! 9216, 22 layers (3B), FFN 23040, 28 layers (7B) or 40 layers (10B); vocabulary 131072. The
+//! Falcon-E shapes could not be checked.
 
 /// One known repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +135,15 @@ static KNOWN: &[KnownRepo] = &[
         note: "K in {2560, 6912}: multiples of 256; TL from bitconv's table \
                (layouts/family-BitNet-b1.58-2B-4T)",
     },
+    KnownRepo {
+        repo: "microsoft/bitnet-b1.58-2B-4T-bf16",
+        local_name: "bitnet-b1.58-2B-4T-bf16",
+        family: "bitnet-b1.58",
+        output_types: ALL,
+        note: "bf16 master weights of BitNet-b1.58-2B-4T, ternarized (absmean) on conversion; \
+               not in setup_env.py (bitnet.cpp: utils/convert-helper-bitnet.py); K in {2560, \
+               6912}; TL from bitconv's table (layouts/family-BitNet-b1.58-2B-4T)",
+    },
     falcon("tiiuae/Falcon-E-3B-Instruct", "Falcon-E-3B-Instruct"),
     falcon("tiiuae/Falcon-E-1B-Instruct", "Falcon-E-1B-Instruct"),
     falcon("tiiuae/Falcon-E-3B-Base", "Falcon-E-3B-Base"),
@@ -146,7 +164,8 @@ static KNOWN: &[KnownRepo] = &[
     },
 ];
 
-/// The repositories bitnet.cpp's `setup_env.py` supports, in its order.
+/// The repositories bitnet.cpp's `setup_env.py` supports, in its order, with the 2B-4T bf16
+/// master weights after the packed 2B-4T repository.
 pub fn known_repos() -> &'static [KnownRepo] {
     KNOWN
 }
@@ -168,6 +187,12 @@ mod tests {
             ("1bitLLM/bitnet_b1_58-3B", &[3200, 8640]),
             ("HF1BitLLM/Llama3-8B-1.58-100B-tokens", &[4096, 14336]),
             ("microsoft/BitNet-b1.58-2B-4T", &[2560, 6912]),
+            ("microsoft/bitnet-b1.58-2B-4T-bf16", &[2560, 6912]),
+            ("tiiuae/Falcon3-1B-Instruct-1.58bit", &[2048, 8192]),
+            ("tiiuae/Falcon3-3B-1.58bit", &[3072, 9216]),
+            ("tiiuae/Falcon3-3B-Instruct-1.58bit", &[3072, 9216]),
+            ("tiiuae/Falcon3-7B-1.58bit", &[3072, 23040]),
+            ("tiiuae/Falcon3-10B-Instruct-1.58bit", &[3072, 23040]),
         ];
         for (repo, ks) in shapes {
             let k = find_known(repo).unwrap();
@@ -175,7 +200,7 @@ mod tests {
             assert_eq!(k.output_types.contains(&"tq1_0"), fits, "{repo}");
             assert_eq!(k.output_types.contains(&"tq2_0"), fits, "{repo}");
         }
-        assert_eq!(known_repos().len(), 17);
+        assert_eq!(known_repos().len(), 18);
         for k in known_repos() {
             assert!(k.repo.ends_with(k.local_name), "{}", k.repo);
         }

@@ -146,6 +146,16 @@ pub fn absmean(values: &[f32], mode: AbsmeanMode) -> f32 {
     absmean_of(&SliceSource(values), mode)
 }
 
+/// torch's CPU float32 `mean(|x|)` of `values` summed as one chunk: what torch computes for a
+/// tensor of fewer than 32768 values whatever its thread count (and for any size with one
+/// thread), for instance `x.pow(2).mean(-1)` over one row of a model's hidden state in
+/// transformers' RMSNorm. Equal to `absmean(values, AbsmeanMode::Torch { threads: 1 })`, without
+/// allocating (for `values.len() < 131072`).
+pub fn torch_mean_one_chunk(values: &[f32]) -> f32 {
+    // One thread: the chunk sum goes to the only slot, and `0 + slot` is the slot (≥ 0).
+    chunk_sum(&SliceSource(values), 0, values.len()) / values.len() as f32
+}
+
 /// `mean(|x|)` over a tensor given as little-endian `dtype` bytes, before the `1e-5` clamp.
 ///
 /// The same value as `absmean(&to_f32_vec(dtype, bytes), mode)`, but converting only
@@ -1116,6 +1126,27 @@ mod tests {
     }
 
     // --- torch mode --------------------------------------------------------------------------
+
+    #[test]
+    fn torch_one_chunk_is_torch_with_one_thread() {
+        for (n, seed) in [
+            (0, 1),
+            (1, 2),
+            (5, 3),
+            (8, 4),
+            (512, 5),
+            (6912, 6),
+            (40_000, 7),
+        ] {
+            let v = weights(n, seed);
+            let want = absmean(&v, AbsmeanMode::Torch { threads: 1 });
+            assert_eq!(torch_mean_one_chunk(&v).to_bits(), want.to_bits(), "n {n}");
+            if n < TORCH_GRAIN {
+                let two = absmean(&v, AbsmeanMode::Torch { threads: 2 });
+                assert_eq!(torch_mean_one_chunk(&v).to_bits(), two.to_bits(), "n {n}");
+            }
+        }
+    }
 
     #[test]
     fn torch_small_cases_by_hand() {

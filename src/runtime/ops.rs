@@ -62,19 +62,50 @@ macro_rules! kernel {
 // int8 activations for I2_S (bitnet.cpp `quantize_row_i8_s`)
 // ---------------------------------------------------------------------------------------------
 
+/// How the per-token int8 activation scale `127 / max|x|` is evaluated. The two ways give the
+/// same value in about three rows out of four and differ by one ulp otherwise, which moves the
+/// rounding of an activation that lies exactly (or within an ulp of) half-way between two
+/// integers; each such activation changes every later logit of a small model by about 1e-4 in
+/// row cosine, so validation at that precision must evaluate the scale as the reference did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum I8Scale {
+    /// bitnet.cpp (`quantize_row_i8_s`): `amax = max(1e-5, max|x|)` in f64, then
+    /// `s = (float)(127/amax)`, one correctly rounded division.
+    #[default]
+    Divide,
+    /// Hugging Face transformers (`ActQuant`, `BitLinear.activation_quant` on float32): the
+    /// scale is `127 / amax` with `amax` a float32 tensor clamped to `1e-5`, and torch evaluates
+    /// a number divided by a tensor as `reciprocal(amax) · 127`: two float32 roundings.
+    Reciprocal,
+}
+
+impl I8Scale {
+    /// The scale for a row whose largest magnitude is `max_abs` (`max|x|`, before the 1e-5
+    /// floor).
+    #[inline]
+    pub fn scale(self, max_abs: f32) -> f32 {
+        match self {
+            I8Scale::Divide => (127.0 / (max_abs as f64).max(1e-5)) as f32,
+            I8Scale::Reciprocal => (1.0f32 / max_abs.max(1e-5f32)) * 127.0,
+        }
+    }
+}
+
 /// Quantizes one token's activations to int8 the way bitnet.cpp does before an I2_S matmul:
 /// `amax = max(1e-5, max|x|)` in f64, `s = (float)(127/amax)`, `q = clamp(rne(x·s), −128, 127)`
 /// with `x·s` an f32 product rounded half to even. Returns `(s, Σq)`.
 pub fn quantize_i8s(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    quantize_i8s_with(x, q, I8Scale::Divide)
+}
+
+/// [`quantize_i8s`] with the scale evaluated as `rule` says.
+pub fn quantize_i8s_with(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
     debug_assert_eq!(x.len(), q.len());
-    let mut amax = 1e-5f64;
+    let mut max_abs = 0.0f32;
     for &v in x {
-        let a = v.abs() as f64;
-        if a > amax {
-            amax = a;
-        }
+        max_abs = max_abs.max(v.abs());
     }
-    let s = (127.0 / amax) as f32;
+    let s = rule.scale(max_abs);
     let mut sum = 0i32;
     for (o, &v) in q.iter_mut().zip(x) {
         let r = (v * s).round_ties_even().clamp(-128.0, 127.0) as i32;
@@ -312,18 +343,52 @@ pub fn reduce32(s: &[f32; 32]) -> f32 {
     (t[0] + t[1]) + (t[2] + t[3])
 }
 
+/// How RMSNorm's `mean(x²)` is computed (the rest of the norm is the same everywhere:
+/// `scale = 1/sqrtf(mean + eps)`, `y = (x·scale)·w`, all f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NormMean {
+    /// ggml: each square rounded to f32, summed in f64 in order, `mean = (float)(Σ/n)`.
+    #[default]
+    Ggml,
+    /// torch (transformers' RMSNorm: `x.float().pow(2).mean(-1)`): the squares rounded to f32
+    /// and averaged by torch's float32 `mean` ([`crate::quant::absmean::torch_mean_one_chunk`]).
+    /// The two means differ by an ulp in some rows, which moves the scale by an ulp there.
+    Torch,
+}
+
 /// RMSNorm as ggml computes it: `Σ x²` with each square rounded to f32 and summed in f64,
 /// `mean = (float)(Σ/n)`, `scale = 1/sqrtf(mean + eps)`, `y = (x·scale)·w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
-    let mut sum = 0.0f64;
-    for &v in x {
-        sum += (v * v) as f64;
-    }
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0f32 / (mean + eps).sqrt();
+    let scale = rms_scale(x, eps, NormMean::Ggml);
     for ((o, &v), &g) in y.iter_mut().zip(x).zip(w) {
         *o = (v * scale) * g;
     }
+}
+
+/// `1/sqrtf(mean(x²) + eps)` with the mean computed as `mean` says. [`NormMean::Torch`] writes
+/// the squares into `SQUARES`, a per-thread buffer, so that it allocates only while that buffer
+/// grows.
+pub fn rms_scale(x: &[f32], eps: f32, mean: NormMean) -> f32 {
+    let m = match mean {
+        NormMean::Ggml => {
+            let mut sum = 0.0f64;
+            for &v in x {
+                sum += (v * v) as f64;
+            }
+            (sum / x.len() as f64) as f32
+        }
+        NormMean::Torch => SQUARES.with_borrow_mut(|sq| {
+            sq.clear();
+            sq.extend(x.iter().map(|v| v * v));
+            crate::quant::absmean::torch_mean_one_chunk(sq)
+        }),
+    };
+    1.0f32 / (m + eps).sqrt()
+}
+
+thread_local! {
+    /// Scratch of [`rms_scale`] with [`NormMean::Torch`].
+    static SQUARES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The rotary embedding convention of an architecture.
@@ -443,6 +508,43 @@ mod tests {
         assert_eq!(s, 1.0);
         assert_eq!(q, [127, 0, 2, -2]);
         assert_eq!(sum, 127);
+    }
+
+    #[test]
+    fn i8s_scale_rules() {
+        // 127/3 = 42.333…: one division rounds to 42.333332, 1/3 then ·127 to 42.333336.
+        assert_eq!(I8Scale::Divide.scale(3.0), 42.333332);
+        assert_eq!(I8Scale::Reciprocal.scale(3.0), 42.333336);
+        assert_ne!(I8Scale::Divide.scale(3.0), I8Scale::Reciprocal.scale(3.0));
+        // Equal where the reciprocal is exact, and both floor amax at 1e-5.
+        assert_eq!(I8Scale::Divide.scale(2.0), I8Scale::Reciprocal.scale(2.0));
+        assert_eq!(I8Scale::Divide.scale(0.0), (127.0f64 / 1e-5) as f32);
+        assert_eq!(I8Scale::Reciprocal.scale(0.0), (1.0 / 1e-5f32) * 127.0);
+        // An activation at exactly half the row's maximum: 63.5 (→ 64) with one division,
+        // 63.499996 (→ 63) through the reciprocal.
+        let a = 1.002006f32;
+        let x = [a, a / 2.0];
+        let mut q = [0i8; 2];
+        assert_eq!(quantize_i8s(&x, &mut q), (126.74574, 127 + 64));
+        assert_eq!(q, [127, 64]);
+        let (s, sum) = quantize_i8s_with(&x, &mut q, I8Scale::Reciprocal);
+        assert_eq!((s, sum, q), (126.745735, 127 + 63, [127, 63]));
+    }
+
+    #[test]
+    fn rms_scale_means() {
+        let x: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let g = rms_scale(&x, 1e-5, NormMean::Ggml);
+        let t = rms_scale(&x, 1e-5, NormMean::Torch);
+        let sq: Vec<f32> = x.iter().map(|v| v * v).collect();
+        let tm = crate::quant::absmean::absmean(
+            &sq,
+            crate::quant::absmean::AbsmeanMode::Torch { threads: 1 },
+        );
+        assert_eq!(t, 1.0 / (tm + 1e-5).sqrt());
+        assert!((g - t).abs() <= 2.0 * f32::EPSILON * g);
     }
 
     #[test]

@@ -93,9 +93,41 @@ pub enum Emulation {
     /// Mainline llama.cpp with flash attention (its CPU default): one pass over the cache with
     /// an online softmax and the value accumulator held in the cache type.
     LlamaCpp,
+    /// Hugging Face transformers (`integrations/bitnet.py`), for validation against goldens it
+    /// computed. The graph and the ternary arithmetic stay bitnet.cpp's; what changes is every
+    /// rounding that decides an int8 activation the way transformers decides it, because on a
+    /// small model one activation rounded the other way (a value within an ulp of half-way
+    /// between two integers, which bf16 weights make common) moves every later logit by about
+    /// 1e-4 in row cosine:
+    /// * the int8 activation scale is `reciprocal(amax)·127` ([`ops::I8Scale::Reciprocal`]);
+    /// * RMSNorm's `mean(x²)` is torch's float32 mean ([`ops::NormMean::Torch`]);
+    /// * float weights (F16/F32 LM head) multiply f32 activations, never converted to f16;
+    /// * attention as [`Emulation::BitnetCpp`] (exact f32 with a [`KvPrecision::F32`] cache,
+    ///   which goes with this mode: transformers keeps keys and values in the model's dtype).
+    ///
+    /// `AutoBitLinear` (2B-4T) quantizes in float32, as this mode does; `BitLinear` (the
+    /// Llama-architecture checkpoints) quantizes in the model's dtype, which a float64 golden
+    /// makes float64, so ties there can still be broken the other way.
+    Transformers,
 }
 
 impl Emulation {
+    /// How this runtime evaluates the int8 activation scale of I2_S matmuls.
+    pub fn i8_scale(self) -> ops::I8Scale {
+        match self {
+            Emulation::Transformers => ops::I8Scale::Reciprocal,
+            Emulation::BitnetCpp | Emulation::LlamaCpp => ops::I8Scale::Divide,
+        }
+    }
+
+    /// How this runtime computes RMSNorm's mean of squares.
+    pub fn norm_mean(self) -> ops::NormMean {
+        match self {
+            Emulation::Transformers => ops::NormMean::Torch,
+            Emulation::BitnetCpp | Emulation::LlamaCpp => ops::NormMean::Ggml,
+        }
+    }
+
     /// The runtime a model's files belong to: mainline llama.cpp for files with TQ1_0/TQ2_0
     /// weights (only mainline has those types), bitnet.cpp otherwise.
     pub fn for_model(model: &Model) -> Emulation {
@@ -372,8 +404,9 @@ impl<'m> Session<'m> {
         sized(&mut b.o, n * e);
         sized(&mut b.g, n * hp.n_ff);
         sized(&mut b.u, n * hp.n_ff);
+        let nm = emu.norm_mean();
         for (il, layer) in model.layers.iter().enumerate() {
-            rms_norm_rows(&b.x, &layer.attn_norm, eps, &mut b.cur, e);
+            rms_norm_rows(&b.x, &layer.attn_norm, eps, nm, &mut b.cur, e);
             let mm = MatmulCtx { kern, file, n, emu };
             mm.run(
                 &[&layer.wq, &layer.wk, &layer.wv],
@@ -403,17 +436,19 @@ impl<'m> Session<'m> {
                 vc: &self.v_cache[il],
             };
             match emu {
-                Emulation::BitnetCpp => att.softmax_attention(&b.q, &mut b.attn),
+                Emulation::BitnetCpp | Emulation::Transformers => {
+                    att.softmax_attention(&b.q, &mut b.attn)
+                }
                 Emulation::LlamaCpp => att.flash_attention(&b.q, &mut b.attn),
             }
             if let Some(w) = &layer.attn_sub_norm {
-                rms_norm_rows_in_place(&mut b.attn, w, eps, q_dim);
+                rms_norm_rows_in_place(&mut b.attn, w, eps, nm, q_dim);
             }
             mm.run(&[&layer.wo], &b.attn, &mut b.acts, &mut [&mut b.o], None);
             for (xv, ov) in b.x.iter_mut().zip(&b.o) {
                 *xv += *ov;
             }
-            rms_norm_rows(&b.x, &layer.ffn_norm, eps, &mut b.cur, e);
+            rms_norm_rows(&b.x, &layer.ffn_norm, eps, nm, &mut b.cur, e);
             // act(gate)·up is applied inside the parallel loop, into `g`.
             mm.run(
                 &[&layer.w_gate, &layer.w_up],
@@ -423,7 +458,7 @@ impl<'m> Session<'m> {
                 Some(hp.arch.activation()),
             );
             if let Some(w) = &layer.ffn_sub_norm {
-                rms_norm_rows_in_place(&mut b.g, w, eps, hp.n_ff);
+                rms_norm_rows_in_place(&mut b.g, w, eps, nm, hp.n_ff);
             }
             mm.run(&[&layer.w_down], &b.g, &mut b.acts, &mut [&mut b.o], None);
             for (xv, dv) in b.x.iter_mut().zip(&b.o) {
@@ -440,7 +475,11 @@ impl<'m> Session<'m> {
         let normed = sized(&mut b.normed, rows * e);
         for (i, o) in normed.chunks_exact_mut(e).enumerate() {
             let t = first + i;
-            ops::rms_norm(&b.x[t * e..(t + 1) * e], model.output_norm(), eps, o);
+            let xt = &b.x[t * e..(t + 1) * e];
+            let scale = ops::rms_scale(xt, eps, nm);
+            for ((o, &v), &g) in o.iter_mut().zip(xt).zip(model.output_norm()) {
+                *o = (v * scale) * g;
+            }
         }
         sized(&mut b.logits, rows * hp.n_vocab);
         let mm = MatmulCtx {
@@ -461,12 +500,21 @@ impl<'m> Session<'m> {
 }
 
 /// The RMSNorm scales `1/sqrt(mean(x²) + eps)` of up to eight rows of `width` values, with the
-/// arithmetic of [`ops::rms_norm`] (each row's squares summed in f64 in order); the rows'
-/// sums are interleaved so that their dependent additions overlap.
+/// arithmetic of [`ops::rms_scale`]; for [`ops::NormMean::Ggml`] (each row's squares summed in
+/// f64 in order) the rows' sums are interleaved so that their dependent additions overlap.
 #[allow(clippy::needless_range_loop)]
-fn rms_scales(x: &[f32], width: usize, eps: f32) -> [f32; 8] {
+fn rms_scales(x: &[f32], width: usize, eps: f32, mean: ops::NormMean) -> [f32; 8] {
     let rows = x.len() / width;
     debug_assert!(rows <= 8 && rows * width == x.len());
+    if mean != ops::NormMean::Ggml {
+        return std::array::from_fn(|j| {
+            if j < rows {
+                ops::rms_scale(&x[j * width..(j + 1) * width], eps, mean)
+            } else {
+                0.0
+            }
+        });
+    }
     let mut sums = [0.0f64; 8];
     if rows == 8 {
         // Column by column across the eight rows: independent chains, each in its own order.
@@ -492,10 +540,10 @@ fn rms_scales(x: &[f32], width: usize, eps: f32) -> [f32; 8] {
 
 /// RMSNorm of every `width`-row of `x` into `y` (as [`ops::rms_norm`]), eight rows at a time,
 /// in parallel for batches.
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], width: usize) {
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, mean: ops::NormMean, y: &mut [f32], width: usize) {
     let y = &mut y[..x.len()];
     let group = |(o, xs): (&mut [f32], &[f32])| {
-        let sc = rms_scales(xs, width, eps);
+        let sc = rms_scales(xs, width, eps, mean);
         for ((orow, xrow), &scale) in o
             .chunks_exact_mut(width)
             .zip(xs.chunks_exact(width))
@@ -518,9 +566,9 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], width: usize) {
 }
 
 /// RMSNorm of every `width`-row of `x`, in place.
-fn rms_norm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32, width: usize) {
+fn rms_norm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32, mean: ops::NormMean, width: usize) {
     let group = |xs: &mut [f32]| {
-        let sc = rms_scales(xs, width, eps);
+        let sc = rms_scales(xs, width, eps, mean);
         for (row, &scale) in xs.chunks_exact_mut(width).zip(&sc) {
             for (v, &g) in row.iter_mut().zip(w) {
                 *v = (*v * scale) * g;
@@ -796,6 +844,7 @@ fn prepare(
     n: usize,
     k: usize,
     round: bool,
+    rule: ops::I8Scale,
 ) {
     match format {
         WeightFormat::I2s => {
@@ -804,7 +853,7 @@ fn prepare(
             let sum = Rows::new(sized(&mut a.sum, n), 1);
             // SAFETY: token `t` writes only its own rows of `q`, `s` and `sum`.
             per_token(n, |t| unsafe {
-                let (sv, su) = kern.quantize_i8s(&x[t * k..(t + 1) * k], q.row(t));
+                let (sv, su) = kern.quantize_i8s_with(&x[t * k..(t + 1) * k], q.row(t), rule);
                 s.row(t)[0] = sv;
                 sum.row(t)[0] = su;
             });
@@ -877,14 +926,17 @@ impl MatmulCtx<'_> {
         // Float weights: ggml's vec_dot (activations first converted to the weight's type),
         // except that bitnet.cpp hands products over several tokens to llamafile's tinyBLAS
         // (f32 activations; it needs K % 8 == 0). Mainline llama.cpp was seen to keep vec_dot.
-        let tiny_blas = n > 1 && k % 8 == 0 && self.emu == Emulation::BitnetCpp;
+        // transformers multiplies in the model's dtype (f32 or wider): f32 activations here.
+        let tiny_blas = (n > 1 && k % 8 == 0 && self.emu == Emulation::BitnetCpp)
+            || self.emu == Emulation::Transformers;
+        let rule = self.emu.i8_scale();
         let mut done = [false; 5];
         for w in ws {
             let slot = format_slot(w.format());
             if !done[slot] {
                 done[slot] = true;
                 let round = w.format() == WeightFormat::F16 && !tiny_blas;
-                prepare(self.kern, &mut acts[slot], w.format(), x, n, k, round);
+                prepare(self.kern, &mut acts[slot], w.format(), x, n, k, round, rule);
             }
         }
         // Every task writes its rows of each output (token-major, `n × M_i`) directly.

@@ -28,6 +28,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::runtime::ops::I8Scale;
+
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -159,8 +161,8 @@ type FloatFn = unsafe fn(FloatOrder, &[u8], usize, usize, &[f32], usize, &mut [f
 type WeightedFn = unsafe fn(FloatOrder, &[u8], usize, &[f32], &mut [f32], &mut [f32]);
 /// `flash(q, k, v, stride, positions, scale, out)`.
 type FlashFn = unsafe fn(&[f32], &[u8], &[u8], usize, usize, f32, &mut [f32]);
-/// `quantize_i8s(x, q) -> (scale, Σq)`.
-type QuantI8sFn = unsafe fn(&[f32], &mut [i8]) -> (f32, i32);
+/// `quantize_i8s(x, q, rule) -> (scale, Σq)`.
+type QuantI8sFn = unsafe fn(&[f32], &mut [i8], I8Scale) -> (f32, i32);
 /// `quantize_q8k(x, q, d, bsum)`.
 type QuantQ8kFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
 /// `quantize_q8_0(x, q, d)`.
@@ -321,8 +323,14 @@ impl Kernels {
     /// bitnet.cpp's int8 activation quantization of one token
     /// ([`super::ops::quantize_i8s`], bit for bit): returns the scale and `Σq`.
     pub fn quantize_i8s(&self, x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        self.quantize_i8s_with(x, q, I8Scale::Divide)
+    }
+
+    /// [`Self::quantize_i8s`] with the scale evaluated as `rule` says
+    /// ([`super::ops::quantize_i8s_with`], bit for bit).
+    pub fn quantize_i8s_with(&self, x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
         // SAFETY: as in `i2s_dots`.
-        unsafe { (self.quantize_i8s)(x, q) }
+        unsafe { (self.quantize_i8s)(x, q, rule) }
     }
 
     /// Q8_K quantization ([`super::ops::quantize_q8k`], bit for bit) of `x` (a multiple of 256

@@ -7,7 +7,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::{FloatOrder, FloatType, KernelChoice, Kernels};
-use crate::runtime::ops::{self, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::ops::{self, I8Scale, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 
 pub(super) static TABLE: Kernels = Kernels {
     name: "reference",
@@ -412,9 +412,9 @@ pub(super) unsafe fn flash_f16(
 
 /// # Safety
 /// None: `unsafe` only to match the table's function type.
-pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
     assert_eq!(x.len(), q.len(), "quantize_i8s: lengths");
-    ops::quantize_i8s(x, q)
+    ops::quantize_i8s_with(x, q, rule)
 }
 
 /// # Safety

@@ -12,7 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::ops::{
+    self, I8Scale, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES,
+};
 use crate::runtime::simd::scalar::{
     check_flash, check_float, check_q8_0_acts, check_q8k, check_rows, check_weighted,
 };
@@ -880,23 +882,20 @@ unsafe fn abs_max(x: *const f32, n8: usize) -> f32 {
         .fold(0.0f32, |acc, &v| if v > acc { v } else { acc })
 }
 
-/// bitnet.cpp's int8 quantization of one token ([`ops::quantize_i8s`], bit for bit).
+/// bitnet.cpp's int8 quantization of one token ([`ops::quantize_i8s_with`], bit for bit).
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
     assert_eq!(x.len(), q.len(), "quantize_i8s: lengths");
     let n = x.len();
     let n8 = n & !7;
-    let mut amax = (abs_max(x.as_ptr(), n8) as f64).max(1e-5);
+    let mut max_abs = abs_max(x.as_ptr(), n8);
     for &v in &x[n8..] {
-        let a = v.abs() as f64;
-        if a > amax {
-            amax = a;
-        }
+        max_abs = max_abs.max(v.abs());
     }
-    let s = (127.0 / amax) as f32;
+    let s = rule.scale(max_abs);
     let (lo, hi, sv) = (
         _mm256_set1_ps(-128.0),
         _mm256_set1_ps(127.0),

@@ -352,22 +352,25 @@ fn pack_region(
 ) {
     match region {
         Region::Magnitudes => for_each_magnitude(m, k, params, |o, i| {
-            let v0 = triple(&codes[i..i + 3]).unsigned_abs();
-            let v1 = triple(&codes[i + 3..i + 6]).unsigned_abs();
-            out[o] = (v0 << 4) | v1;
+            let c: &[i8; 6] = codes[i..i + 6].try_into().expect("6 columns");
+            let (v0, v1) = (triple(&c[..3]), triple(&c[3..]));
+            out[o] = (v0.unsigned_abs() << 4) | v1.unsigned_abs();
         }),
         Region::Signs => for_each_sign_word(m, k, params, 0, |o, i| {
+            // Bit 15 − h: row +16·(h mod 2), triple ⌊h/2⌋ of the 8 triples (24 columns).
+            let rows: [&[i8; 24]; 2] =
+                [0, 16 * k].map(|r| codes[i + r..i + r + 24].try_into().expect("24 columns"));
             let mut word = 0u16;
             for h in 0..16 {
-                let idx = i + 16 * (h % 2) * k + 3 * (h / 2);
-                if triple(&codes[idx..idx + 3]) < 0 {
-                    word |= 1 << (15 - h);
-                }
+                let c = &rows[h % 2][3 * (h / 2)..3 * (h / 2) + 3];
+                // The sign bit, without a branch (random signs defeat the predictor).
+                let negative = (triple(c) as u8 >> 7) as u16;
+                word |= negative << (15 - h);
             }
             out[o..o + 2].copy_from_slice(&word.to_le_bytes());
         }),
         Region::TwoPart => for_each_two_part(m, k, params, 0, |o, i| {
-            let c = &codes[i..i + 4];
+            let c: &[i8; 4] = codes[i..i + 4].try_into().expect("4 columns");
             out[o] = (pair(c[0], c[1]) << 4) | pair(c[2], c[3]);
         }),
     }

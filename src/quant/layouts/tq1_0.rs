@@ -81,26 +81,26 @@ fn quantize_block(x: &[f32], out: &mut [u8]) {
 /// One block from the trits `t(i) ∈ {0, 1, 2}` of its values and its scale.
 #[inline]
 fn encode_block(t: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
-    for m in 0..32 {
+    for (m, o) in out[..32].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..5 {
             q = q * 3 + t(m + 32 * n) as u16;
         }
-        out[m] = pack5(q);
+        *o = pack5(q);
     }
-    for m in 0..16 {
+    for (m, o) in out[32..48].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..5 {
             q = q * 3 + t(160 + m + 16 * n) as u16;
         }
-        out[32 + m] = pack5(q);
+        *o = pack5(q);
     }
-    for j in 0..4 {
+    for (j, o) in out[48..52].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..4 {
             q = q * 3 + t(240 + j + 4 * n) as u16;
         }
-        out[48 + j] = pack5(q * 3);
+        *o = pack5(q * 3);
     }
     out[52..54].copy_from_slice(&f16::from_f32(d).to_le_bytes());
 }
@@ -126,7 +126,11 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
     {
         if exact {
-            let d = if c.iter().any(|&v| v != 0) { scale } else { 0.0 };
+            let d = if c.iter().any(|&v| v != 0) {
+                scale
+            } else {
+                0.0
+            };
             encode_block(|i| (c[i] + 1) as u8, d, o);
         } else {
             for (v, &t) in vals.iter_mut().zip(c) {
@@ -285,7 +289,18 @@ mod tests {
         // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
         let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
         codes[256..512].fill(0);
-        for scale in [0.05, 0.1234, 1.0, 3e-38, 1e-40, 3e38, f32::MAX, 0.0, -0.5, f32::NAN] {
+        for scale in [
+            0.05,
+            0.1234,
+            1.0,
+            3e-38,
+            1e-40,
+            3e38,
+            f32::MAX,
+            0.0,
+            -0.5,
+            f32::NAN,
+        ] {
             let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
             let mut want = vec![0u8; nbytes(1024)];
             quantize_into(&vals, &mut want).unwrap();

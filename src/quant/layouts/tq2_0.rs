@@ -107,7 +107,11 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
     {
         if exact {
-            let d = if c.iter().any(|&v| v != 0) { scale } else { 0.0 };
+            let d = if c.iter().any(|&v| v != 0) {
+                scale
+            } else {
+                0.0
+            };
             encode_block(|i| (c[i] + 1) as u8, d, o);
         } else {
             for (v, &t) in vals.iter_mut().zip(c) {
@@ -222,7 +226,18 @@ mod tests {
         // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
         let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 7 + i / 3) % 3) as i8 - 1).collect();
         codes[512..768].fill(0);
-        for scale in [0.05, 0.1234, 1.0, 3e-38, 1e-40, 3e38, f32::MAX, 0.0, -0.5, f32::NAN] {
+        for scale in [
+            0.05,
+            0.1234,
+            1.0,
+            3e-38,
+            1e-40,
+            3e38,
+            f32::MAX,
+            0.0,
+            -0.5,
+            f32::NAN,
+        ] {
             let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
             let mut want = vec![0u8; nbytes(1024)];
             quantize_into(&vals, &mut want).unwrap();

@@ -821,7 +821,7 @@ macro_rules! widest {
 }
 
 widest! {
-    /// Makes piece `j` of tensor `t` (see [`Cut`]) into `out`.
+    /// Makes piece `j` of tensor `t` (see [`Cut`]) into `out`, which holds an earlier piece.
     fn piece(
         seed: u64,
         t: &DummyTensor,
@@ -848,6 +848,7 @@ fn piece_imp(
             } else {
                 (tl2::nbytes(t.m, k)?, tl2::content_bytes(t.m, k, &p))
             };
+            out.clear();
             out.resize(pad32(raw) - content, 0);
             out.extend_from_slice(&scale_slot(ternary_scale(t)));
             Ok(())
@@ -861,7 +862,7 @@ fn piece_imp(
                 for (r, row) in rows.zip(s.codes.chunks_exact_mut(k)) {
                     ternary_row(seed, t, r, row);
                 }
-                out.resize(tl1::nbytes(p.bm, k), 0);
+                resize_for_overwrite(out, tl1::nbytes(p.bm, k));
                 return tl1::pack_into(&s.codes, p.bm, k, &p, out);
             }
             let region = tl2_regions(k, &p).nth(region).expect("a non-empty region");
@@ -875,11 +876,12 @@ fn piece_imp(
             for (r, row) in rows.zip(s.codes.chunks_exact_mut(k)) {
                 ternary_cols(seed, t, r, cols.start, &mut row[cols.clone()]);
             }
-            out.resize(tl2::region_range(p.bm, k, &p, region).len(), 0);
+            resize_for_overwrite(out, tl2::region_range(p.bm, k, &p, region).len());
             tl2::pack_region_into(&s.codes, p.bm, k, &p, region, out)
         }
         Cut::Rows { blocks, .. } if j == blocks => {
             // I2_S: the scale, then zeros to 32 bytes.
+            out.clear();
             out.extend_from_slice(&ternary_scale(t).to_le_bytes());
             out.resize(i2s::TAIL_BYTES, 0);
             Ok(())
@@ -889,6 +891,12 @@ fn piece_imp(
             block_bytes(seed, t, r0, (r0 + rows).min(t.m), s, out)
         }
     }
+}
+
+/// Gives `out` length `n` for a caller that then writes every byte: the bytes of the earlier
+/// piece that a reused buffer holds are kept rather than zeroed (only growth is zeroed).
+fn resize_for_overwrite(out: &mut Vec<u8>, n: usize) {
+    out.resize(n, 0);
 }
 
 /// The bytes of rows `r0..r1` of a tensor cut into rows.
@@ -905,7 +913,7 @@ fn block_bytes(
     if ty == GgmlType::I2_S {
         // Groups of rows that fill whole 128-value blocks (one row when K % 128 == 0).
         let unit = i2s_rows_unit(k);
-        out.resize((r1 - r0) * k / 4, 0);
+        resize_for_overwrite(out, (r1 - r0) * k / 4);
         s.codes.resize(unit * k, 0);
         for (g, o) in (r0..r1)
             .step_by(unit)
@@ -919,7 +927,7 @@ fn block_bytes(
         return Ok(());
     }
     let rb = row_bytes(ty, k);
-    out.resize((r1 - r0) * rb, 0);
+    resize_for_overwrite(out, (r1 - r0) * rb);
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(rb)) {
         if let (GgmlType::TQ1_0 | GgmlType::TQ2_0, Kind::Ternary { scale }) = (ty, t.kind) {
             // The codes directly: what quantizing the values codes·scale gives.

@@ -59,8 +59,9 @@ impl<I: Iterator, E> Drop for StopOnPanic<'_, I, E> {
 }
 
 /// Runs `make` for every job on `threads` worker threads, each with its own scratch `S`, and
-/// hands the pieces to `consume` on the calling thread in job order. `make` fills an empty
-/// buffer; at most `window` pieces are in flight. The first error, from `make` (in job order) or
+/// hands the pieces to `consume` on the calling thread in job order. `make` gets a reused
+/// buffer, empty or holding an earlier piece, and leaves exactly its piece in it (it may skip
+/// zeroing bytes it overwrites); at most `window` pieces are in flight. The first error, from `make` (in job order) or
 /// from `consume`, stops the pipeline and is returned; a panic in any thread is propagated.
 pub fn run<I, E, S>(
     jobs: I,
@@ -141,7 +142,6 @@ fn work<I: Iterator, E, S: Default>(
                 s = shared.space.wait(s).unwrap_or_else(PoisonError::into_inner);
             }
         };
-        buf.clear();
         let piece = make(&job, &mut scratch, &mut buf).map(|()| buf);
         shared.lock().ready[seq % window] = Some((job, piece));
         shared.filled.notify_all();
@@ -212,6 +212,7 @@ mod tests {
                     window,
                     |&j, made: &mut usize, buf| -> Result<(), ()> {
                         *made += 1;
+                        buf.clear();
                         buf.extend(bytes_of(j));
                         Ok(())
                     },
@@ -239,6 +240,7 @@ mod tests {
             3,
             |_, _: &mut (), buf| -> Result<(), ()> {
                 made.fetch_add(1, Ordering::SeqCst);
+                buf.clear();
                 buf.push(0);
                 Ok(())
             },
@@ -266,6 +268,7 @@ mod tests {
                 if j == 40 || j == 700 {
                     return Err(format!("job {j}"));
                 }
+                buf.clear();
                 buf.push(j as u8);
                 Ok(())
             },

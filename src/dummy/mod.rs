@@ -8,9 +8,11 @@
 //! 1000-piece SentencePiece vocabulary (padded to the model's vocab size) makes the files
 //! runnable: they generate nonsense, but not one repeated token.
 //!
-//! Tensors are produced one row block at a time, in parallel, and streamed into the GGUF writer;
-//! TL2, whose magnitudes, signs and two-part regions each span the whole tensor, regenerates the
-//! rows once per region instead of holding the tensor.
+//! Tensors are produced in pieces of about 1 MB (row blocks, or a row tile's part of a region)
+//! by worker threads while the calling thread writes the finished pieces in order, so generating
+//! and writing overlap and at most a few pieces are ever in memory (module `ordered`). TL2, whose
+//! magnitudes, signs and two-part regions each span the whole tensor, regenerates the columns a
+//! region reads once per region instead of holding the tensor.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -713,7 +715,7 @@ struct Scratch {
 ///
 /// Generator threads (as many as rayon's pool has) make the pieces of the tensors, about 1 MB
 /// each, while this thread writes them in order; a bounded window of pieces in flight keeps the
-/// memory constant ([`ordered::run`]).
+/// memory constant (`ordered::run`).
 pub fn write(
     s: &DummySpec,
     plan: &DummyPlan,

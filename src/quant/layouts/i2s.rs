@@ -90,7 +90,8 @@ fn pack_block_slice(block: &[i8], out: &mut [u8]) {
 ///
 /// For rows `r0..r1` of an `M × K` matrix pass `codes[r0·K..r1·K]` and
 /// `out[r0·K/4..r1·K/4]`; chunks may be packed in parallel.
-#[inline]
+// Inlined, so that a caller compiled for wider vectors packs with them.
+#[inline(always)]
 pub fn pack_rows(codes: &[i8], out: &mut [u8]) -> Result<()> {
     if codes.len() % BLOCK_VALUES != 0 {
         return Err(LayoutError::InputLength {

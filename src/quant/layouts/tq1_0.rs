@@ -63,7 +63,10 @@ pub(crate) fn block_amax(x: &[f32]) -> f32 {
 
 #[inline]
 fn trit(x: f32, id: f32) -> u8 {
-    (round_away(x * id) as i32 + 1).clamp(0, 2) as u8
+    // Saturating: with a subnormal block maximum `id` is infinite, `x·id` too, and `as i32`
+    // gives i32::MAX, which `+ 1` would overflow (a panic in debug builds, the wrong sign after
+    // wrapping in release ones).
+    (round_away(x * id) as i32).saturating_add(1).clamp(0, 2) as u8
 }
 
 #[inline]
@@ -310,5 +313,17 @@ mod tests {
         }
         assert!(pack_ternary_into(&[2i8; 256], 1.0, &mut [0u8; 54]).is_err());
         assert!(pack_ternary_into(&[0i8; 256], 1.0, &mut [0u8; 53]).is_err());
+    }
+
+    #[test]
+    fn subnormal_block_maximum_keeps_signs() {
+        // id = 1/max|x| is infinite: ±x·id = ±inf, 0·id = NaN.
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 1e-40;
+        vals[1] = -1e-40;
+        let mut out = vec![0u8; 54];
+        quantize_into(&vals, &mut out).unwrap();
+        let (c, _) = codes(&out, 256).unwrap();
+        assert_eq!(&c[..3], &[1, -1, 0]);
     }
 }

@@ -1054,4 +1054,43 @@ mod tests {
         assert!((share(1) - 77.0 / 256.0).abs() < 0.01);
         assert!((share(-1) - 77.0 / 256.0).abs() < 0.01);
     }
+
+    #[test]
+    fn the_baseline_build_makes_the_same_pieces() {
+        // `piece` runs the widest build this CPU has; `piece_imp` inlined here is the baseline
+        // one. Small shapes with K % 128 != 0, a TL2 two-part region and TQ's F16 fallback.
+        for (hidden, ffn, heads, quant) in [
+            (160, 480, 5, "i2_s"),
+            (256, 768, 4, "tl1"),
+            (384, 1568, 6, "tl2"),
+            (256, 768, 4, "tq1_0"),
+            (384, 1152, 6, "tq2_0"),
+            (256, 768, 4, "f16"),
+            (256, 768, 4, "f32"),
+        ] {
+            let spec = DummySpec {
+                arch: Arch::Bitnet,
+                hidden,
+                intermediate: ffn,
+                layers: 1,
+                heads,
+                kv_heads: heads,
+                vocab: 1000,
+                out_type: quant.parse().unwrap(),
+                seed: 11,
+                name: "test".into(),
+                kernel_config: None,
+            };
+            let plan = plan(&spec).unwrap();
+            let (mut wide, mut base) = (Scratch::default(), Scratch::default());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for t in &plan.tensors {
+                for j in 0..pieces(t) {
+                    piece(spec.seed, t, j, &mut wide, &mut a).unwrap();
+                    piece_imp(spec.seed, t, j, &mut base, &mut b).unwrap();
+                    assert!(a == b, "{quant} {} piece {j}", t.spec.name);
+                }
+            }
+        }
+    }
 }

@@ -63,14 +63,24 @@ fn code(t: i8) -> u8 {
     (t.wrapping_add(1) as u8) & 3
 }
 
+/// One 128-value block. Fixed-size arrays: no bounds checks, so the loop vectorizes.
 #[inline]
-fn pack_block(block: &[i8], out: &mut [u8]) {
-    let (q0, rest) = block.split_at(32);
-    let (q1, rest) = rest.split_at(32);
-    let (q2, q3) = rest.split_at(32);
+fn pack_block(block: &[i8; BLOCK_VALUES], out: &mut [u8; BLOCK_BYTES]) {
     for g in 0..32 {
-        out[g] = (code(q0[g]) << 6) | (code(q1[g]) << 4) | (code(q2[g]) << 2) | code(q3[g]);
+        out[g] = (code(block[g]) << 6)
+            | (code(block[32 + g]) << 4)
+            | (code(block[64 + g]) << 2)
+            | code(block[96 + g]);
     }
+}
+
+/// [`pack_block`] over slices of exactly one block.
+#[inline]
+fn pack_block_slice(block: &[i8], out: &mut [u8]) {
+    pack_block(
+        block.try_into().expect("a whole block"),
+        out.try_into().expect("a whole block"),
+    );
 }
 
 /// Packs a run of whole 128-value blocks (for example a range of whole rows
@@ -80,6 +90,8 @@ fn pack_block(block: &[i8], out: &mut [u8]) {
 ///
 /// For rows `r0..r1` of an `M × K` matrix pass `codes[r0·K..r1·K]` and
 /// `out[r0·K/4..r1·K/4]`; chunks may be packed in parallel.
+// Inlined, so that a caller compiled for wider vectors packs with them.
+#[inline(always)]
 pub fn pack_rows(codes: &[i8], out: &mut [u8]) -> Result<()> {
     if codes.len() % BLOCK_VALUES != 0 {
         return Err(LayoutError::InputLength {
@@ -98,7 +110,7 @@ pub fn pack_rows(codes: &[i8], out: &mut [u8]) -> Result<()> {
         .chunks_exact(BLOCK_VALUES)
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
     {
-        pack_block(blk, ob);
+        pack_block_slice(blk, ob);
     }
     Ok(())
 }
@@ -136,7 +148,7 @@ pub fn pack_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
         .chunks_exact(BLOCK_VALUES)
         .zip(full_out.chunks_exact_mut(BLOCK_BYTES))
     {
-        pack_block(blk, ob);
+        pack_block_slice(blk, ob);
     }
     if !rest_codes.is_empty() {
         let mut padded = [0i8; BLOCK_VALUES];

@@ -186,6 +186,7 @@ pub fn sign_codes(values: &[f32], out: &mut [i8]) -> Result<()> {
 
 /// Checks that every code is in `{-1, 0, 1}`; reports the first one that is
 /// not.
+#[inline]
 pub fn check_codes(codes: &[i8]) -> Result<()> {
     // Branch-free scan first, locate only on failure.
     let bad = codes

@@ -37,6 +37,8 @@
 //! separately by [`check_work_buffer`] (the reference's own `tiny/` files
 //! violate it: `K = 256`, `BK = 96`).
 
+use std::ops::Range;
+
 use super::{
     check_codes, check_codes_len, check_data_len, check_out_len, checked_n, LayoutError, Result,
     TlParams,
@@ -286,6 +288,94 @@ fn for_each_two_part(
     }
 }
 
+/// The three packed parts of a TL2 tensor, in file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// Triple magnitudes (`M·K3/6` bytes).
+    Magnitudes,
+    /// Sign words (`M·K3/24` bytes).
+    Signs,
+    /// Two-part pair indices (`M·K2/4` bytes).
+    TwoPart,
+}
+
+impl Region {
+    /// All regions, in file order.
+    pub const ALL: [Region; 3] = [Region::Magnitudes, Region::Signs, Region::TwoPart];
+}
+
+/// Byte range of `region` in an `M × K` tensor packed with `params` (which
+/// [`validate`] accepted). For a row tile (`m` = `BM` or a multiple of it)
+/// the ranges are those of the tile packed on its own.
+pub fn region_range(m: usize, k: usize, params: &TlParams, region: Region) -> Range<usize> {
+    let (k3, k2) = split_k(k, params.bk);
+    let (mag, sign, two) = (m * k3 / 6, m * k3 / 24, m * k2 / 4);
+    match region {
+        Region::Magnitudes => 0..mag,
+        Region::Signs => mag..mag + sign,
+        Region::TwoPart => mag + sign..mag + sign + two,
+    }
+}
+
+/// Packs one `region` of `codes` (`M × K`, row-major, values in `{-1,0,1}`)
+/// into `out` (exactly [`region_range`]`(m, k, params, region).len()` bytes):
+/// the bytes [`pack_into`] writes at that range. A caller that streams a
+/// tensor in file order can pack each row tile's regions separately.
+pub fn pack_region_into(
+    codes: &[i8],
+    m: usize,
+    k: usize,
+    params: &TlParams,
+    region: Region,
+    out: &mut [u8],
+) -> Result<()> {
+    validate(m, k, params)?;
+    check_codes_len(LAYOUT, codes, m, k)?;
+    check_out_len(
+        || format!("TL2 {m}×{k} {region:?} region"),
+        out,
+        region_range(m, k, params, region).len(),
+    )?;
+    check_codes(codes)?;
+    pack_region(codes, m, k, params, region, out);
+    Ok(())
+}
+
+/// [`pack_region_into`] after the checks.
+fn pack_region(
+    codes: &[i8],
+    m: usize,
+    k: usize,
+    params: &TlParams,
+    region: Region,
+    out: &mut [u8],
+) {
+    match region {
+        Region::Magnitudes => for_each_magnitude(m, k, params, |o, i| {
+            let c: &[i8; 6] = codes[i..i + 6].try_into().expect("6 columns");
+            let (v0, v1) = (triple(&c[..3]), triple(&c[3..]));
+            out[o] = (v0.unsigned_abs() << 4) | v1.unsigned_abs();
+        }),
+        Region::Signs => for_each_sign_word(m, k, params, 0, |o, i| {
+            // Bit 15 − h: row +16·(h mod 2), triple ⌊h/2⌋ of the 8 triples (24 columns).
+            let rows: [&[i8; 24]; 2] =
+                [0, 16 * k].map(|r| codes[i + r..i + r + 24].try_into().expect("24 columns"));
+            let mut word = 0u16;
+            for h in 0..16 {
+                let c = &rows[h % 2][3 * (h / 2)..3 * (h / 2) + 3];
+                // The sign bit, without a branch (random signs defeat the predictor).
+                let negative = (triple(c) as u8 >> 7) as u16;
+                word |= negative << (15 - h);
+            }
+            out[o..o + 2].copy_from_slice(&word.to_le_bytes());
+        }),
+        Region::TwoPart => for_each_two_part(m, k, params, 0, |o, i| {
+            let c: &[i8; 4] = codes[i..i + 4].try_into().expect("4 columns");
+            out[o] = (pair(c[0], c[1]) << 4) | pair(c[2], c[3]);
+        }),
+    }
+}
+
 /// Packs `codes` (`M × K`, row-major, values in `{-1,0,1}`) into `out`
 /// (exactly [`nbytes`]`(m, k)` bytes, padding zero-filled) with `params`.
 pub fn pack_into(
@@ -300,31 +390,11 @@ pub fn pack_into(
     let size = nbytes(m, k)?;
     check_out_len(|| format!("TL2 {m}×{k} (size formula)"), out, size)?;
     check_codes(codes)?;
-    let (k3, k2) = split_k(k, params.bk);
-    let mag_len = m * k3 / 6;
-    let sign_len = m * k3 / 24;
-
-    for_each_magnitude(m, k, params, |o, i| {
-        let v0 = triple(&codes[i..i + 3]).unsigned_abs();
-        let v1 = triple(&codes[i + 3..i + 6]).unsigned_abs();
-        out[o] = (v0 << 4) | v1;
-    });
-    for_each_sign_word(m, k, params, mag_len, |o, i| {
-        let mut word = 0u16;
-        for h in 0..16 {
-            let idx = i + 16 * (h % 2) * k + 3 * (h / 2);
-            if triple(&codes[idx..idx + 3]) < 0 {
-                word |= 1 << (15 - h);
-            }
-        }
-        out[o..o + 2].copy_from_slice(&word.to_le_bytes());
-    });
-    let two_start = mag_len + sign_len;
-    for_each_two_part(m, k, params, two_start, |o, i| {
-        let c = &codes[i..i + 4];
-        out[o] = (pair(c[0], c[1]) << 4) | pair(c[2], c[3]);
-    });
-    out[two_start + m * k2 / 4..].fill(0);
+    for region in Region::ALL {
+        let range = region_range(m, k, params, region);
+        pack_region(codes, m, k, params, region, &mut out[range]);
+    }
+    out[region_range(m, k, params, Region::TwoPart).end..].fill(0);
     Ok(())
 }
 
@@ -467,5 +537,29 @@ mod tests {
         let word1 = u16::from_le_bytes([out[sign_start + 2], out[sign_start + 3]]);
         assert_eq!(word1, 1 << 8);
         assert_eq!(unpack(&out, m, k, &params).unwrap(), codes);
+    }
+
+    #[test]
+    fn regions_of_tiles_equal_the_whole() {
+        // Three-part and two-part columns (K = 1568, BK = 96: K2 = 32); two row tiles.
+        let (m, k) = (64, 1568);
+        let params = p(32, 96);
+        let codes: Vec<i8> = (0..m * k)
+            .map(|i| ((i * 7 + i / 11) % 3) as i8 - 1)
+            .collect();
+        let mut whole = vec![0u8; nbytes(m, k).unwrap()];
+        pack_into(&codes, m, k, &params, &mut whole).unwrap();
+        let mut streamed = Vec::new();
+        for region in Region::ALL {
+            for tile in codes.chunks(32 * k) {
+                let mut part = vec![0xAAu8; region_range(32, k, &params, region).len()];
+                pack_region_into(tile, 32, k, &params, region, &mut part).unwrap();
+                streamed.extend_from_slice(&part);
+            }
+        }
+        assert_eq!(streamed.len(), content_bytes(m, k, &params));
+        assert_eq!(&whole[..streamed.len()], &streamed[..]);
+        assert!(whole[streamed.len()..].iter().all(|&b| b == 0));
+        assert!(pack_region_into(&codes, m, k, &params, Region::Signs, &mut [0u8; 3]).is_err());
     }
 }

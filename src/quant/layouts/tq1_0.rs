@@ -22,7 +22,7 @@
 
 use half::f16;
 
-use super::{check_data_len, check_out_len, round_away, LayoutError, Result};
+use super::{check_codes, check_data_len, check_out_len, round_away, LayoutError, Result};
 
 /// GGML type id.
 pub const TYPE_ID: u32 = 34;
@@ -63,7 +63,10 @@ pub(crate) fn block_amax(x: &[f32]) -> f32 {
 
 #[inline]
 fn trit(x: f32, id: f32) -> u8 {
-    (round_away(x * id) as i32 + 1).clamp(0, 2) as u8
+    // Saturating: with a subnormal block maximum `id` is infinite, `x·id` too, and `as i32`
+    // gives i32::MAX, which `+ 1` would overflow (a panic in debug builds, the wrong sign after
+    // wrapping in release ones).
+    (round_away(x * id) as i32).saturating_add(1).clamp(0, 2) as u8
 }
 
 #[inline]
@@ -75,28 +78,71 @@ fn pack5(q: u16) -> u8 {
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let d = block_amax(x);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    for m in 0..32 {
+    encode_block(|i| trit(x[i], id), d, out);
+}
+
+/// One block from the trits `t(i) ∈ {0, 1, 2}` of its values and its scale.
+#[inline]
+fn encode_block(t: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
+    for (m, o) in out[..32].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..5 {
-            q = q * 3 + trit(x[m + 32 * n], id) as u16;
+            q = q * 3 + t(m + 32 * n) as u16;
         }
-        out[m] = pack5(q);
+        *o = pack5(q);
     }
-    for m in 0..16 {
+    for (m, o) in out[32..48].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..5 {
-            q = q * 3 + trit(x[160 + m + 16 * n], id) as u16;
+            q = q * 3 + t(160 + m + 16 * n) as u16;
         }
-        out[32 + m] = pack5(q);
+        *o = pack5(q);
     }
-    for j in 0..4 {
+    for (j, o) in out[48..52].iter_mut().enumerate() {
         let mut q = 0u16;
         for n in 0..4 {
-            q = q * 3 + trit(x[240 + j + 4 * n], id) as u16;
+            q = q * 3 + t(240 + j + 4 * n) as u16;
         }
-        out[48 + j] = pack5(q * 3);
+        *o = pack5(q * 3);
     }
     out[52..54].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+}
+
+/// Packs ternary `codes` (row-major, values in `{-1, 0, 1}`, length a
+/// multiple of 256) that share one `scale` into `out` (exactly
+/// [`nbytes`]`(codes.len())` bytes): the bytes [`quantize_into`] gives for the
+/// values `c·scale`, without computing or rounding them. For a positive
+/// normal scale every block's trits are `c + 1` and `d = f16(scale)` (`0` for
+/// an all-zero block); any other scale takes the quantizer itself.
+pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
+    check_n(codes.len())?;
+    check_out_len(
+        || format!("TQ1_0 of {} values (n/256·54)", codes.len()),
+        out,
+        nbytes(codes.len()),
+    )?;
+    check_codes(codes)?;
+    let exact = scale > 0.0 && scale.is_normal() && (1.0 / scale).is_normal();
+    let mut vals = [0f32; BLOCK_VALUES];
+    for (c, o) in codes
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+    {
+        if exact {
+            let d = if c.iter().any(|&v| v != 0) {
+                scale
+            } else {
+                0.0
+            };
+            encode_block(|i| (c[i] + 1) as u8, d, o);
+        } else {
+            for (v, &t) in vals.iter_mut().zip(c) {
+                *v = t as f32 * scale;
+            }
+            quantize_block(&vals, o);
+        }
+    }
+    Ok(())
 }
 
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
@@ -239,5 +285,45 @@ mod tests {
         assert!(dequantize(&[0u8; 54], 255).is_err());
         let mut out = [0u8; 54];
         quantize_into(&[f32::NAN; 256], &mut out).unwrap();
+    }
+
+    #[test]
+    fn ternary_packing_equals_quantizing_the_values() {
+        // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
+        let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
+        codes[256..512].fill(0);
+        for scale in [
+            0.05,
+            0.1234,
+            1.0,
+            3e-38,
+            1e-40,
+            3e38,
+            f32::MAX,
+            0.0,
+            -0.5,
+            f32::NAN,
+        ] {
+            let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
+            let mut want = vec![0u8; nbytes(1024)];
+            quantize_into(&vals, &mut want).unwrap();
+            let mut got = vec![0xAAu8; nbytes(1024)];
+            pack_ternary_into(&codes, scale, &mut got).unwrap();
+            assert_eq!(got, want, "scale {scale}");
+        }
+        assert!(pack_ternary_into(&[2i8; 256], 1.0, &mut [0u8; 54]).is_err());
+        assert!(pack_ternary_into(&[0i8; 256], 1.0, &mut [0u8; 53]).is_err());
+    }
+
+    #[test]
+    fn subnormal_block_maximum_keeps_signs() {
+        // id = 1/max|x| is infinite: ±x·id = ±inf, 0·id = NaN.
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 1e-40;
+        vals[1] = -1e-40;
+        let mut out = vec![0u8; 54];
+        quantize_into(&vals, &mut out).unwrap();
+        let (c, _) = codes(&out, 256).unwrap();
+        assert_eq!(&c[..3], &[1, -1, 0]);
     }
 }

@@ -17,7 +17,7 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{check_data_len, check_out_len, round_away, LayoutError, Result};
+use super::{check_codes, check_data_len, check_out_len, round_away, LayoutError, Result};
 
 /// GGML type id.
 pub const TYPE_ID: u32 = 35;
@@ -44,17 +44,26 @@ fn check_n(n: usize) -> Result<()> {
 
 #[inline]
 fn code(x: f32, id: f32) -> u8 {
-    (round_away(x * id) as i32 + 1).clamp(0, 2) as u8
+    // Saturating: with a subnormal block maximum `id` is infinite, `x·id` too, and `as i32`
+    // gives i32::MAX, which `+ 1` would overflow (a panic in debug builds, the wrong sign after
+    // wrapping in release ones).
+    (round_away(x * id) as i32).saturating_add(1).clamp(0, 2) as u8
 }
 
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let d = block_amax(x);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    encode_block(|i| code(x[i], id), d, out);
+}
+
+/// One block from the codes `c(i) ∈ {0, 1, 2}` of its values and its scale.
+#[inline]
+fn encode_block(c: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
     for h in 0..2 {
         for m in 0..32 {
             let mut q = 0u8;
             for n in 0..4 {
-                q |= code(x[128 * h + m + 32 * n], id) << (2 * n);
+                q |= c(128 * h + m + 32 * n) << (2 * n);
             }
             out[32 * h + m] = q;
         }
@@ -76,6 +85,43 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
     {
         quantize_block(x, o);
+    }
+    Ok(())
+}
+
+/// Packs ternary `codes` (row-major, values in `{-1, 0, 1}`, length a
+/// multiple of 256) that share one `scale` into `out` (exactly
+/// [`nbytes`]`(codes.len())` bytes): the bytes [`quantize_into`] gives for the
+/// values `c·scale`, without computing or rounding them. For a positive
+/// normal scale every block's codes are `c + 1` and `d = f16(scale)` (`0` for
+/// an all-zero block); any other scale takes the quantizer itself.
+pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
+    check_n(codes.len())?;
+    check_out_len(
+        || format!("TQ2_0 of {} values (n/256·66)", codes.len()),
+        out,
+        nbytes(codes.len()),
+    )?;
+    check_codes(codes)?;
+    let exact = scale > 0.0 && scale.is_normal() && (1.0 / scale).is_normal();
+    let mut vals = [0f32; BLOCK_VALUES];
+    for (c, o) in codes
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+    {
+        if exact {
+            let d = if c.iter().any(|&v| v != 0) {
+                scale
+            } else {
+                0.0
+            };
+            encode_block(|i| (c[i] + 1) as u8, d, o);
+        } else {
+            for (v, &t) in vals.iter_mut().zip(c) {
+                *v = t as f32 * scale;
+            }
+            quantize_block(&vals, o);
+        }
     }
     Ok(())
 }
@@ -176,5 +222,45 @@ mod tests {
         assert!(quantize_into(&[0.0; 300], &mut [0u8; 66]).is_err());
         assert!(codes(&[0xFFu8; 66], 256).is_err());
         assert!(codes(&[0u8; 65], 256).is_err());
+    }
+
+    #[test]
+    fn ternary_packing_equals_quantizing_the_values() {
+        // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
+        let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 7 + i / 3) % 3) as i8 - 1).collect();
+        codes[512..768].fill(0);
+        for scale in [
+            0.05,
+            0.1234,
+            1.0,
+            3e-38,
+            1e-40,
+            3e38,
+            f32::MAX,
+            0.0,
+            -0.5,
+            f32::NAN,
+        ] {
+            let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
+            let mut want = vec![0u8; nbytes(1024)];
+            quantize_into(&vals, &mut want).unwrap();
+            let mut got = vec![0xAAu8; nbytes(1024)];
+            pack_ternary_into(&codes, scale, &mut got).unwrap();
+            assert_eq!(got, want, "scale {scale}");
+        }
+        assert!(pack_ternary_into(&[2i8; 256], 1.0, &mut [0u8; 66]).is_err());
+        assert!(pack_ternary_into(&[0i8; 256], 1.0, &mut [0u8; 65]).is_err());
+    }
+
+    #[test]
+    fn subnormal_block_maximum_keeps_signs() {
+        // id = 1/max|x| is infinite: ±x·id = ±inf, 0·id = NaN.
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 1e-40;
+        vals[1] = -1e-40;
+        let mut out = vec![0u8; 66];
+        quantize_into(&vals, &mut out).unwrap();
+        let (c, _) = codes(&out, 256).unwrap();
+        assert_eq!(&c[..3], &[1, -1, 0]);
     }
 }

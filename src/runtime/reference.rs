@@ -622,47 +622,49 @@ impl Attention<'_> {
         let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
         let f16_cache = ty == FloatType::F16;
         let kern = self.kern;
-        let work = self.n * hp.n_head * (self.pos + self.n) * hd;
-        per_head(&mut out[..self.n * q_dim], hd, work, |i, o| {
-            let t = i / hp.n_head;
-            let h = i % hp.n_head;
-            let g = h / group;
-            let p = self.pos + t;
-            SCRATCH.with_borrow_mut(|s| {
-                let s = sized(s, hd + n_kv + 32 * hd);
-                let (qbuf, rest) = s.split_at_mut(hd);
-                let (scores, acc) = rest.split_at_mut(n_kv);
-                qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                if f16_cache {
-                    round_f16_slice(qbuf);
-                }
-                kern.float_dots(
-                    FloatOrder::Ggml,
-                    ty,
-                    &kb[g * hd * eb..],
-                    kv_dim * eb,
-                    hd,
-                    qbuf,
-                    1,
-                    &mut scores[..p + 1],
-                );
-                for v in &mut scores[..p + 1] {
-                    *v *= kq_scale;
-                }
-                scores[p + 1..].fill(f32::NEG_INFINITY);
-                ops::softmax(scores);
-                let probs = &mut scores[..p + 1];
-                let order = if batched {
-                    FloatOrder::Lanes8
-                } else {
+        out[..self.n * q_dim]
+            .par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let t = i / hp.n_head;
+                let h = i % hp.n_head;
+                let g = h / group;
+                let p = self.pos + t;
+                SCRATCH.with_borrow_mut(|s| {
+                    let s = sized(s, hd + n_kv + 32 * hd);
+                    let (qbuf, rest) = s.split_at_mut(hd);
+                    let (scores, acc) = rest.split_at_mut(n_kv);
+                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
                     if f16_cache {
-                        round_f16_slice(probs);
+                        round_f16_slice(qbuf);
                     }
-                    FloatOrder::Ggml
-                };
-                kern.weighted_sum(order, ty, &vb[g * hd * eb..], kv_dim * eb, probs, o, acc);
+                    kern.float_dots(
+                        FloatOrder::Ggml,
+                        ty,
+                        &kb[g * hd * eb..],
+                        kv_dim * eb,
+                        hd,
+                        qbuf,
+                        1,
+                        &mut scores[..p + 1],
+                    );
+                    for v in &mut scores[..p + 1] {
+                        *v *= kq_scale;
+                    }
+                    scores[p + 1..].fill(f32::NEG_INFINITY);
+                    ops::softmax(scores);
+                    let probs = &mut scores[..p + 1];
+                    let order = if batched {
+                        FloatOrder::Lanes8
+                    } else {
+                        if f16_cache {
+                            round_f16_slice(probs);
+                        }
+                        FloatOrder::Ggml
+                    };
+                    kern.weighted_sum(order, ty, &vb[g * hd * eb..], kv_dim * eb, probs, o, acc);
+                });
             });
-        });
     }
 
     /// Mainline llama.cpp's CPU flash attention, one (token, head) at a time: `q` converted to
@@ -681,46 +683,37 @@ impl Attention<'_> {
         let eb = ty.bytes();
         let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
         let kern = self.kern;
-        let work = self.n * hp.n_head * (self.pos + self.n) * hd;
-        per_head(&mut out[..self.n * q_dim], hd, work, |i, o| {
-            let t = i / hp.n_head;
-            let h = i % hp.n_head;
-            let g = h / group;
-            let p = self.pos + t;
-            SCRATCH.with_borrow_mut(|s| {
-                let s = sized(s, 4 * hd);
-                let (qbuf, rest) = s.split_at_mut(hd);
-                qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                let (kh, vh) = (&kb[g * hd * eb..], &vb[g * hd * eb..]);
-                if ty == FloatType::F16 {
-                    round_f16_slice(qbuf);
-                    kern.flash_attention_f16(qbuf, kh, vh, kv_dim * eb, p + 1, kq_scale, o);
-                } else {
-                    flash_attention_f32(kern, qbuf, kh, vh, kv_dim * eb, p + 1, kq_scale, o, rest);
-                }
-            });
-        });
-    }
-}
-
-/// Multiply-adds below which one thread does a layer's attention alone: a parallel loop costs
-/// a few microseconds of hand-over, more than a short context's attention takes.
-const SERIAL_ATTENTION: usize = 1 << 15;
-
-/// Runs `f(i, out_i)` for every (token, head) slice `out_i` of `hd` values: in parallel (one
-/// contiguous share per worker, so each reads its heads' cache rows in order) when `work`
-/// (≈ multiply-adds per K or V pass) is large enough, else in order on this thread. Every
-/// slice is computed by the same code either way, so the results do not depend on it.
-fn per_head(out: &mut [f32], hd: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let threads = rayon::current_num_threads().max(1);
-    if work < SERIAL_ATTENTION || threads == 1 {
-        out.chunks_mut(hd).enumerate().for_each(|(i, o)| f(i, o));
-    } else {
-        let slices = out.len() / hd;
-        out.par_chunks_mut(hd)
+        out[..self.n * q_dim]
+            .par_chunks_mut(hd)
             .enumerate()
-            .with_min_len(slices.div_ceil(4 * threads).max(1))
-            .for_each(|(i, o)| f(i, o));
+            .for_each(|(i, o)| {
+                let t = i / hp.n_head;
+                let h = i % hp.n_head;
+                let g = h / group;
+                let p = self.pos + t;
+                SCRATCH.with_borrow_mut(|s| {
+                    let s = sized(s, 4 * hd);
+                    let (qbuf, rest) = s.split_at_mut(hd);
+                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
+                    let (kh, vh) = (&kb[g * hd * eb..], &vb[g * hd * eb..]);
+                    if ty == FloatType::F16 {
+                        round_f16_slice(qbuf);
+                        kern.flash_attention_f16(qbuf, kh, vh, kv_dim * eb, p + 1, kq_scale, o);
+                    } else {
+                        flash_attention_f32(
+                            kern,
+                            qbuf,
+                            kh,
+                            vh,
+                            kv_dim * eb,
+                            p + 1,
+                            kq_scale,
+                            o,
+                            rest,
+                        );
+                    }
+                });
+            });
     }
 }
 

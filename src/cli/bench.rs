@@ -138,7 +138,8 @@ fn to_json(a: &Args, model: &Model, r: &BenchReport) -> serde_json::Value {
         "read_bandwidth_bytes_per_s": r.bandwidth.map(|b| b.mean()),
         "read_bandwidth_before": r.bandwidth.map(|b| b.before),
         "read_bandwidth_after": r.bandwidth.map(|b| b.after),
-        "weights_read_bandwidth_bytes_per_s": r.weights_bandwidth,
+        "weights_read_bandwidth_bytes_per_s": r.weights_bandwidth.as_ref().map(Rate::mean),
+        "weights_read_bandwidth_sd": r.weights_bandwidth.as_ref().map(Rate::sd),
         "tg_buffer_bound_tokens_per_s": r.buffer_bound(),
         "bytes_per_token": r.bytes_per_token,
         "tg_bound_tokens_per_s": r.bound(),
@@ -177,11 +178,12 @@ fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
         }
         None => writeln!(out, "read bandwidth: not measured")?,
     }
-    if let Some(w) = r.weights_bandwidth {
+    if let Some(w) = &r.weights_bandwidth {
         writeln!(
             out,
-            "weights read in place: {:.1} GB/s (best pass, before the tests and after each generation run)",
-            w / 1e9
+            "weights read in place: {:.1} ± {:.1} GB/s (after each generation run, once per token it generated)",
+            w.mean() / 1e9,
+            w.sd() / 1e9
         )?;
     }
     write!(

@@ -4,20 +4,20 @@
 //!
 //! Generation is bound by memory bandwidth: every weight matrix is read once per token. So the
 //! report also measures, in the same run, the bytes a generated token reads
-//! ([`bytes_per_token`]) and two read bandwidths, each a multi-threaded sum, best of a few
-//! passes:
+//! ([`bytes_per_token`]) and the time the machine takes just to read them:
 //!
-//! * over **the weights themselves**, the very pages a generated token reads, in place (mapped
-//!   file or the runtime's own buffers), measured before the tests and again after every
-//!   generation repetition. This is the bound: no kernel can read those bytes faster than a
-//!   plain sum does. It is measured on the weights and interleaved with the test because on a
-//!   virtual machine the bandwidth depends on where the host placed the memory: separate
-//!   processes running identical code were seen reading at 28, 31, 45 and 60 GB/s, and one
-//!   large buffer says little about the pages the model happens to live in;
-//! * over a fresh buffer much larger than the caches, once before and once after the tests:
-//!   the machine's figure, reported for context.
-//!
-//! Generation speed is given as a percentage of `weights bandwidth / bytes per token`.
+//! * **the bound**: right after every generation repetition, a plain multi-threaded sum reads
+//!   the weights themselves, the very pages a generated token reads, in place (mapped file or
+//!   the runtime's own buffers), once per token of the repetition, so the same bytes, the same
+//!   number of times, for about as long, next to it in time. Its mean rate over the
+//!   repetitions, divided by the bytes per token, is the generation bound, and generation is
+//!   reported as a percentage of it. The bound is measured this way because on a virtual
+//!   machine the bandwidth depends on where the host placed the memory and on what its
+//!   neighbours do at the moment: separate processes running identical code read at 28 to
+//!   60 GB/s, and a short pass catches bursts that a repetition of a hundred milliseconds
+//!   averages out;
+//! * for context, the best of a few passes over a fresh buffer much larger than the caches,
+//!   once before and once after the tests (the machine's usual figure).
 
 use std::time::Instant;
 
@@ -123,9 +123,10 @@ pub struct BenchReport {
     pub threads: usize,
     /// Read bandwidth of a fresh buffer (`None` if not measured).
     pub bandwidth: Option<Bandwidth>,
-    /// Read bandwidth of the weights a generated token reads, in place: the best pass, in
-    /// bytes/s (`None` if not measured).
-    pub weights_bandwidth: Option<f64>,
+    /// Read rates of the weights a generated token reads, in place, in bytes/s: one sample
+    /// after each generation repetition, each reading the weights once per generated token
+    /// (`None` if not measured).
+    pub weights_bandwidth: Option<Rate>,
     /// Bytes read per generated token.
     pub bytes_per_token: u64,
     /// One entry per kernel table, in the order asked.
@@ -137,6 +138,8 @@ impl BenchReport {
     /// weights' bandwidth where measured, else the buffer's.
     pub fn bound(&self) -> Option<f64> {
         self.weights_bandwidth
+            .as_ref()
+            .map(Rate::mean)
             .or(self.bandwidth.map(|b| b.mean()))
             .map(|b| b / self.bytes_per_token as f64)
     }
@@ -200,23 +203,22 @@ impl<'m> WeightsProbe<'m> {
         WeightsProbe { pieces, bytes }
     }
 
-    /// Sums every piece with the current rayon pool, `passes` times; the best bytes/s.
+    /// Sums every piece with the current rayon pool, `passes` times over; the mean bytes/s
+    /// of the whole run.
     pub fn measure(&self, passes: usize) -> f64 {
-        let mut best = 0.0f64;
         let mut sink = 0u64;
+        let t = Instant::now();
         for _ in 0..passes.max(1) {
-            let t = Instant::now();
             let s: u64 = self
                 .pieces
                 .par_iter()
                 .map(|p| sum_words(p))
                 .reduce(|| 0, u64::wrapping_add);
-            let dt = t.elapsed().as_secs_f64();
             sink = sink.wrapping_add(s);
-            best = best.max(self.bytes as f64 / dt);
         }
+        let dt = t.elapsed().as_secs_f64();
         std::hint::black_box(sink);
-        best
+        (self.bytes * passes.max(1)) as f64 / dt
     }
 }
 
@@ -363,17 +365,19 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchReport, RuntimeErr
     let probe = (opts.bandwidth_bytes > 0).then(|| BandwidthProbe::new(opts.bandwidth_bytes));
     let before = probe.as_ref().map(|p| p.measure(opts.bandwidth_passes));
     let weights = (opts.bandwidth_passes > 0).then(|| WeightsProbe::new(model));
-    let mut best = weights
-        .as_ref()
-        .map_or(0.0, |w| w.measure(opts.bandwidth_passes));
+    let mut samples = vec![];
     let mut results = vec![];
     for &k in &opts.kernels {
         let mut between = || {
             if let Some(w) = &weights {
-                best = best.max(w.measure(1));
+                samples.push(w.measure(opts.gen));
             }
         };
         results.push(measure(model, k, opts, &mut between)?);
+    }
+    if let Some(w) = weights.as_ref().filter(|_| samples.is_empty()) {
+        // No generation test: a few passes on their own.
+        samples.extend((0..opts.bandwidth_passes).map(|_| w.measure(1)));
     }
     let bandwidth = probe.map(|p| Bandwidth {
         before: before.unwrap_or(0.0),
@@ -382,7 +386,10 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchReport, RuntimeErr
     Ok(BenchReport {
         threads: rayon::current_num_threads(),
         bandwidth,
-        weights_bandwidth: weights.map(|_| best),
+        weights_bandwidth: weights.map(|_| Rate {
+            tokens: opts.gen,
+            samples,
+        }),
         bytes_per_token: bytes_per_token(model),
         results,
     })

@@ -36,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-fn decode_allocations(rel: &str, threads: usize, allowed: usize) {
+fn decode_allocations(rel: &str, threads: usize, steps: u32, allowed: usize) {
     let model = Model::load(
         &Path::new("tests/data/tiny").join(rel),
         &LoadOptions::default(),
@@ -48,7 +48,7 @@ fn decode_allocations(rel: &str, threads: usize, allowed: usize) {
         .unwrap();
     for k in simd::available() {
         pool.install(|| {
-            let mut s = Session::new(&model, 64);
+            let mut s = Session::new(&model, 96);
             s.set_kernels(k);
             // Warm-up: a batched prompt, then steps (buffers and thread-local scratch grow).
             s.forward_borrowed(&[1, 275, 376, 265], LogitsWanted::Last)
@@ -57,16 +57,20 @@ fn decode_allocations(rel: &str, threads: usize, allowed: usize) {
                 s.forward_borrowed(&[300 + t], LogitsWanted::Last).unwrap();
             }
             let before = ALLOCS.load(Ordering::Relaxed);
-            for t in 0..16 {
+            for t in 0..steps {
                 let logits = s.forward_borrowed(&[400 + t], LogitsWanted::Last).unwrap();
                 assert_eq!(logits.len(), model.hparams().n_vocab);
             }
             let n = ALLOCS.load(Ordering::Relaxed) - before;
             eprintln!(
-                "{rel} {} ({threads} threads): {n} allocations in 16 decode steps",
+                "{rel} {} ({threads} threads): {n} allocations in {steps} decode steps",
                 k.name()
             );
-            assert!(n <= allowed, "{rel}: {} allocates while decoding", k.name());
+            assert!(
+                n <= allowed,
+                "{rel}: {} made {n} allocations in {steps} decode steps",
+                k.name()
+            );
         });
     }
 }
@@ -80,7 +84,11 @@ const FILES: [&str; 3] = [
 #[test]
 fn decoding_allocates_nothing() {
     for f in FILES {
-        decode_allocations(f, 1, 0);
-        decode_allocations(f, 2, 4);
+        // One worker: exactly none.
+        decode_allocations(f, 1, 16, 0);
+        // Two workers: which worker first runs which task is up to the scheduler, so a
+        // thread-local scratch buffer may still grow once on its first use after the warm-up
+        // (0–2 seen per run; more under load). One allocation per token would be 64 here.
+        decode_allocations(f, 2, 64, 16);
     }
 }

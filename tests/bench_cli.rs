@@ -1,0 +1,82 @@
+//! `bitconv bench` on the tiny reference file: the JSON report holds what the README promises
+//! (prompt and generation rates per kernel, the bytes per token, the weights' read rate and the
+//! bound derived from them), `--baseline` adds the scalar path, bad input exits 2.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bitconv"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn json_report_is_consistent() {
+    let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
+    let o = bench(&[
+        file,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-t",
+        "2",
+        "--baseline",
+        "reference",
+        "--bandwidth-mib",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bpt = d["bytes_per_token"].as_f64().unwrap();
+    // Two layers of h256/ffn768 I2_S projections, the F16 head and one embedding row.
+    let proj = 2.0 * (4.0 * 256.0 * 256.0 + 3.0 * 256.0 * 768.0) / 4.0;
+    let head = 1002.0 * 256.0 * 2.0;
+    assert!(
+        bpt >= proj + head && bpt <= proj + head + 4.0 * 256.0,
+        "{bpt}"
+    );
+    let bw = d["weights_read_bandwidth_bytes_per_s"].as_f64().unwrap();
+    let bound = d["tg_bound_tokens_per_s"].as_f64().unwrap();
+    assert!(bw > 0.0 && ((bw / bpt) / bound - 1.0).abs() < 1e-9);
+    let r = d["results"].as_array().unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1]["kernel"], "reference");
+    for k in r {
+        assert_eq!(k["pp"]["samples"].as_array().unwrap().len(), 2);
+        assert!(k["pp"]["mean"].as_f64().unwrap() > 0.0);
+        let tg = k["tg"]["mean"].as_f64().unwrap();
+        let pct = k["tg_percent_of_bound"].as_f64().unwrap();
+        assert!((pct - 100.0 * tg / bound).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn forced_reference_and_bad_input() {
+    let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
+    let o = bench(&[
+        file,
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--kernel",
+        "reference",
+        "--bandwidth-mib",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["results"][0]["kernel"], "reference");
+    let o = bench(&["no/such/model.gguf"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/model.gguf"));
+}

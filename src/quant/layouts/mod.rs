@@ -184,6 +184,45 @@ pub fn sign_codes(values: &[f32], out: &mut [i8]) -> Result<()> {
     Ok(())
 }
 
+/// The block loop of TQ1_0's and TQ2_0's `pack_ternary_into` (after their length checks):
+/// ternary `codes` sharing one `scale`, in blocks of 256 values and `block_bytes` bytes. For a
+/// positive normal scale (with a normal reciprocal) each block is `encode(codes, d)` with
+/// `d = scale` (`0` for an all-zero block), which is what the quantizer gives for `c·scale`
+/// without computing or rounding the values; any other scale goes through `quantize` on the
+/// values themselves.
+pub(crate) fn pack_ternary_blocks(
+    codes: &[i8],
+    scale: f32,
+    out: &mut [u8],
+    block_bytes: usize,
+    encode: impl Fn(&[i8], f32, &mut [u8]),
+    quantize: impl Fn(&[f32], &mut [u8]),
+) -> Result<()> {
+    const BLOCK: usize = 256;
+    check_codes(codes)?;
+    let exact = scale > 0.0 && scale.is_normal() && (1.0 / scale).is_normal();
+    let mut vals = [0f32; BLOCK];
+    for (c, o) in codes
+        .chunks_exact(BLOCK)
+        .zip(out.chunks_exact_mut(block_bytes))
+    {
+        if exact {
+            let d = if c.iter().any(|&v| v != 0) {
+                scale
+            } else {
+                0.0
+            };
+            encode(c, d, o);
+        } else {
+            for (v, &t) in vals.iter_mut().zip(c) {
+                *v = t as f32 * scale;
+            }
+            quantize(&vals, o);
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every code is in `{-1, 0, 1}`; reports the first one that is
 /// not.
 #[inline]

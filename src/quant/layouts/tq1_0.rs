@@ -22,7 +22,7 @@
 
 use half::f16;
 
-use super::{check_codes, check_data_len, check_out_len, round_away, LayoutError, Result};
+use super::{check_data_len, check_out_len, pack_ternary_blocks, round_away, LayoutError, Result};
 
 /// GGML type id.
 pub const TYPE_ID: u32 = 34;
@@ -121,28 +121,14 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
         out,
         nbytes(codes.len()),
     )?;
-    check_codes(codes)?;
-    let exact = scale > 0.0 && scale.is_normal() && (1.0 / scale).is_normal();
-    let mut vals = [0f32; BLOCK_VALUES];
-    for (c, o) in codes
-        .chunks_exact(BLOCK_VALUES)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        if exact {
-            let d = if c.iter().any(|&v| v != 0) {
-                scale
-            } else {
-                0.0
-            };
-            encode_block(|i| (c[i] + 1) as u8, d, o);
-        } else {
-            for (v, &t) in vals.iter_mut().zip(c) {
-                *v = t as f32 * scale;
-            }
-            quantize_block(&vals, o);
-        }
-    }
-    Ok(())
+    pack_ternary_blocks(
+        codes,
+        scale,
+        out,
+        BLOCK_BYTES,
+        |c, d, o| encode_block(|i| (c[i] + 1) as u8, d, o),
+        quantize_block,
+    )
 }
 
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row

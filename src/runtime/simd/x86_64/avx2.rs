@@ -537,13 +537,13 @@ pub(super) unsafe fn lanes8_tile<const H: bool, const R: usize, const T: usize>(
     out
 }
 
-/// F16 weights × f32 activations.
+/// F16 (`H`) or F32 weights × f32 activations.
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn f16_dots(
+pub(super) unsafe fn float_dots<const H: bool>(
     order: FloatOrder,
     w: &[u8],
     stride: usize,
@@ -553,52 +553,6 @@ pub(super) unsafe fn f16_dots(
     out: &mut [f32],
 ) {
     float_dots_body!(
-        true,
-        order,
-        w,
-        stride,
-        k,
-        x,
-        n,
-        out,
-        2,
-        [(1, 1), (2, 1)],
-        3,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4)
-        ]
-    )
-}
-
-/// F32 weights × f32 activations.
-///
-/// # Safety
-/// Needs AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn f32_dots(
-    order: FloatOrder,
-    w: &[u8],
-    stride: usize,
-    k: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
-    float_dots_body!(
-        false,
         order,
         w,
         stride,
@@ -709,12 +663,12 @@ pub(super) unsafe fn weighted_slots<const H: bool, const S: usize>(
     }
 }
 
-/// Weighted sum of F16 value rows.
+/// Weighted sum of F16 (`H`) or F32 value rows.
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn weighted_f16(
+pub(super) unsafe fn weighted<const H: bool>(
     order: FloatOrder,
     v: &[u8],
     stride: usize,
@@ -722,23 +676,12 @@ pub(super) unsafe fn weighted_f16(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    weighted_body!(true, order, v, stride, p, out, scratch)
-}
-
-/// Weighted sum of F32 value rows.
-///
-/// # Safety
-/// Needs AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn weighted_f32(
-    order: FloatOrder,
-    v: &[u8],
-    stride: usize,
-    p: &[f32],
-    out: &mut [f32],
-    scratch: &mut [f32],
-) {
-    weighted_body!(false, order, v, stride, p, out, scratch)
+    let ty = if H { FloatType::F16 } else { FloatType::F32 };
+    check_weighted(ty, v.len(), stride, p.len(), out.len(), scratch.len());
+    match order {
+        FloatOrder::Ggml => weighted_slots::<H, 32>(v.as_ptr(), stride, p, out, scratch),
+        FloatOrder::Lanes8 => weighted_slots::<H, 8>(v.as_ptr(), stride, p, out, scratch),
+    }
 }
 
 /// Rounds one f32 value to f16 precision with F16C ([`ops::round_f16`]).

@@ -316,13 +316,13 @@ pub(super) unsafe fn tq2_dots(
     );
 }
 
-/// F16 weights × f32 activations with the AVX2 tiles, larger.
+/// F16 (`H`) or F32 weights × f32 activations with the AVX2 tiles, larger.
 ///
 /// # Safety
 /// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn f16_dots(
+pub(super) unsafe fn float_dots<const H: bool>(
     order: FloatOrder,
     w: &[u8],
     stride: usize,
@@ -332,56 +332,6 @@ pub(super) unsafe fn f16_dots(
     out: &mut [f32],
 ) {
     float_dots_body!(
-        true,
-        order,
-        w,
-        stride,
-        k,
-        x,
-        n,
-        out,
-        4,
-        [(1, 1), (2, 1), (3, 1), (4, 1)],
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ]
-    )
-}
-
-/// F32 weights × f32 activations with the AVX2 tiles, larger.
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn f32_dots(
-    order: FloatOrder,
-    w: &[u8],
-    stride: usize,
-    k: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
-    float_dots_body!(
-        false,
         order,
         w,
         stride,

@@ -50,12 +50,12 @@ macro_rules! tiled {
     }};
 }
 
-/// Float dot products, generic over the element type (see `Kernels::float_dots`): tiles of
-/// `$gr` rows × 1 token in ggml's order, `$lr × $lt` in the 8-lane order.
+/// Float dot products (see `Kernels::float_dots`), the body of a function generic over
+/// `const H: bool` (F16 weights if true, else F32): tiles of `$gr` rows × 1 token in ggml's
+/// order, `$lr × $lt` in the 8-lane order.
 macro_rules! float_dots_body {
-    ($h:expr, $order:ident, $w:ident, $stride:ident, $k:ident, $x:ident, $n:ident, $out:ident,
+    ($order:ident, $w:ident, $stride:ident, $k:ident, $x:ident, $n:ident, $out:ident,
      $gr:literal, [$($gc:tt)*], $lr:literal, $lt:literal, [$($lc:tt)*]) => {{
-        const H: bool = $h;
         let ty = if H { FloatType::F16 } else { FloatType::F32 };
         let rows = check_float(ty, $w.len(), $stride, $k, $x.len(), $n, $out.len());
         let (wp, xp) = ($w.as_ptr(), $x.as_ptr());
@@ -75,19 +75,6 @@ macro_rules! float_dots_body {
     }};
 }
 
-/// Body of the weighted-sum kernels.
-macro_rules! weighted_body {
-    ($h:expr, $order:ident, $v:ident, $stride:ident, $p:ident, $out:ident, $scratch:ident) => {{
-        const H: bool = $h;
-        let ty = if H { FloatType::F16 } else { FloatType::F32 };
-        check_weighted(ty, $v.len(), $stride, $p.len(), $out.len(), $scratch.len());
-        match $order {
-            FloatOrder::Ggml => weighted_slots::<H, 32>($v.as_ptr(), $stride, $p, $out, $scratch),
-            FloatOrder::Lanes8 => weighted_slots::<H, 8>($v.as_ptr(), $stride, $p, $out, $scratch),
-        }
-    }};
-}
-
 mod avx2;
 #[cfg(bitconv_avx512)]
 mod avx512;
@@ -98,10 +85,10 @@ static AVX2: Kernels = Kernels {
     i2s: avx2::i2s_dots,
     tq2: avx2::tq2_dots,
     q8_0: avx2::q8_0_dots,
-    f16: avx2::f16_dots,
-    f32: avx2::f32_dots,
-    weighted_f16: avx2::weighted_f16,
-    weighted_f32: avx2::weighted_f32,
+    f16: avx2::float_dots::<true>,
+    f32: avx2::float_dots::<false>,
+    weighted_f16: avx2::weighted::<true>,
+    weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
@@ -116,10 +103,10 @@ static AVX512: Kernels = Kernels {
     tq2: avx512::tq2_dots,
     // vpdpbusd was slower than vpmaddubsw + vpmaddwd here (one block per accumulator).
     q8_0: avx2::q8_0_dots,
-    f16: avx512::f16_dots,
-    f32: avx512::f32_dots,
-    weighted_f16: avx2::weighted_f16,
-    weighted_f32: avx2::weighted_f32,
+    f16: avx512::float_dots::<true>,
+    f32: avx512::float_dots::<false>,
+    weighted_f16: avx2::weighted::<true>,
+    weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,

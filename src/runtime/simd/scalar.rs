@@ -122,6 +122,40 @@ pub(crate) fn check_flash(
     }
 }
 
+/// Checks the arguments of an I2_S kernel (see `Kernels::i2s_dots`); returns the number of rows.
+pub(crate) fn check_i2s(w: usize, k: usize, q: usize, n: usize, out: usize) -> usize {
+    assert!(
+        k % ops::I2S_BLOCK == 0,
+        "I2_S rows need a multiple of 128 columns"
+    );
+    check_rows(w, k / 4, q, k, n, out)
+}
+
+/// Checks the arguments of a TQ2_0 kernel (see `Kernels::tq2_dots`); returns the number of rows.
+pub(crate) fn check_tq2(
+    w: usize,
+    k: usize,
+    q: usize,
+    d: usize,
+    bsum: usize,
+    n: usize,
+    out: usize,
+) -> usize {
+    assert!(k % QK_K == 0, "TQ2_0 rows need a multiple of 256 columns");
+    let rows = check_rows(w, k / QK_K * TQ2_BLOCK_BYTES, q, k, n, out);
+    assert_eq!(d, n * k / QK_K, "Q8_K scales");
+    assert_eq!(bsum, n * k / 32, "Q8_K block sums");
+    rows
+}
+
+/// Checks the arguments of a Q8_0 kernel (see `Kernels::q8_0_dots`); returns the number of rows.
+pub(crate) fn check_q8_0(w: usize, k: usize, q: usize, d: usize, n: usize, out: usize) -> usize {
+    assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
+    let rows = check_rows(w, k / QK8_0 * ops::Q8_0_BLOCK_BYTES, q, k, n, out);
+    assert_eq!(d, n * k / QK8_0, "Q8_0 scales");
+    rows
+}
+
 thread_local! {
     static ROW: RefCell<(Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -130,11 +164,7 @@ thread_local! {
 /// None: `unsafe` only to match the table's function type (SIMD entries need CPU
 /// features). Lengths are checked.
 unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
-    assert!(
-        k % ops::I2S_BLOCK == 0,
-        "I2_S rows need a multiple of 128 columns"
-    );
-    check_rows(w.len(), k / 4, q.len(), k, n, out.len());
+    check_i2s(w.len(), k, q.len(), n, out.len());
     for (row, o) in w.chunks_exact(k / 4).zip(out.chunks_exact_mut(n)) {
         for (t, v) in o.iter_mut().enumerate() {
             *v = ops::dot_i2s_codes(row, &q[t * k..(t + 1) * k]);
@@ -154,11 +184,8 @@ unsafe fn tq2_dots(
     n: usize,
     out: &mut [f32],
 ) {
-    assert!(k % QK_K == 0, "TQ2_0 rows need a multiple of 256 columns");
+    check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;
-    check_rows(w.len(), nb * TQ2_BLOCK_BYTES, q.len(), k, n, out.len());
-    assert_eq!(d.len(), n * nb, "Q8_K scales");
-    assert_eq!(bsum.len(), n * k / 32, "Q8_K block sums");
     for (row, o) in w
         .chunks_exact(nb * TQ2_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(n))
@@ -173,17 +200,8 @@ unsafe fn tq2_dots(
 /// None: `unsafe` only to match the table's function type (SIMD entries need CPU
 /// features). Lengths are checked.
 unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
-    assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
+    check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
     let nb = k / QK8_0;
-    check_rows(
-        w.len(),
-        nb * ops::Q8_0_BLOCK_BYTES,
-        q.len(),
-        k,
-        n,
-        out.len(),
-    );
-    assert_eq!(d.len(), n * nb, "Q8_0 scales");
     for (row, o) in w
         .chunks_exact(nb * ops::Q8_0_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(n))

@@ -16,7 +16,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::simd::scalar::{check_float, check_rows};
+use crate::runtime::simd::scalar::{check_float, check_i2s, check_q8_0, check_tq2};
 use crate::runtime::simd::{FloatOrder, FloatType};
 
 /// `acc + Σ a·b` per group of four bytes, with `sdot`.
@@ -98,12 +98,8 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Needs NEON, and the dot-product extension for `DOT`.
 #[inline(always)]
 unsafe fn i2s_body<const DOT: bool>(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
-    assert!(
-        k % I2S_BLOCK == 0,
-        "I2_S rows need a multiple of 128 columns"
-    );
+    check_i2s(w.len(), k, q.len(), n, out.len());
     let rb = k / 4;
-    check_rows(w.len(), rb, q.len(), k, n, out.len());
     for (row, o) in w.chunks_exact(rb).zip(out.chunks_exact_mut(n)) {
         for (t, v) in o.iter_mut().enumerate() {
             let qt = q.as_ptr().add(t * k);
@@ -160,11 +156,8 @@ unsafe fn tq2_body<const DOT: bool>(
     n: usize,
     out: &mut [f32],
 ) {
-    assert!(k % QK_K == 0, "TQ2_0 rows need a multiple of 256 columns");
+    check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;
-    check_rows(w.len(), nb * TQ2_BLOCK_BYTES, q.len(), k, n, out.len());
-    assert_eq!(d.len(), n * nb, "Q8_K scales");
-    assert_eq!(bsum.len(), n * k / 32, "Q8_K block sums");
     for (row, o) in w
         .chunks_exact(nb * TQ2_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(n))
@@ -249,10 +242,8 @@ unsafe fn q8_0_body<const DOT: bool>(
     n: usize,
     out: &mut [f32],
 ) {
-    assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
+    check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
     let nb = k / QK8_0;
-    check_rows(w.len(), nb * Q8_0_BLOCK_BYTES, q.len(), k, n, out.len());
-    assert_eq!(d.len(), n * nb, "Q8_0 scales");
     for (row, o) in w
         .chunks_exact(nb * Q8_0_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(n))

@@ -16,7 +16,8 @@ use crate::runtime::ops::{
     self, I8Scale, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES,
 };
 use crate::runtime::simd::scalar::{
-    check_flash, check_float, check_q8_0_acts, check_q8k, check_rows, check_weighted,
+    check_flash, check_float, check_i2s, check_q8_0, check_q8_0_acts, check_q8k, check_tq2,
+    check_weighted,
 };
 use crate::runtime::simd::{FloatOrder, FloatType};
 
@@ -147,12 +148,8 @@ pub(super) unsafe fn i2s_tile<const R: usize, const T: usize>(
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
-    assert!(
-        k % I2S_BLOCK == 0,
-        "I2_S rows need a multiple of 128 columns"
-    );
+    let rows = check_i2s(w.len(), k, q.len(), n, out.len());
     let rb = k / 4;
-    let rows = check_rows(w.len(), rb, q.len(), k, n, out.len());
     let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
     tiled!(
         out,
@@ -267,23 +264,6 @@ pub(super) unsafe fn tq2_tile<const R: usize, const T: usize>(
     out
 }
 
-/// Checks the arguments of a TQ2_0 kernel; returns the number of rows.
-pub(super) fn check_tq2(
-    w: usize,
-    k: usize,
-    q: usize,
-    d: usize,
-    bsum: usize,
-    n: usize,
-    out: usize,
-) -> usize {
-    assert!(k % QK_K == 0, "TQ2_0 rows need a multiple of 256 columns");
-    let rows = check_rows(w, k / QK_K * TQ2_BLOCK_BYTES, q, k, n, out);
-    assert_eq!(d, n * k / QK_K, "Q8_K scales");
-    assert_eq!(bsum, n * k / 32, "Q8_K block sums");
-    rows
-}
-
 /// TQ2_0 × Q8_K (see `Kernels::tq2_dots`).
 ///
 /// # Safety
@@ -372,14 +352,6 @@ pub(super) unsafe fn q8_0_tile<const R: usize, const T: usize>(
         }
     }
     out
-}
-
-/// Checks the arguments of a Q8_0 kernel; returns the number of rows.
-pub(super) fn check_q8_0(w: usize, k: usize, q: usize, d: usize, n: usize, out: usize) -> usize {
-    assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
-    let rows = check_rows(w, k / QK8_0 * Q8_0_BLOCK_BYTES, q, k, n, out);
-    assert_eq!(d, n * k / QK8_0, "Q8_0 scales");
-    rows
 }
 
 /// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`).

@@ -13,10 +13,10 @@
 use std::arch::x86_64::*;
 
 use crate::runtime::ops::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::simd::scalar::{check_float, check_rows};
+use crate::runtime::simd::scalar::{check_float, check_i2s, check_tq2};
 use crate::runtime::simd::{FloatOrder, FloatType};
 
-use super::avx2::{check_tq2, ggml_tile, hsum8, hsum_i32, lanes8_tile};
+use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile};
 
 /// `(w >> S) & 3`.
 ///
@@ -140,12 +140,8 @@ unsafe fn i2s_gemv_masked<const R: usize>(
 /// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
-    assert!(
-        k % I2S_BLOCK == 0,
-        "I2_S rows need a multiple of 128 columns"
-    );
+    let rows = check_i2s(w.len(), k, q.len(), n, out.len());
     let rb = k / 4;
-    let rows = check_rows(w.len(), rb, q.len(), k, n, out.len());
     let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
     if n == 1 && nb < 1 << 14 {
         for (r, o) in out.iter_mut().enumerate() {

@@ -162,15 +162,21 @@ impl BenchReport {
 /// count as the I2_S rows they are re-packed into, TQ1_0 as TQ2_0). The KV cache is not
 /// counted (it is small next to the weights for short contexts).
 pub fn bytes_per_token(model: &Model) -> u64 {
-    let size = |m: &super::Matrix| (m.rows() * m.format().row_bytes(m.cols())) as u64;
-    let proj: u64 = model
+    let whole: u64 = read_whole(model)
+        .map(|m| (m.rows() * m.format().row_bytes(m.cols())) as u64)
+        .sum();
+    let e = model.tok_embd();
+    whole + e.format().row_bytes(e.cols()) as u64
+}
+
+/// The matrices a generated token reads whole: every projection of every block, then the
+/// LM head (the token embedding when tied).
+fn read_whole(model: &Model) -> impl Iterator<Item = &super::Matrix> {
+    model
         .layers
         .iter()
         .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-        .map(size)
-        .sum();
-    let e = model.tok_embd();
-    proj + size(model.head()) + e.format().row_bytes(e.cols()) as u64
+        .chain([model.head()])
 }
 
 /// The memory a generated token reads, as the matrices hold it (see [`bytes_per_token`]), cut
@@ -187,12 +193,7 @@ impl<'m> WeightsProbe<'m> {
         let file = model.file_bytes();
         let mut pieces = vec![];
         let mut bytes = 0;
-        let mats = model
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-            .chain([model.head()]);
-        for m in mats {
+        for m in read_whole(model) {
             // SAFETY: every bit pattern is a valid u64; `align_to` returns the aligned middle.
             let (_, words, _) = unsafe { m.bytes(file).align_to::<u64>() };
             for p in words.chunks(32 << 10) {

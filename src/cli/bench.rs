@@ -29,10 +29,10 @@ pub struct Args {
     reps: usize,
     /// Kernels: auto (the fastest this CPU runs), reference (scalar), avx2, avx512, neon
     /// [default: $BITCONV_KERNEL, else auto].
-    #[arg(long, value_parser = |s: &str| s.parse::<KernelChoice>().map_err(|e| e.to_string()))]
+    #[arg(long, value_parser = super::runopts::parse_kernel)]
     kernel: Option<KernelChoice>,
     /// Also measure these kernels in the same run, for the ratio (e.g. `reference`).
-    #[arg(long, value_parser = |s: &str| s.parse::<KernelChoice>().map_err(|e| e.to_string()))]
+    #[arg(long, value_parser = super::runopts::parse_kernel)]
     baseline: Vec<KernelChoice>,
     /// MiB of the buffer the read bandwidth is measured on (0: skip the measurement).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
@@ -47,10 +47,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
-    let kernels = match a.kernel {
-        Some(c) => simd::init(c)?,
-        None => simd::kernels(),
-    };
+    let kernels = super::runopts::init_kernel(a.kernel)?;
     let mut tables = vec![kernels];
     for &c in &a.baseline {
         let k = simd::get(c).ok_or(simd::KernelError::Unsupported(c))?;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use bitconv::quant::layouts::{params, KernelEntry};
-use bitconv::runtime::simd::{self, KernelChoice};
+use bitconv::runtime::simd::{self, KernelChoice, Kernels};
 
 /// Parses `--kernel-config FILE` if given.
 pub fn load_tl_params(path: Option<&Path>) -> anyhow::Result<Vec<KernelEntry>> {
@@ -24,10 +24,10 @@ pub fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
 }
 
 /// Chooses the process-wide kernel table from `--kernel` if given (else `BITCONV_KERNEL`, else
-/// the fastest this CPU runs); returns its name.
-pub fn init_kernel(choice: Option<KernelChoice>) -> anyhow::Result<&'static str> {
+/// the fastest this CPU runs).
+pub fn init_kernel(choice: Option<KernelChoice>) -> anyhow::Result<&'static Kernels> {
     Ok(match choice {
-        Some(c) => simd::init(c)?.name(),
-        None => simd::kernels().name(),
+        Some(c) => simd::init(c)?,
+        None => simd::kernels(),
     })
 }

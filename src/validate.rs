@@ -292,6 +292,7 @@ fn load_for_validation(
         &LoadOptions {
             tl_params: opts.tl_params.clone(),
             ternary_as_i2s: true,
+            ..LoadOptions::default()
         },
     )
 }

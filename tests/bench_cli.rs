@@ -1,6 +1,7 @@
 //! `bitconv bench` on the tiny reference file: the JSON report holds what the README promises
 //! (prompt and generation rates per kernel, the bytes per token, the weights' read rate and the
-//! bound derived from them), `--baseline` adds the scalar path, bad input exits 2.
+//! bound derived from them, where the weights are held), `--baseline` adds the scalar path,
+//! bad input exits 2.
 
 use std::process::Command;
 
@@ -54,6 +55,32 @@ fn json_report_is_consistent() {
         let pct = k["tg_percent_of_bound"].as_f64().unwrap();
         assert!((pct - 100.0 * tg / bound).abs() < 1e-6);
     }
+    // The weights are a resident copy by default: the projections and the tied head.
+    assert_eq!(d["weights_memory"], "resident");
+    assert_eq!(d["resident_bytes"].as_f64().unwrap(), proj + head);
+}
+
+#[test]
+fn mmap_reads_the_weights_in_place() {
+    let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
+    let o = bench(&[
+        file,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--bandwidth-mib",
+        "0",
+        "--mmap",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["weights_memory"], "mapped");
+    assert_eq!(d["resident_bytes"], 0);
+    assert!(d["resident_huge_page_bytes"].is_null());
 }
 
 #[test]

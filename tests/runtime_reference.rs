@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bitconv::quant::layouts::params::parse_kernel_config_ini;
 use bitconv::quant::layouts::KernelEntry;
 use bitconv::runtime::{
-    argmax, compare_rows, Agreement, Emulation, LoadOptions, LogitsFile, LogitsWanted, Model,
-    RuntimeError, Session, SessionOptions,
+    argmax, compare_rows, Agreement, Emulation, LoadOptions, LogitsFile, LogitsWanted, Matrix,
+    Model, RuntimeError, Session, SessionOptions, WeightMemory,
 };
 
 fn tiny() -> PathBuf {
@@ -411,6 +411,76 @@ fn model_facts() {
     assert_eq!(hp.rope_freq_base, 10000.0);
     assert!(model.is_tied());
     assert_eq!(model.head().name(), "token_embd.weight");
-    // Nothing but the norms is copied out of the map for an I2_S file.
-    assert_eq!(model.heap_bytes(), 4 * (256 * 2 * 3 + 768 * 2 + 256));
+    // By default every projection and the (tied) head are copied into the resident region,
+    // 64-byte aligned each; besides that only the norms are held.
+    let norms = 4 * (256 * 2 * 3 + 768 * 2 + 256);
+    let projections = 2 * (4 * 256 * 256 + 3 * 256 * 768) / 4;
+    let head = 1002 * 256 * 2;
+    assert_eq!(model.resident_bytes(), projections + head);
+    assert!(model.matrices().all(Matrix::is_resident));
+    assert_eq!(model.heap_bytes(), norms + projections + head);
+    // Read in place, nothing but the norms is copied out of the map for an I2_S file.
+    let mapped = Model::load(
+        &bitnet_cpp("from-fp16/ggml-model-i2_s.gguf"),
+        &LoadOptions {
+            weights: WeightMemory::Mapped,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(mapped.resident_bytes(), 0);
+    assert!(!mapped.matrices().any(Matrix::is_resident));
+    assert_eq!(mapped.heap_bytes(), norms);
+    assert_eq!(mapped.resident_huge_page_bytes(), None);
+}
+
+/// The resident copy holds the same bytes as the mapping: every matrix, and the logits of a
+/// prompt and a few generated tokens, are identical either way, for a file whose projections
+/// are converted at load (TL2) and one read as stored (I2_S).
+#[test]
+fn resident_weights_equal_mapped() {
+    for (file, ini) in [
+        ("from-fp16/ggml-model-i2_s.gguf", None),
+        (
+            "from-fp32/ggml-model-tl2.gguf",
+            Some("kernel_config_tl2.ini"),
+        ),
+    ] {
+        let tl = ini.map(kernel_config).unwrap_or_default();
+        let load = |weights| {
+            Model::load(
+                &bitnet_cpp(file),
+                &LoadOptions {
+                    tl_params: tl.clone(),
+                    weights,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let (res, map) = (load(WeightMemory::Resident), load(WeightMemory::Mapped));
+        assert!(res.resident_bytes() > 0 && map.resident_bytes() == 0);
+        for (a, b) in res.matrices().zip(map.matrices()) {
+            assert_eq!(a.name(), b.name());
+            assert!(
+                res.matrix_data(a) == map.matrix_data(b),
+                "{file}: {}",
+                a.name()
+            );
+        }
+        let run = |m: &Model| {
+            let mut s = session(m, None);
+            let mut rows = s.forward(&[1, 275, 376, 265], LogitsWanted::All).unwrap();
+            for t in [919, 42, 7] {
+                rows.extend(s.forward(&[t], LogitsWanted::Last).unwrap());
+            }
+            rows.concat()
+        };
+        let (a, b) = (run(&res), run(&map));
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{file}: logits differ"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use bitconv::quant::layouts::params::parse_kernel_config_ini;
 use bitconv::runtime::bench::{self, BenchOptions, BenchReport, Rate};
 use bitconv::runtime::simd::{self, KernelChoice};
-use bitconv::runtime::{LoadOptions, Model};
+use bitconv::runtime::{LoadOptions, Model, WeightMemory};
 use serde_json::json;
 
 /// Arguments of `bitconv bench`.
@@ -34,6 +34,10 @@ pub struct Args {
     /// Also measure these kernels in the same run, for the ratio (e.g. `reference`).
     #[arg(long, value_parser = super::runopts::parse_kernel)]
     baseline: Vec<KernelChoice>,
+    /// Read the weights in place from the file mapping instead of a resident copy on huge
+    /// pages (the default; see `bitconv run --help`).
+    #[arg(long)]
+    mmap: bool,
     /// MiB of the buffer the read bandwidth is measured on (0: skip the measurement).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     bandwidth_mib: usize,
@@ -56,6 +60,9 @@ pub fn run(a: Args) -> super::Outcome {
         }
     }
     let mut load = LoadOptions::default();
+    if a.mmap {
+        load.weights = WeightMemory::Mapped;
+    }
     if let Some(p) = &a.kernel_config {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -132,6 +139,9 @@ fn to_json(a: &Args, model: &Model, r: &BenchReport) -> serde_json::Value {
         "gen": a.gen,
         "reps": a.reps,
         "threads": r.threads,
+        "weights_memory": if model.resident_bytes() > 0 { "resident" } else { "mapped" },
+        "resident_bytes": model.resident_bytes(),
+        "resident_huge_page_bytes": model.resident_huge_page_bytes(),
         "read_bandwidth_bytes_per_s": r.bandwidth.map(|b| b.mean()),
         "read_bandwidth_before": r.bandwidth.map(|b| b.before),
         "read_bandwidth_after": r.bandwidth.map(|b| b.after),
@@ -151,11 +161,25 @@ fn fmt_rate(r: &Option<Rate>) -> String {
     }
 }
 
+/// Where the weights are held, for the report.
+fn weights_desc(model: &Model) -> String {
+    let resident = model.resident_bytes();
+    if resident == 0 {
+        return "read in place from the file mapping".into();
+    }
+    let huge = match model.resident_huge_page_bytes() {
+        Some(h) => format!("{:.1} MB of it on huge pages", h as f64 / 1e6),
+        None => "huge pages unknown".into(),
+    };
+    format!("resident copy, {:.1} MB ({huge})", resident as f64 / 1e6)
+}
+
 fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "model: {}", a.file.display())?;
     writeln!(out, "       {}", model_desc(model))?;
     writeln!(out, "threads: {}, repetitions: {}", r.threads, a.reps)?;
+    writeln!(out, "weights: {}", weights_desc(model))?;
     match r.bandwidth {
         Some(b) => {
             writeln!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bitconv::runtime::tokenize::GgufTokenizer;
-use bitconv::runtime::{LoadOptions, LogitsWanted, Model, Session, SessionOptions};
+use bitconv::runtime::{LoadOptions, LogitsWanted, Model, Session, SessionOptions, WeightMemory};
 use bitconv::sample::Sampler;
 
 /// Arguments of `bitconv run`.
@@ -38,6 +38,10 @@ pub struct Args {
     /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
     #[arg(long, value_parser = super::runopts::parse_kernel)]
     kernel: Option<bitconv::runtime::simd::KernelChoice>,
+    /// Read the weights in place from the file mapping. By default the matrices a token reads
+    /// are copied into memory backed by huge pages, which streams them faster.
+    #[arg(long)]
+    mmap: bool,
     /// Context size.
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx: usize,
@@ -49,8 +53,16 @@ pub struct Args {
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
     super::runopts::init_kernel(a.kernel)?;
-    let model = Model::load(&a.file, &LoadOptions::default())
-        .with_context(|| format!("cannot load {}", a.file.display()))?;
+    let load = LoadOptions {
+        weights: if a.mmap {
+            WeightMemory::Mapped
+        } else {
+            WeightMemory::Resident
+        },
+        ..LoadOptions::default()
+    };
+    let model =
+        Model::load(&a.file, &load).with_context(|| format!("cannot load {}", a.file.display()))?;
     let tok = GgufTokenizer::from_gguf(&model.gguf().header)
         .with_context(|| format!("{}: tokenizer", a.file.display()))?;
     let ids = tok

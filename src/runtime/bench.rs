@@ -190,12 +190,12 @@ impl<'m> WeightsProbe<'m> {
     /// The pieces of every projection and the head (the embedding row is left out: it is one
     /// row).
     pub fn new(model: &'m Model) -> WeightsProbe<'m> {
-        let file = model.file_bytes();
+        let store = model.store();
         let mut pieces = vec![];
         let mut bytes = 0;
         for m in read_whole(model) {
             // SAFETY: every bit pattern is a valid u64; `align_to` returns the aligned middle.
-            let (_, words, _) = unsafe { m.bytes(file).align_to::<u64>() };
+            let (_, words, _) = unsafe { m.bytes(store).align_to::<u64>() };
             for p in words.chunks(32 << 10) {
                 bytes += 8 * p.len();
                 pieces.push(p);

@@ -27,7 +27,9 @@ pub mod tokenize;
 use std::path::PathBuf;
 
 pub use logits::{argmax, compare_rows, cosine, max_abs_diff, Agreement, LogitsFile};
-pub use model::{Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat};
+pub use model::{
+    Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat, WeightMemory,
+};
 pub use ops::RopeStyle;
 pub use reference::{Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
 pub use simd::{KernelChoice, Kernels};

@@ -56,7 +56,7 @@ use rayon::prelude::*;
 
 use crate::gguf::GgmlType;
 
-use super::model::{Activation, Matrix, Model, WeightFormat};
+use super::model::{Activation, Matrix, Model, Store, WeightFormat};
 use super::ops::{self, QK8_0, QK_K};
 use super::simd::{self, FloatOrder, FloatType, Kernels};
 use super::RuntimeError;
@@ -365,7 +365,7 @@ impl<'m> Session<'m> {
         let kern = self.kernels;
         let hp = model.hparams();
         let n = tokens.len();
-        let file = model.file_bytes();
+        let store = model.store();
         let e = hp.n_embd;
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_head_kv * hp.head_dim;
@@ -380,7 +380,7 @@ impl<'m> Session<'m> {
         for (t, &tok) in tokens.iter().enumerate() {
             model
                 .tok_embd()
-                .dequantize_row(file, tok as usize, &mut x[t * e..(t + 1) * e]);
+                .dequantize_row(store, tok as usize, &mut x[t * e..(t + 1) * e]);
         }
 
         // RoPE tables per position.
@@ -407,7 +407,12 @@ impl<'m> Session<'m> {
         let nm = emu.norm_mean();
         for (il, layer) in model.layers.iter().enumerate() {
             rms_norm_rows(&b.x, &layer.attn_norm, eps, nm, &mut b.cur, e);
-            let mm = MatmulCtx { kern, file, n, emu };
+            let mm = MatmulCtx {
+                kern,
+                store,
+                n,
+                emu,
+            };
             mm.run(
                 &[&layer.wq, &layer.wk, &layer.wv],
                 &b.cur,
@@ -484,7 +489,7 @@ impl<'m> Session<'m> {
         sized(&mut b.logits, rows * hp.n_vocab);
         let mm = MatmulCtx {
             kern,
-            file,
+            store,
             n: rows,
             emu,
         };
@@ -886,11 +891,11 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
-/// Matmuls of one forward pass: kernel table, mapped file, batch size, emulation.
+/// Matmuls of one forward pass: kernel table, where the weights are, batch size, emulation.
 #[derive(Clone, Copy)]
 struct MatmulCtx<'a> {
     kern: &'static Kernels,
-    file: &'a [u8],
+    store: Store<'a>,
     n: usize,
     emu: Emulation,
 }
@@ -1050,7 +1055,7 @@ impl MatmulCtx<'_> {
         let nt = toks.len();
         let k = w.cols();
         let rb = w.row_bytes();
-        let data = &w.bytes(self.file)[rows.start * rb..rows.end * rb];
+        let data = &w.bytes(self.store)[rows.start * rb..rows.end * rb];
         let (t0, t1) = (toks.start, toks.end);
         match w.format() {
             WeightFormat::I2s => {

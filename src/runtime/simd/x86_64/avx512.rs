@@ -27,16 +27,15 @@ unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
     _mm256_and_si256(_mm256_srli_epi16::<S>(w), m3)
 }
 
-/// The f16 at `p`.
+/// The f16 at `p` widened, in all eight lanes.
 ///
 /// # Safety
-/// Needs F16C; `p` must point to two readable bytes.
+/// Needs AVX2 and F16C; `p` must point to two readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // F16C directly: `half`'s conversion checks the CPU features at run time on every call.
-    let bits = u16::from_le_bytes([*p, *p.add(1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+unsafe fn f16_bcast(p: *const u8) -> __m256 {
+    let h = _mm_set1_epi16(i16::from_le_bytes([*p, *p.add(1)]));
+    _mm256_cvtph_ps(h)
 }
 
 /// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
@@ -179,7 +178,10 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
     );
 }
 
-/// `R` TQ2_0 rows × `T` Q8_K tokens with `vpdpbusd`; lanes as in `avx2::tq2_tile`.
+/// `R` TQ2_0 rows × `T` Q8_K tokens with `vpdpbusd`; lanes as in `avx2::tq2_tile`. The
+/// integer lanes of a block stay in registers; the float sums across blocks live in `acc`,
+/// which the compiler may keep in memory: that frees registers for a larger tile (the code
+/// extraction is shared by `T` tokens, the activations by `R` rows).
 ///
 /// # Safety
 /// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::tq2_tile`.
@@ -231,14 +233,15 @@ unsafe fn tq2_tile<const R: usize, const T: usize>(
             group!(2, 4);
             group!(3, 6);
         }
-        let mut dx = [0.0f32; R];
+        let mut dx = [_mm256_setzero_ps(); R];
         for (r, v) in dx.iter_mut().enumerate() {
-            *v = f16_at(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 64));
+            *v = f16_bcast(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 64));
         }
         for t in 0..T {
-            let dy = *d.add(t * nb + blk);
+            let dy = _mm256_broadcast_ss(&*d.add(t * nb + blk));
             for r in 0..R {
-                let scale = _mm256_set1_ps(dy * dx[r]);
+                // d_y·d_x rounded to f32 (as the scalar product), in all lanes.
+                let scale = _mm256_mul_ps(dy, dx[r]);
                 acc[r][t] = _mm256_add_ps(
                     _mm256_mul_ps(_mm256_cvtepi32_ps(lanes[r][t]), scale),
                     acc[r][t],
@@ -254,6 +257,8 @@ unsafe fn tq2_tile<const R: usize, const T: usize>(
     }
     out
 }
+
+const TQ2_T: usize = 3;
 
 /// TQ2_0 × Q8_K (see `Kernels::tq2_dots`).
 ///
@@ -285,20 +290,32 @@ pub(super) unsafe fn tq2_dots(
         n,
         1,
         4,
-        3,
+        TQ2_T,
         [
             (1, 1),
             (2, 1),
             (3, 1),
             (4, 1),
             (1, 2),
-            (1, 3),
             (2, 2),
-            (2, 3),
             (3, 2),
-            (3, 3),
             (4, 2),
-            (4, 3)
+            (1, 3),
+            (2, 3),
+            (3, 3),
+            (4, 3),
+            (1, 4),
+            (2, 4),
+            (3, 4),
+            (4, 4),
+            (1, 5),
+            (2, 5),
+            (3, 5),
+            (4, 5),
+            (1, 6),
+            (2, 6),
+            (3, 6),
+            (4, 6)
         ],
         |r, t, R, T| tq2_tile::<R, T>(
             wp.add(r * rb),

@@ -229,22 +229,47 @@ pub fn bits_per_weight(f: WeightFormat) -> f64 {
 }
 
 /// A buffer much larger than the caches, for measuring read bandwidth with the current rayon
-/// pool.
+/// pool. Like the resident weights ([`super::WeightMemory::Resident`]) it asks for huge pages,
+/// so that the two are read the same way.
 pub struct BandwidthProbe {
-    buf: Vec<u64>,
+    buf: Box<dyn std::ops::Deref<Target = [u64]> + Send + Sync>,
+}
+
+/// `words` u64 of anonymous memory advised for huge pages (a plain vector if that fails).
+struct HugeWords(memmap2::MmapMut, usize);
+
+impl std::ops::Deref for HugeWords {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        // SAFETY: the mapping is page-aligned, holds at least `8·self.1` bytes, and every bit
+        // pattern is a valid u64.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u64>(), self.1) }
+    }
 }
 
 impl BandwidthProbe {
     /// Allocates and touches `bytes` (at least 8 KiB).
     pub fn new(bytes: usize) -> BandwidthProbe {
         let words = (bytes / 8).max(1 << 10);
+        let fill = |buf: &mut [u64]| {
+            buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+                c.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = (i ^ j) as u64)
+            });
+        };
+        if let Ok(mut map) = memmap2::MmapOptions::new().len(words * 8).map_anon() {
+            #[cfg(target_os = "linux")]
+            let _ = map.advise(memmap2::Advice::HugePage);
+            // SAFETY: as in `HugeWords::deref`, mutably; nothing else refers to the mapping.
+            fill(unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<u64>(), words) });
+            return BandwidthProbe {
+                buf: Box::new(HugeWords(map, words)),
+            };
+        }
         let mut buf = vec![0u64; words];
-        buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
-            c.iter_mut()
-                .enumerate()
-                .for_each(|(j, v)| *v = (i ^ j) as u64)
-        });
-        BandwidthProbe { buf }
+        fill(&mut buf);
+        BandwidthProbe { buf: Box::new(buf) }
     }
 
     /// Every thread sums its share of the buffer, `passes` times; returns the best bytes/s.

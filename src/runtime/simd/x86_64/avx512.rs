@@ -258,8 +258,6 @@ unsafe fn tq2_tile<const R: usize, const T: usize>(
     out
 }
 
-const TQ2_T: usize = 3;
-
 /// TQ2_0 × Q8_K (see `Kernels::tq2_dots`).
 ///
 /// # Safety
@@ -290,7 +288,7 @@ pub(super) unsafe fn tq2_dots(
         n,
         1,
         4,
-        TQ2_T,
+        3,
         [
             (1, 1),
             (2, 1),
@@ -303,19 +301,7 @@ pub(super) unsafe fn tq2_dots(
             (1, 3),
             (2, 3),
             (3, 3),
-            (4, 3),
-            (1, 4),
-            (2, 4),
-            (3, 4),
-            (4, 4),
-            (1, 5),
-            (2, 5),
-            (3, 5),
-            (4, 5),
-            (1, 6),
-            (2, 6),
-            (3, 6),
-            (4, 6)
+            (4, 3)
         ],
         |r, t, R, T| tq2_tile::<R, T>(
             wp.add(r * rb),

@@ -16,7 +16,7 @@ use super::{KernelChoice, Kernels};
 /// `(R, T)` shape that can occur (so only those are instantiated); the result of one tile is
 /// `[[_; T]; R]`, stored at `out[(r + i)·n + t + j]`.
 macro_rules! tiled {
-    ($out:ident, $rows:expr, $n:expr, $gemv:expr, $rmax:expr, $tmax:expr,
+    ($out:ident, $rows:expr, $n:expr, $gemv:expr, $rmax:literal, $tmax:literal,
      [$(($RR:literal, $TT:literal)),* $(,)?], |$r:ident, $t:ident, $R:ident, $T:ident| $call:expr) => {{
         let rows: usize = $rows;
         let n: usize = $n;

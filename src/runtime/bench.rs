@@ -175,7 +175,7 @@ fn read_whole(model: &Model) -> impl Iterator<Item = &super::Matrix> {
     model
         .layers
         .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+        .flat_map(super::model::Layer::projections)
         .chain([model.head()])
 }
 

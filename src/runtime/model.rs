@@ -337,6 +337,34 @@ pub(crate) struct Layer {
     pub ffn_sub_norm: Option<Vec<f32>>,
 }
 
+impl Layer {
+    /// The seven projections, in the order a token reads them.
+    pub fn projections(&self) -> [&Matrix; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
+    /// As [`Layer::projections`], mutably.
+    fn projections_mut(&mut self) -> [&mut Matrix; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
+}
+
 /// A model ready to run: the mapped file, its hyperparameters and its bound tensors.
 pub struct Model {
     gguf: MappedGguf,
@@ -455,17 +483,7 @@ impl Model {
         let mut ms: Vec<&mut Matrix> = self
             .layers
             .iter_mut()
-            .flat_map(|l| {
-                [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.w_gate,
-                    &mut l.w_up,
-                    &mut l.w_down,
-                ]
-            })
+            .flat_map(Layer::projections_mut)
             .collect();
         // The head: `output`, or the embedding when tied (an untied embedding is read one row
         // per token and stays where it is).
@@ -617,7 +635,7 @@ impl Model {
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
+            .flat_map(Layer::projections)
             .chain(std::iter::once(&self.tok_embd))
             .chain(self.output.iter())
     }

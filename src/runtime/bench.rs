@@ -235,15 +235,15 @@ pub struct BandwidthProbe {
     buf: Box<dyn std::ops::Deref<Target = [u64]> + Send + Sync>,
 }
 
-/// `words` u64 of anonymous memory advised for huge pages (a plain vector if that fails).
-struct HugeWords(memmap2::MmapMut, usize);
+/// `words` u64 at byte offset `.1` of a huge-page mapping ([`super::model::huge_page_map`]).
+struct HugeWords(memmap2::MmapMut, usize, usize);
 
 impl std::ops::Deref for HugeWords {
     type Target = [u64];
     fn deref(&self) -> &[u64] {
-        // SAFETY: the mapping is page-aligned, holds at least `8·self.1` bytes, and every bit
-        // pattern is a valid u64.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u64>(), self.1) }
+        // SAFETY: the offset is 2 MiB-aligned within the mapping, which holds `8·self.2` bytes
+        // from there; every bit pattern is a valid u64.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(self.1).cast::<u64>(), self.2) }
     }
 }
 
@@ -258,13 +258,13 @@ impl BandwidthProbe {
                     .for_each(|(j, v)| *v = (i ^ j) as u64)
             });
         };
-        if let Ok(mut map) = memmap2::MmapOptions::new().len(words * 8).map_anon() {
-            #[cfg(target_os = "linux")]
-            let _ = map.advise(memmap2::Advice::HugePage);
+        if let Some((mut map, skip)) = super::model::huge_page_map(words * 8) {
             // SAFETY: as in `HugeWords::deref`, mutably; nothing else refers to the mapping.
-            fill(unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<u64>(), words) });
+            fill(unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr().add(skip).cast::<u64>(), words)
+            });
             return BandwidthProbe {
-                buf: Box::new(HugeWords(map, words)),
+                buf: Box::new(HugeWords(map, skip, words)),
             };
         }
         let mut buf = vec![0u64; words];

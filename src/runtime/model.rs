@@ -479,7 +479,6 @@ impl Model {
     /// leaves the model as it is if that memory cannot be had.
     fn make_resident(&mut self) {
         const ALIGN: usize = 64;
-        const HUGE: usize = 2 << 20;
         let mut ms: Vec<&mut Matrix> = self
             .layers
             .iter_mut()
@@ -500,17 +499,9 @@ impl Model {
         if total == 0 {
             return;
         }
-        // Over-allocate so that the copy can start on a huge-page boundary.
-        let Ok(mut region) = memmap2::MmapOptions::new().len(total + HUGE).map_anon() else {
+        let Some((mut region, skip)) = huge_page_map(total) else {
             return;
         };
-        let skip = (HUGE - region.as_ptr() as usize % HUGE) % HUGE;
-        #[cfg(target_os = "linux")]
-        {
-            // Advice only: without transparent huge pages the copy still helps nothing and
-            // harms nothing.
-            let _ = region.advise_range(memmap2::Advice::HugePage, skip, total);
-        }
         {
             let file = self.gguf.bytes();
             let store = Store {
@@ -656,6 +647,21 @@ impl Model {
             + self.output_norm.len();
         self.matrices().map(Matrix::owned_bytes).sum::<usize>() + 4 * norms
     }
+}
+
+/// Anonymous memory for `len` bytes starting on a 2 MiB boundary, advised for transparent huge
+/// pages: the mapping (over-allocated by 2 MiB) and the offset of the aligned start. The advice
+/// is only advice: without huge pages the memory is ordinary.
+pub(crate) fn huge_page_map(len: usize) -> Option<(memmap2::MmapMut, usize)> {
+    const HUGE: usize = 2 << 20;
+    let map = memmap2::MmapOptions::new()
+        .len(len + HUGE)
+        .map_anon()
+        .ok()?;
+    let skip = (HUGE - map.as_ptr() as usize % HUGE) % HUGE;
+    #[cfg(target_os = "linux")]
+    let _ = map.advise_range(memmap2::Advice::HugePage, skip, len);
+    Some((map, skip))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

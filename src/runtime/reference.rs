@@ -996,9 +996,11 @@ impl MatmulCtx<'_> {
                 }
                 return;
             }
-            // A batch: blocks of tokens whose activations fit the L1 cache; each block is
-            // computed row-major (`r·nt + t`) in scratch, then written transposed.
-            let tb = (16384 / k).clamp(4, 32) / 4 * 4;
+            // A batch: blocks of tokens whose activations fit the L1 cache, a multiple of the
+            // kernel's token tile; each block is computed row-major (`r·nt + t`) in scratch,
+            // then written transposed.
+            let tt = self.kern.token_tile(ws[i].format());
+            let tb = (16384 / k).clamp(tt, 8 * tt) / tt * tt;
             CHUNK.with_borrow_mut(|buf| {
                 let buf = sized(buf, 2 * (r1 - r0) * tb);
                 let mut t0 = 0;

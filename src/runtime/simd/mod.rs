@@ -28,6 +28,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::runtime::model::WeightFormat;
 use crate::runtime::ops::I8Scale;
 
 mod scalar;
@@ -185,6 +186,8 @@ pub struct Kernels {
     quantize_i8s: QuantI8sFn,
     quantize_q8k: QuantQ8kFn,
     quantize_q8_0: QuantQ80Fn,
+    /// The tokens of the widest tile of `tq2` (see [`Kernels::token_tile`]).
+    tq2_tokens: usize,
 }
 
 impl fmt::Debug for Kernels {
@@ -212,6 +215,17 @@ impl Kernels {
     /// The scalar reference table.
     pub fn reference() -> &'static Kernels {
         &scalar::TABLE
+    }
+
+    /// How many tokens the widest tile of the `format` kernel takes at once: a batch is best
+    /// handed over in blocks of a multiple of it, or the last tile of every block runs short
+    /// (4 tokens to a kernel of 3-token tiles is a 3-token tile plus a 1-token one). The
+    /// results do not depend on it.
+    pub fn token_tile(&self, format: WeightFormat) -> usize {
+        match format {
+            WeightFormat::Tq2 => self.tq2_tokens,
+            _ => 4,
+        }
     }
 
     /// Integer dot products of canonical I2_S rows with int8 activations.

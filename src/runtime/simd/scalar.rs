@@ -23,6 +23,7 @@ pub(super) static TABLE: Kernels = Kernels {
     quantize_i8s,
     quantize_q8k,
     quantize_q8_0,
+    tq2_tokens: 4,
 };
 
 /// Checks the shapes shared by every matmul kernel; returns the number of rows.

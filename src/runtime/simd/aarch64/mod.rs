@@ -20,6 +20,7 @@ static NEON: Kernels = Kernels {
     quantize_i8s: scalar::quantize_i8s,
     quantize_q8k: scalar::quantize_q8k,
     quantize_q8_0: scalar::quantize_q8_0,
+    tq2_tokens: 4,
 };
 
 static NEON_DOTPROD: Kernels = Kernels {
@@ -36,6 +37,7 @@ static NEON_DOTPROD: Kernels = Kernels {
     quantize_i8s: scalar::quantize_i8s,
     quantize_q8k: scalar::quantize_q8k,
     quantize_q8_0: scalar::quantize_q8_0,
+    tq2_tokens: 4,
 };
 
 fn has_neon() -> bool {

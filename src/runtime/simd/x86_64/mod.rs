@@ -93,6 +93,7 @@ static AVX2: Kernels = Kernels {
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
     quantize_q8_0: avx2::quantize_q8_0,
+    tq2_tokens: 3,
 };
 
 #[cfg(bitconv_avx512)]
@@ -111,6 +112,7 @@ static AVX512: Kernels = Kernels {
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
     quantize_q8_0: avx2::quantize_q8_0,
+    tq2_tokens: 3,
 };
 
 fn has_avx2() -> bool {

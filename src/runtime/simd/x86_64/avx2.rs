@@ -678,8 +678,17 @@ unsafe fn round_f16_8(v: __m256) -> __m256 {
     _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
 }
 
-/// Flash attention over an F16 cache (see `Kernels::flash_attention_f16`), the accumulator
-/// kept in `out` and rounded to f16 precision after every update as the scalar code does.
+/// Keys handled per round of [`flash_f16`]: their scores and exponentials live on the stack.
+const FLASH_KEYS: usize = 64;
+
+/// Flash attention over an F16 cache (see `Kernels::flash_attention_f16`): the scalar
+/// recurrence, same bits, in rounds of [`FLASH_KEYS`] keys. Each round first computes the
+/// scores of its keys (two rows at a time), then walks them in order for the running maximum
+/// and the one `expf` per key (`e^(m_old − m)` when a key raises the maximum, `e^(s − m)`
+/// otherwise), and only then adds the value rows: the exponentials no longer wait on the
+/// accumulator, and for head sizes 64, 96 and 128 the accumulator stays in registers
+/// ([`flash_values`]); it is rounded to f16 precision after every update as the scalar
+/// code does.
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
@@ -695,20 +704,113 @@ pub(super) unsafe fn flash_f16(
 ) {
     check_flash(q.len(), k.len(), v.len(), stride, positions, out.len());
     let hd = out.len();
-    let hv = hd & !7;
-    let acc = out.as_mut_ptr();
     out.fill(0.0);
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
-    for j in 0..positions {
-        let [[dot]] = ggml_tile::<true, 1, 1>(k.as_ptr().add(j * stride), stride, q.as_ptr(), hd);
-        let s = dot * scale;
-        let mut ms = 1.0f32;
-        let mut vs = 1.0f32;
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
+    let mut e = [0f32; FLASH_KEYS];
+    let mut raised = [false; FLASH_KEYS];
+    let mut j0 = 0;
+    while j0 < positions {
+        let nj = FLASH_KEYS.min(positions - j0);
+        let kp = k.as_ptr().add(j0 * stride);
+        let mut j = 0;
+        while j + 2 <= nj {
+            let [[a], [b]] = ggml_tile::<true, 2, 1>(kp.add(j * stride), stride, q.as_ptr(), hd);
+            e[j] = a * scale;
+            e[j + 1] = b * scale;
+            j += 2;
+        }
+        if j < nj {
+            let [[a]] = ggml_tile::<true, 1, 1>(kp.add(j * stride), stride, q.as_ptr(), hd);
+            e[j] = a * scale;
+        }
+        for (x, up) in e[..nj].iter_mut().zip(&mut raised[..nj]) {
+            let s = *x;
+            *up = s > m;
+            if *up {
+                let m_old = m;
+                m = s;
+                *x = (m_old - m).exp();
+            } else {
+                *x = (s - m).exp();
+            }
+        }
+        let vp = v.as_ptr().add(j0 * stride);
+        let (e, raised) = (&e[..nj], &raised[..nj]);
+        match hd {
+            64 => flash_values::<8>(out, vp, stride, e, raised, &mut sum),
+            96 => flash_values::<12>(out, vp, stride, e, raised, &mut sum),
+            128 => flash_values::<16>(out, vp, stride, e, raised, &mut sum),
+            _ => flash_values_any(out, vp, stride, e, raised, &mut sum),
+        }
+        j0 += nj;
+    }
+    let inv = 1.0f32 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// The value half of a [`flash_f16`] round for a head of `8·NV` values, the accumulator in
+/// registers: for each key `j` (row at byte `j·stride` of `v`), if it `raised` the maximum,
+/// the accumulator is scaled by `e[j]` and the row added with weight 1, else the row is added
+/// with weight `e[j]`; every result is rounded to f16 precision; `sum` follows.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C; `acc` holds `8·NV` values, `v` the rows of `e.len()` keys.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn flash_values<const NV: usize>(
+    acc: &mut [f32],
+    v: *const u8,
+    stride: usize,
+    e: &[f32],
+    raised: &[bool],
+    sum: &mut f32,
+) {
+    assert_eq!(acc.len(), 8 * NV);
+    let mut a: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(acc.as_ptr().add(8 * i)));
+    let mut s = *sum;
+    for (j, (&e, &up)) in e.iter().zip(raised).enumerate() {
+        let (ms, vs) = if up { (e, 1.0f32) } else { (1.0f32, e) };
+        if up {
+            let msv = _mm256_set1_ps(ms);
+            for x in a.iter_mut() {
+                *x = round_f16_8(_mm256_mul_ps(*x, msv));
+            }
+        }
+        let vsv = _mm256_set1_ps(vs);
+        let row = v.add(j * stride);
+        for (i, x) in a.iter_mut().enumerate() {
+            *x = round_f16_8(_mm256_fmadd_ps(load8::<true>(row.add(16 * i)), vsv, *x));
+        }
+        s = s.mul_add(ms, vs);
+    }
+    for (i, x) in a.iter().enumerate() {
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8 * i), *x);
+    }
+    *sum = s;
+}
+
+/// [`flash_values`] for any head size, the accumulator in memory.
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C; `v` holds the rows of `e.len()` keys of `acc.len()` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn flash_values_any(
+    acc: &mut [f32],
+    v: *const u8,
+    stride: usize,
+    e: &[f32],
+    raised: &[bool],
+    sum: &mut f32,
+) {
+    let hd = acc.len();
+    let hv = hd & !7;
+    let acc = acc.as_mut_ptr();
+    for (j, (&e, &up)) in e.iter().zip(raised).enumerate() {
+        let (ms, vs) = if up { (e, 1.0f32) } else { (1.0f32, e) };
+        if up {
             let msv = _mm256_set1_ps(ms);
             let mut d = 0;
             while d < hv {
@@ -719,11 +821,9 @@ pub(super) unsafe fn flash_f16(
             for d in hv..hd {
                 *acc.add(d) = round_f16_1(*acc.add(d) * ms);
             }
-        } else {
-            vs = (s - m).exp();
         }
         let vsv = _mm256_set1_ps(vs);
-        let row = v.as_ptr().add(j * stride);
+        let row = v.add(j * stride);
         let mut d = 0;
         while d < hv {
             let a = _mm256_fmadd_ps(
@@ -737,11 +837,7 @@ pub(super) unsafe fn flash_f16(
         for d in hv..hd {
             *acc.add(d) = round_f16_1(f16_at(row.add(2 * d)).mul_add(vs, *acc.add(d)));
         }
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = 1.0f32 / sum;
-    for o in out.iter_mut() {
-        *o *= inv;
+        *sum = sum.mul_add(ms, vs);
     }
 }
 

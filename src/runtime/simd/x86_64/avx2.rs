@@ -771,8 +771,8 @@ unsafe fn flash_values<const NV: usize>(
     assert_eq!(acc.len(), 8 * NV);
     let mut a: [__m256; NV] = std::array::from_fn(|i| _mm256_loadu_ps(acc.as_ptr().add(8 * i)));
     let mut s = *sum;
-    for (j, (&e, &up)) in e.iter().zip(raised).enumerate() {
-        let (ms, vs) = if up { (e, 1.0f32) } else { (1.0f32, e) };
+    for (j, (&ej, &up)) in e.iter().zip(raised).enumerate() {
+        let (ms, vs) = if up { (ej, 1.0f32) } else { (1.0f32, ej) };
         if up {
             let msv = _mm256_set1_ps(ms);
             for x in a.iter_mut() {
@@ -808,8 +808,8 @@ unsafe fn flash_values_any(
     let hd = acc.len();
     let hv = hd & !7;
     let acc = acc.as_mut_ptr();
-    for (j, (&e, &up)) in e.iter().zip(raised).enumerate() {
-        let (ms, vs) = if up { (e, 1.0f32) } else { (1.0f32, e) };
+    for (j, (&ej, &up)) in e.iter().zip(raised).enumerate() {
+        let (ms, vs) = if up { (ej, 1.0f32) } else { (1.0f32, ej) };
         if up {
             let msv = _mm256_set1_ps(ms);
             let mut d = 0;

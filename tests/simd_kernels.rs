@@ -75,6 +75,64 @@ fn this_machine_has_simd_tables() {
     }
 }
 
+/// `Kernels::exp` is the C library's `expf`, bit for bit, on every table: every 61st f32 of
+/// `(−90, 90)` (the fast path's whole range and the slow path's edge), ±0, ±∞, NaN, the
+/// overflow and underflow edges, and an odd-length slice (the scalar tail).
+#[test]
+fn exp_equals_the_library() {
+    let mut xs: Vec<f32> = Vec::new();
+    for sign in [0u32, 0x8000_0000] {
+        let top = 90.0f32.to_bits();
+        xs.extend((0..top).step_by(61).map(|b| f32::from_bits(b | sign)));
+    }
+    xs.extend([
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        88.72,
+        88.73,
+        -87.33,
+        -103.3,
+        -103.97,
+        -104.0,
+        -150.0,
+        85.0,
+        -85.0,
+        84.99999,
+    ]);
+    xs.push(-1.5);
+    let want: Vec<u32> = xs.iter().map(|x| x.exp().to_bits()).collect();
+    for t in tables() {
+        let mut got = xs.clone();
+        t.exp(&mut got);
+        let bad: Vec<_> = got
+            .iter()
+            .zip(&want)
+            .zip(&xs)
+            .filter(|((g, &w), _)| {
+                !(g.to_bits() == w || (g.is_nan() && f32::from_bits(w).is_nan()))
+            })
+            .take(5)
+            .map(|((g, w), x)| (*x, *g, f32::from_bits(*w)))
+            .collect();
+        assert!(bad.is_empty(), "{}: (x, got, libm) {bad:?}", t.name());
+    }
+}
+
+/// On x86-64 with FMA and glibc (this project's machines), the SIMD tables compute `expf` in
+/// vector lanes: if the self-check ever rejects it, attention silently loses its vector `expf`,
+/// which this test makes loud.
+#[test]
+fn expf_is_vectorized_on_x86_64_glibc() {
+    eprintln!("vector expf: {}", simd::vector_expf());
+    #[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(simd::vector_expf());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 

@@ -18,6 +18,8 @@
 
 use half::f16;
 
+use crate::runtime::simd::Kernels;
+
 /// Values per block of the canonical I2_S layout.
 pub const I2S_BLOCK: usize = 128;
 /// Values per Q8_K / TQ2_0 block (`QK_K`).
@@ -457,26 +459,24 @@ pub fn relu_sqr(x: f32) -> f32 {
 }
 
 /// In-place softmax of already scaled and masked scores as ggml computes it: `max` first,
-/// `e = exp(x − max)` in f32, the sum accumulated in f64 over groups of eight (each group
-/// summed in f32 in the [`hsum8`] order, as the AVX2 kernel does) and the remainder one by
-/// one, then every value multiplied by `(float)(1/sum)`.
-pub fn softmax(x: &mut [f32]) {
+/// `e = exp(x − max)` in f32 (`expf` through `kern`, bit for bit the C library's), the sum
+/// accumulated in f64 over groups of eight (each group summed in f32 in the [`hsum8`] order,
+/// as the AVX2 kernel does) and the remainder one by one, then every value multiplied by
+/// `(float)(1/sum)`.
+pub fn softmax(kern: &Kernels, x: &mut [f32]) {
     let max = x
         .iter()
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    let mut sum = 0.0f64;
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let mut e = [0.0f32; 8];
-        for (o, v) in e.iter_mut().zip(c.iter_mut()) {
-            *o = (*v - max).exp();
-            *v = *o;
-        }
-        sum += hsum8(&e) as f64;
+    for v in x.iter_mut() {
+        *v -= max;
     }
-    for v in chunks.into_remainder() {
-        let e = (*v - max).exp();
-        *v = e;
+    kern.exp(x);
+    let mut sum = 0.0f64;
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        sum += hsum8(c.try_into().expect("8 values")) as f64;
+    }
+    for &e in chunks.remainder() {
         sum += e as f64;
     }
     let inv = (1.0 / sum) as f32;
@@ -595,7 +595,7 @@ mod tests {
             0.4,
             0.9,
         ];
-        softmax(&mut x);
+        softmax(Kernels::reference(), &mut x);
         assert_eq!(x[3], 0.0);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }

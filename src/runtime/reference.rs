@@ -657,7 +657,7 @@ impl Attention<'_> {
                         *v *= kq_scale;
                     }
                     scores[p + 1..].fill(f32::NEG_INFINITY);
-                    ops::softmax(scores);
+                    ops::softmax(self.kern, scores);
                     let probs = &mut scores[..p + 1];
                     let order = if batched {
                         FloatOrder::Lanes8

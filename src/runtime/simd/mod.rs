@@ -162,6 +162,8 @@ type FloatFn = unsafe fn(FloatOrder, &[u8], usize, usize, &[f32], usize, &mut [f
 type WeightedFn = unsafe fn(FloatOrder, &[u8], usize, &[f32], &mut [f32], &mut [f32]);
 /// `flash(q, k, v, stride, positions, scale, out)`.
 type FlashFn = unsafe fn(&[f32], &[u8], &[u8], usize, usize, f32, &mut [f32]);
+/// `exp(x)`: `expf` in place.
+type ExpFn = unsafe fn(&mut [f32]);
 /// `quantize_i8s(x, q, rule) -> (scale, Σq)`.
 type QuantI8sFn = unsafe fn(&[f32], &mut [i8], I8Scale) -> (f32, i32);
 /// `quantize_q8k(x, q, d, bsum)`.
@@ -183,6 +185,7 @@ pub struct Kernels {
     weighted_f16: WeightedFn,
     weighted_f32: WeightedFn,
     flash_f16: FlashFn,
+    exp: ExpFn,
     quantize_i8s: QuantI8sFn,
     quantize_q8k: QuantQ8kFn,
     quantize_q8_0: QuantQ80Fn,
@@ -334,6 +337,13 @@ impl Kernels {
 }
 
 impl Kernels {
+    /// `x[i] = expf(x[i])`, bit for bit as the C library's `expf` (what `f32::exp` calls), which
+    /// ggml's softmax and flash attention call.
+    pub fn exp(&self, x: &mut [f32]) {
+        // SAFETY: as in `i2s_dots`.
+        unsafe { (self.exp)(x) }
+    }
+
     /// bitnet.cpp's int8 activation quantization of one token
     /// ([`super::ops::quantize_i8s`], bit for bit): returns the scale and `Σq`.
     pub fn quantize_i8s(&self, x: &[f32], q: &mut [i8]) -> (f32, i32) {
@@ -385,6 +395,16 @@ pub fn get(choice: KernelChoice) -> Option<&'static Kernels> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
+}
+
+/// Whether the SIMD tables compute `expf` in vector lanes (x86-64 with AVX2 and FMA, and a C
+/// library whose `expf` they reproduce bit for bit, checked once per process) rather than by
+/// calling the library. Either way [`Kernels::exp`] gives the library's bits.
+pub fn vector_expf() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86_64::vector_expf();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Every table this CPU can run, the reference first (on aarch64 both NEON variants when the

@@ -20,6 +20,7 @@ pub(super) static TABLE: Kernels = Kernels {
     weighted_f16,
     weighted_f32,
     flash_f16,
+    exp,
     quantize_i8s,
     quantize_q8k,
     quantize_q8_0,
@@ -427,6 +428,12 @@ pub(super) unsafe fn flash_f16(
     out: &mut [f32],
 ) {
     flash_f16_scalar(q, k, v, stride, positions, scale, out)
+}
+
+/// # Safety
+/// None: `unsafe` only to match the table's function type.
+pub(super) unsafe fn exp(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.exp());
 }
 
 /// # Safety

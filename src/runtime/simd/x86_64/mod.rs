@@ -90,6 +90,7 @@ static AVX2: Kernels = Kernels {
     weighted_f16: avx2::weighted::<true>,
     weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
+    exp: avx2::exp,
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
     quantize_q8_0: avx2::quantize_q8_0,
@@ -109,6 +110,7 @@ static AVX512: Kernels = Kernels {
     weighted_f16: avx2::weighted::<true>,
     weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
+    exp: avx2::exp,
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
     quantize_q8_0: avx2::quantize_q8_0,
@@ -128,6 +130,12 @@ fn has_avx512() -> bool {
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+/// Whether the AVX2 and AVX-512 tables compute `expf` eight at a time here (see
+/// `avx2::exp`).
+pub(super) fn vector_expf() -> bool {
+    has_avx2() && avx2::vector_expf_matches_library()
 }
 
 /// The AVX2 table, if the CPU has AVX2, FMA and F16C.

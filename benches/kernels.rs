@@ -101,6 +101,8 @@ fn tq2<M: Measurement>(c: &mut Criterion<M>) {
         let mut bsum = vec![0i32; n * k / 32];
         simd::q8k_bsums(&q, &mut bsum);
         let mut out = vec![0f32; m * n];
+        // One scale for the whole matrix, as converted files have.
+        let shared = simd::tq2_shared_scale(&w);
         let mut grp = c.benchmark_group(format!("tq2_{m}x{k}_n{n}"));
         if n == 1 {
             grp.throughput(Throughput::Bytes(w.len() as u64));
@@ -109,7 +111,7 @@ fn tq2<M: Measurement>(c: &mut Criterion<M>) {
         }
         for t in tables() {
             grp.bench_function(BenchmarkId::from_parameter(t.name()), |b| {
-                b.iter(|| t.tq2_dots(black_box(&w), k, &q, &d, &bsum, n, &mut out))
+                b.iter(|| t.tq2_dots(black_box(&w), k, &q, &d, &bsum, shared, n, &mut out))
             });
         }
         grp.finish();

@@ -152,14 +152,27 @@ proptest! {
         }
     }
 
+    /// Random scales per block, or one scale for all (as converted BitNet files have), which
+    /// the SIMD tables are told (`shared`) and the reference is not.
     #[test]
-    fn tq2_dots_equal_reference(rows in 1usize..8, n in 1usize..6, blocks in 1usize..4, seed: u64) {
+    fn tq2_dots_equal_reference(
+        rows in 1usize..8,
+        n in 1usize..6,
+        blocks in 1usize..4,
+        uniform: bool,
+        seed: u64,
+    ) {
         let mut g = Rng::new(seed);
         let k = 256 * blocks;
+        let one = g.f16_scale();
         let mut w = vec![];
         for _ in 0..rows * blocks {
             w.extend(g.bytes(64));
-            w.extend(g.f16_scale());
+            w.extend(if uniform { one } else { g.f16_scale() });
+        }
+        let shared = simd::tq2_shared_scale(&w);
+        if uniform {
+            prop_assert_eq!(shared, Some(u16::from_le_bytes(one)));
         }
         let x = g.floats(n * k, 3.0);
         let mut q = vec![0i8; n * k];
@@ -168,7 +181,7 @@ proptest! {
         let mut bsum = vec![0i32; n * k / 32];
         simd::q8k_bsums(&q, &mut bsum);
         let mut want = vec![0f32; rows * n];
-        reference().tq2_dots(&w, k, &q, &d, &bsum, n, &mut want);
+        reference().tq2_dots(&w, k, &q, &d, &bsum, None, n, &mut want);
         // The scalar twin itself against the plain definition.
         for r in 0..rows {
             for t in 0..n {
@@ -179,8 +192,8 @@ proptest! {
         }
         for t in tables() {
             let mut got = vec![0f32; rows * n];
-            t.tq2_dots(&w, k, &q, &d, &bsum, n, &mut got);
-            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+            t.tq2_dots(&w, k, &q, &d, &bsum, shared, n, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{} shared {:?}", t.name(), shared);
         }
     }
 
@@ -199,10 +212,10 @@ proptest! {
         let mut bsum = vec![0i32; n * k / 32];
         simd::q8k_bsums(&q, &mut bsum);
         let mut want = vec![0f32; rows * n];
-        reference().tq2_dots(&w, k, &q, &d, &bsum, n, &mut want);
+        reference().tq2_dots(&w, k, &q, &d, &bsum, None, n, &mut want);
         for t in tables() {
             let mut got = vec![0f32; rows * n];
-            t.tq2_dots(&w, k, &q, &d, &bsum, n, &mut got);
+            t.tq2_dots(&w, k, &q, &d, &bsum, simd::tq2_shared_scale(&w), n, &mut got);
             prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
         }
     }

@@ -225,6 +225,8 @@ pub struct Matrix {
     file_type: GgmlType,
     format: WeightFormat,
     scale: f32,
+    /// For TQ2_0-held weights whose blocks all have one scale: its f16 bits.
+    tq2_shared_scale: Option<u16>,
     data: Data,
 }
 
@@ -257,6 +259,13 @@ impl Matrix {
     /// The per-tensor scale of ternary (I2_S-held) weights; 1 for other formats.
     pub fn scale(&self) -> f32 {
         self.scale
+    }
+
+    /// For TQ2_0-held weights: the f16 bits of the scale every block has, if one does (files
+    /// converted from BitNet checkpoints), which the batched kernels use (see
+    /// [`crate::runtime::Kernels::tq2_dots`]).
+    pub fn tq2_shared_scale(&self) -> Option<u16> {
+        self.tq2_shared_scale
     }
 
     /// Bytes held in memory outside the file mapping (converted layouts, resident copies).
@@ -1024,6 +1033,7 @@ impl Binder<'_> {
                 file_type: t.ty,
                 format: WeightFormat::I2s,
                 scale: s,
+                tq2_shared_scale: None,
                 data: Data::Owned(out),
             });
         }
@@ -1082,6 +1092,13 @@ impl Binder<'_> {
             _ => unreachable!("type checked above"),
         };
         self.used.insert(name.to_string());
+        let tq2_shared_scale = match (&data, format) {
+            (Data::File(_), WeightFormat::Tq2) => {
+                crate::runtime::simd::tq2_shared_scale(self.gguf.tensor_bytes(&t))
+            }
+            (Data::Owned(v), WeightFormat::Tq2) => crate::runtime::simd::tq2_shared_scale(v),
+            _ => None,
+        };
         Ok(Matrix {
             name: name.to_string(),
             rows: m,
@@ -1089,6 +1106,7 @@ impl Binder<'_> {
             file_type: t.ty,
             format,
             scale,
+            tq2_shared_scale,
             data,
         })
     }

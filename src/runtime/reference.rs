@@ -1079,6 +1079,7 @@ impl MatmulCtx<'_> {
                     &a.q[t0 * k..t1 * k],
                     &a.d[t0 * nb..t1 * nb],
                     &a.bsum[t0 * ns..t1 * ns],
+                    w.tq2_shared_scale(),
                     nt,
                     out,
                 )

@@ -152,8 +152,8 @@ impl FloatType {
 /// `i2s(w, k, q, n, out)`. Like every kernel type below: `unsafe` because SIMD entries need
 /// CPU features (the caller must have detected them); lengths are checked by the kernel.
 type I2sFn = unsafe fn(&[u8], usize, &[i8], usize, &mut [i32]);
-/// `tq2(w, k, q, d, bsum, n, out)`.
-type Tq2Fn = unsafe fn(&[u8], usize, &[i8], &[f32], &[i32], usize, &mut [f32]);
+/// `tq2(w, k, q, d, bsum, shared, n, out)`.
+type Tq2Fn = unsafe fn(&[u8], usize, &[i8], &[f32], &[i32], Option<u16>, usize, &mut [f32]);
 /// `q8_0(w, k, q, d, n, out)`.
 type Q80Fn = unsafe fn(&[u8], usize, &[i8], &[f32], usize, &mut [f32]);
 /// `float(order, w, stride, k, x, n, out)`.
@@ -245,7 +245,11 @@ impl Kernels {
     ///
     /// `w` holds `rows` rows of `k/256` blocks of 66 bytes; `q`, `d` are the activations of `n`
     /// tokens (`k` values and `k/256` scales each) and `bsum` their sums per 32 values
-    /// ([`q8k_bsums`]); `out[r·n + t]`.
+    /// ([`q8k_bsums`]); `out[r·n + t]`. `shared` is `Some(h)` when every block of `w` has the
+    /// scale with f16 bits `h` ([`tq2_shared_scale`]; files converted from BitNet checkpoints
+    /// have one absmean scale per tensor): batched kernels then form `d_y·d_x` once per token
+    /// and block instead of once per row too. The results are the same bits either way; a
+    /// wrong `Some` gives wrong results (checked in debug builds), never undefined behaviour.
     #[allow(clippy::too_many_arguments)]
     pub fn tq2_dots(
         &self,
@@ -254,11 +258,16 @@ impl Kernels {
         q: &[i8],
         d: &[f32],
         bsum: &[i32],
+        shared: Option<u16>,
         n: usize,
         out: &mut [f32],
     ) {
+        debug_assert!(
+            shared.is_none() || tq2_shared_scale(w) == shared,
+            "TQ2_0 rows do not all have the scale promised"
+        );
         // SAFETY: as in `i2s_dots`.
-        unsafe { (self.tq2)(w, k, q, d, bsum, n, out) }
+        unsafe { (self.tq2)(w, k, q, d, bsum, shared, n, out) }
     }
 
     /// Q8_0 rows times Q8_0 activations ([`super::ops::dot_q8_0`], bit for bit). Activations
@@ -395,6 +404,15 @@ pub fn get(choice: KernelChoice) -> Option<&'static Kernels> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
+}
+
+/// The f16 bits of the scale that every block of the TQ2_0 bytes `w` has, if they all have the
+/// same one (see [`Kernels::tq2_dots`]).
+pub fn tq2_shared_scale(w: &[u8]) -> Option<u16> {
+    let mut blocks = w.chunks_exact(crate::runtime::ops::TQ2_BLOCK_BYTES);
+    let scale = |b: &[u8]| u16::from_le_bytes([b[64], b[65]]);
+    let first = scale(blocks.next()?);
+    blocks.all(|b| scale(b) == first).then_some(first)
 }
 
 /// Whether the SIMD tables compute `expf` in vector lanes (x86-64 with AVX2 and FMA, and a C

@@ -177,12 +177,14 @@ unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
 /// # Safety
 /// None: `unsafe` only to match the table's function type (SIMD entries need CPU
 /// features). Lengths are checked.
+#[allow(clippy::too_many_arguments)]
 unsafe fn tq2_dots(
     w: &[u8],
     k: usize,
     q: &[i8],
     d: &[f32],
     bsum: &[i32],
+    _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {

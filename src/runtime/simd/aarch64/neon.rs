@@ -201,6 +201,7 @@ pub(super) unsafe fn tq2_dots_plain(
     q: &[i8],
     d: &[f32],
     bsum: &[i32],
+    _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
@@ -219,6 +220,7 @@ pub(super) unsafe fn tq2_dots_dot(
     q: &[i8],
     d: &[f32],
     bsum: &[i32],
+    _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {

@@ -276,6 +276,7 @@ pub(super) unsafe fn tq2_dots(
     q: &[i8],
     d: &[f32],
     bsum: &[i32],
+    _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {

@@ -107,3 +107,55 @@ fn forced_reference_and_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/model.gguf"));
 }
+
+#[test]
+fn against_alternates_files_in_one_process() {
+    let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
+    let other = "tests/data/tiny/llama-cpp/tiny-tq2_0.gguf";
+    let o = bench(&[
+        file,
+        "--against",
+        other,
+        "-p",
+        "8",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "--bandwidth-mib",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let alt = d["alternated"].as_array().unwrap();
+    assert_eq!(alt.len(), 2);
+    assert_eq!(alt[0]["file"], file);
+    assert_eq!(alt[1]["file"], other);
+    assert!(alt[1]["model"].as_str().unwrap().contains("TQ2_0"));
+    for (test, n) in [("pp", 8), ("tg", 3)] {
+        let first = alt[0][test]["mean"].as_f64().unwrap();
+        assert_eq!(alt[0][format!("{test}_ratio")].as_f64().unwrap(), 1.0);
+        let mean = alt[1][test]["mean"].as_f64().unwrap();
+        let ratio = alt[1][format!("{test}_ratio")].as_f64().unwrap();
+        assert!(first > 0.0 && mean > 0.0);
+        assert!((ratio - mean / first).abs() < 1e-12, "{test}");
+        for a in alt {
+            assert_eq!(a[test]["tokens"], n);
+            assert_eq!(a[test]["samples"].as_array().unwrap().len(), 2);
+        }
+    }
+    // The main report is still there, for FILE alone.
+    assert_eq!(d["results"].as_array().unwrap().len(), 1);
+    let o = bench(&[
+        file,
+        "--against",
+        "no/such/other.gguf",
+        "-p",
+        "4",
+        "-n",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/other.gguf"));
+}

@@ -1,4 +1,5 @@
-//! `bitconv bench FILE [-p 512] [-n 128] [-t 2] [-r 5] [--json] [--baseline reference]`.
+//! `bitconv bench FILE [-p 512] [-n 128] [-t 2] [-r 5] [--json] [--baseline reference]
+//! [--against OTHER.gguf]...`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +35,11 @@ pub struct Args {
     /// Also measure these kernels in the same run, for the ratio (e.g. `reference`).
     #[arg(long, value_parser = super::runopts::parse_kernel)]
     baseline: Vec<KernelChoice>,
+    /// Also measure these models, alternated with FILE in one process (every repetition runs
+    /// each in turn), and report their rates relative to FILE: the fair way to compare two
+    /// files (e.g. the same model as I2_S and TQ2_0) on a machine whose pace drifts.
+    #[arg(long, value_name = "OTHER")]
+    against: Vec<PathBuf>,
     /// Read the weights in place from the file mapping instead of a resident copy on huge
     /// pages (the default; see `bitconv run --help`).
     #[arg(long)]
@@ -71,6 +77,11 @@ pub fn run(a: Args) -> super::Outcome {
     }
     let model =
         Model::load(&a.file, &load).with_context(|| format!("cannot load {}", a.file.display()))?;
+    let others = a
+        .against
+        .iter()
+        .map(|p| Model::load(p, &load).with_context(|| format!("cannot load {}", p.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = BenchOptions {
         prompt: a.prompt,
         gen: a.gen,
@@ -80,12 +91,98 @@ pub fn run(a: Args) -> super::Outcome {
         bandwidth_passes: 5,
     };
     let report = bench::run(&model, &opts)?;
+    let alternated = if others.is_empty() {
+        vec![]
+    } else {
+        let all: Vec<&Model> = std::iter::once(&model).chain(&others).collect();
+        bench::alternate(&all, kernels, &opts)?
+    };
     if a.json {
-        super::print_json(&to_json(&a, &model, &report))?;
+        let mut j = to_json(&a, &model, &report);
+        if !alternated.is_empty() {
+            j["alternated"] = alternated_json(&a, &model, &others, &alternated);
+        }
+        super::print_json(&j)?;
     } else {
         print_text(&a, &model, &report)?;
+        if !alternated.is_empty() {
+            print_alternated(&a, &model, &others, &alternated)?;
+        }
     }
     Ok(true)
+}
+
+/// `other / first` of two rates' means.
+fn ratio(x: &Option<Rate>, first: &Option<Rate>) -> Option<f64> {
+    match (x, first) {
+        (Some(x), Some(f)) if f.mean() > 0.0 => Some(x.mean() / f.mean()),
+        _ => None,
+    }
+}
+
+fn alternated_json(
+    a: &Args,
+    model: &Model,
+    others: &[Model],
+    r: &[bench::KernelResult],
+) -> serde_json::Value {
+    let files = std::iter::once((&a.file, model)).chain(a.against.iter().zip(others));
+    let rows: Vec<_> = files
+        .zip(r)
+        .map(|((f, m), k)| {
+            json!({
+                "file": f.display().to_string(),
+                "model": model_desc(m),
+                "kernel": k.kernel,
+                "pp": rate_json(&k.pp),
+                "tg": rate_json(&k.tg),
+                "pp_ratio": ratio(&k.pp, &r[0].pp),
+                "tg_ratio": ratio(&k.tg, &r[0].tg),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+fn print_alternated(
+    a: &Args,
+    model: &Model,
+    others: &[Model],
+    r: &[bench::KernelResult],
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nalternated in one process ({} kernels), relative to the first:",
+        r[0].kernel
+    )?;
+    let pp = format!("pp{}", a.prompt);
+    let tg = format!("tg{}", a.gen);
+    writeln!(
+        out,
+        "| file | projections | {pp} tokens/s | ratio | {tg} tokens/s | ratio |"
+    )?;
+    writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: |")?;
+    let proj = |m: &Model| {
+        m.matrices()
+            .next()
+            .map_or("?".to_string(), |w| w.file_type().to_string())
+    };
+    let fmt_ratio = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let files = std::iter::once((&a.file, model)).chain(a.against.iter().zip(others));
+    for ((f, m), k) in files.zip(r) {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            f.display(),
+            proj(m),
+            fmt_rate(&k.pp),
+            fmt_ratio(ratio(&k.pp, &r[0].pp)),
+            fmt_rate(&k.tg),
+            fmt_ratio(ratio(&k.tg, &r[0].tg)),
+        )?;
+    }
+    Ok(())
 }
 
 fn model_desc(model: &Model) -> String {

@@ -329,6 +329,24 @@ fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
+/// Tokens/s of one batch of `toks` from an empty context.
+fn prompt_rate(s: &mut Session, toks: &[u32]) -> Result<f64, RuntimeError> {
+    s.reset();
+    let t = Instant::now();
+    s.forward_borrowed(toks, LogitsWanted::Last)?;
+    Ok(toks.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Tokens/s of `toks` fed one at a time from an empty context.
+fn gen_rate(s: &mut Session, toks: &[u32]) -> Result<f64, RuntimeError> {
+    s.reset();
+    let t = Instant::now();
+    for &tok in toks {
+        s.forward_borrowed(&[tok], LogitsWanted::Last)?;
+    }
+    Ok(toks.len() as f64 / t.elapsed().as_secs_f64())
+}
+
 /// Times the prompt and generation tests of one kernel table.
 fn measure(
     model: &Model,
@@ -345,12 +363,9 @@ fn measure(
         let toks = tokens(opts.prompt, hp.n_vocab, 1);
         let mut samples = vec![];
         for rep in 0..=opts.reps {
-            s.reset();
-            let t = Instant::now();
-            s.forward_borrowed(&toks, LogitsWanted::Last)?;
-            let dt = t.elapsed().as_secs_f64();
+            let r = prompt_rate(&mut s, &toks)?;
             if rep > 0 {
-                samples.push(opts.prompt as f64 / dt);
+                samples.push(r);
             }
         }
         pp = Some(Rate {
@@ -363,14 +378,9 @@ fn measure(
         let toks = tokens(opts.gen, hp.n_vocab, 2);
         let mut samples = vec![];
         for rep in 0..=opts.reps {
-            s.reset();
-            let t = Instant::now();
-            for &tok in &toks {
-                s.forward_borrowed(&[tok], LogitsWanted::Last)?;
-            }
-            let dt = t.elapsed().as_secs_f64();
+            let r = gen_rate(&mut s, &toks)?;
             if rep > 0 {
-                samples.push(opts.gen as f64 / dt);
+                samples.push(r);
             }
             between();
         }
@@ -384,6 +394,60 @@ fn measure(
         pp,
         tg,
     })
+}
+
+/// The prompt and generation tests of several models with one kernel table, alternated: each
+/// repetition runs every model in turn, so that a change in the machine's pace (another
+/// tenant, the host's memory phase) falls on all of them alike and their ratios hold. One
+/// result per model, in order; `opts.kernels` is not used.
+pub fn alternate(
+    models: &[&Model],
+    kernels: &'static Kernels,
+    opts: &BenchOptions,
+) -> Result<Vec<KernelResult>, RuntimeError> {
+    let ctx = opts.prompt.max(opts.gen).max(1);
+    let mut sessions: Vec<Session> = models
+        .iter()
+        .map(|m| {
+            let mut s = Session::with_options(m, SessionOptions::for_model(m, ctx));
+            s.set_kernels(kernels);
+            s
+        })
+        .collect();
+    let mut pp = vec![vec![]; models.len()];
+    let mut tg = vec![vec![]; models.len()];
+    for rep in 0..=opts.reps {
+        for (i, s) in sessions.iter_mut().enumerate() {
+            let n_vocab = models[i].hparams().n_vocab;
+            if opts.prompt > 0 {
+                let r = prompt_rate(s, &tokens(opts.prompt, n_vocab, 1))?;
+                if rep > 0 {
+                    pp[i].push(r);
+                }
+            }
+            if opts.gen > 0 {
+                let r = gen_rate(s, &tokens(opts.gen, n_vocab, 2))?;
+                if rep > 0 {
+                    tg[i].push(r);
+                }
+            }
+        }
+    }
+    Ok(pp
+        .into_iter()
+        .zip(tg)
+        .map(|(pp, tg)| KernelResult {
+            kernel: kernels.name(),
+            pp: (opts.prompt > 0).then_some(Rate {
+                tokens: opts.prompt,
+                samples: pp,
+            }),
+            tg: (opts.gen > 0).then_some(Rate {
+                tokens: opts.gen,
+                samples: tg,
+            }),
+        })
+        .collect())
 }
 
 /// Runs the benchmark in the current rayon pool (size it with `-t` first).

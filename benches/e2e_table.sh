@@ -8,6 +8,7 @@
 # Each run measures the read bandwidth too, so each row has its own bound. I2_S rows also run the
 # scalar reference (`--baseline reference`) for the speed-up, and the dummy I2_S files once more
 # with `--mmap` (weights read in place from the file mapping instead of the resident copy).
+# Then each model's three files alternated in one process (`--against`), for the ratios to I2_S.
 #
 #   benches/e2e_table.sh [WORKDIR]      (python3 with numpy; about 4 GB of disk)
 #
@@ -78,6 +79,20 @@ for size in 125M 0.7B; do
   done
 done
 
+# The three layouts of each model alternated in one process (`bench --against`): their ratios
+# to I2_S, which separate runs on a drifting machine cannot give.
+alts=()
+for size in 125M 0.7B; do
+  for kind in dummy conv; do
+    d="$work/$kind-$size"
+    wait_quiet
+    echo "load $(cut -d' ' -f1 /proc/loadavg): $d alternated" >&2
+    $b bench "$d-i2_s/model.gguf" --against "$d-tl2/model.gguf" --against "$d-tq2_0/model.gguf" \
+      -p 128 -n 32 -t 2 -r 5 --bandwidth-mib 0 --json > "$d-alternated.json"
+    alts+=("$d-alternated.json")
+  done
+done
+
 python3 - "${runs[@]}" <<'PY'
 import json, sys
 print("| model | type | embedding | kernel | pp128 tokens/s | tg32 tokens/s | weights read at | bound | tg % of bound | vs scalar (pp, tg) |")
@@ -96,4 +111,15 @@ for path in sys.argv[1:]:
     print(f"| {size} ({kind}) | {label} | {emb} | {r['kernel']} | {r['pp']['mean']:.0f} ± {r['pp']['sd']:.0f} "
           f"| {r['tg']['mean']:.1f} ± {r['tg']['sd']:.1f} | {d['weights_read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s | {d['tg_bound_tokens_per_s']:.0f} "
           f"| {r['tg_percent_of_bound']:.0f}% | {ref} |")
+PY
+
+echo
+python3 - "${alts[@]}" <<'PY'
+import json, sys
+print("| model | TL2 / I2_S pp128 | TL2 / I2_S tg32 | TQ2_0 / I2_S pp128 | TQ2_0 / I2_S tg32 |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for path in sys.argv[1:]:
+    a = json.load(open(path))["alternated"]
+    kind, size = path.split("/")[-1].split("-")[:2]
+    print(f"| {size} ({kind}) | {a[1]['pp_ratio']:.3f} | {a[1]['tg_ratio']:.3f} | {a[2]['pp_ratio']:.3f} | {a[2]['tg_ratio']:.3f} |")
 PY

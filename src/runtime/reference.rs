@@ -614,62 +614,41 @@ impl Attention<'_> {
     /// to the cache's type, 32 slots over positions), a batch through tinyBLAS (f32
     /// probabilities, 8 lanes over positions).
     fn softmax_attention(&self, q: &[f32], out: &mut [f32]) {
-        let hp = self.hp;
-        let hd = hp.head_dim;
-        let q_dim = hp.n_head * hd;
-        let kv_dim = hp.n_head_kv * hd;
-        let group = hp.n_head / hp.n_head_kv;
+        let hd = self.hp.head_dim;
         let n_kv = (self.pos + self.n).div_ceil(32).max(1) * 32;
         let kq_scale = 1.0f32 / (hd as f32).sqrt();
         let batched = self.n > 1;
         let ty = self.kc.ty();
-        let eb = ty.bytes();
-        let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
-        let f16_cache = ty == FloatType::F16;
+        let stride = self.hp.n_head_kv * hd * ty.bytes();
         let kern = self.kern;
-        out[..self.n * q_dim]
-            .par_chunks_mut(hd)
-            .enumerate()
-            .for_each(|(i, o)| {
-                let t = i / hp.n_head;
-                let h = i % hp.n_head;
-                let g = h / group;
-                let p = self.pos + t;
-                SCRATCH.with_borrow_mut(|s| {
-                    let s = sized(s, hd + n_kv + 32 * hd);
-                    let (qbuf, rest) = s.split_at_mut(hd);
-                    let (scores, acc) = rest.split_at_mut(n_kv);
-                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                    if f16_cache {
-                        round_f16_slice(qbuf);
-                    }
-                    kern.float_dots(
-                        FloatOrder::Ggml,
-                        ty,
-                        &kb[g * hd * eb..],
-                        kv_dim * eb,
-                        hd,
-                        qbuf,
-                        1,
-                        &mut scores[..p + 1],
-                    );
-                    for v in &mut scores[..p + 1] {
-                        *v *= kq_scale;
-                    }
-                    scores[p + 1..].fill(f32::NEG_INFINITY);
-                    ops::softmax(self.kern, scores);
-                    let probs = &mut scores[..p + 1];
-                    let order = if batched {
-                        FloatOrder::Lanes8
-                    } else {
-                        if f16_cache {
-                            round_f16_slice(probs);
-                        }
-                        FloatOrder::Ggml
-                    };
-                    kern.weighted_sum(order, ty, &vb[g * hd * eb..], kv_dim * eb, probs, o, acc);
-                });
-            });
+        self.per_head(q, out, n_kv + 32 * hd, |p, kh, vh, qh, o, s| {
+            let (scores, acc) = s.split_at_mut(n_kv);
+            kern.float_dots(
+                FloatOrder::Ggml,
+                ty,
+                kh,
+                stride,
+                hd,
+                qh,
+                1,
+                &mut scores[..p + 1],
+            );
+            for v in &mut scores[..p + 1] {
+                *v *= kq_scale;
+            }
+            scores[p + 1..].fill(f32::NEG_INFINITY);
+            ops::softmax(kern, scores);
+            let probs = &mut scores[..p + 1];
+            let order = if batched {
+                FloatOrder::Lanes8
+            } else {
+                if ty == FloatType::F16 {
+                    round_f16_slice(probs);
+                }
+                FloatOrder::Ggml
+            };
+            kern.weighted_sum(order, ty, vh, stride, probs, o, acc);
+        });
     }
 
     /// Mainline llama.cpp's CPU flash attention, one (token, head) at a time: `q` converted to
@@ -678,16 +657,39 @@ impl Attention<'_> {
     /// `acc = acc·e^(M_old − M)` on a new maximum, `acc += V_j·e^(s − M)` (fused, then
     /// rounded), `S = S·ms + vs` (fused); finally `out = acc · (1/S)`.
     fn flash_attention(&self, q: &[f32], out: &mut [f32]) {
+        let hd = self.hp.head_dim;
+        let kq_scale = 1.0f32 / (hd as f32).sqrt();
+        let ty = self.kc.ty();
+        let stride = self.hp.n_head_kv * hd * ty.bytes();
+        let kern = self.kern;
+        self.per_head(q, out, 3 * hd, |p, kh, vh, qh, o, s| {
+            if ty == FloatType::F16 {
+                kern.flash_attention_f16(qh, kh, vh, stride, p + 1, kq_scale, o);
+            } else {
+                flash_attention_f32(kern, qh, kh, vh, stride, p + 1, kq_scale, o, s);
+            }
+        });
+    }
+
+    /// Runs `f(p, kh, vh, qh, o, scratch)` in parallel for every (token, head) slice `o` of
+    /// `out` (`head_dim` values): `p` the token's position, `kh` / `vh` the K and V cache bytes
+    /// from its head's KV group on (rows `n_head_kv · head_dim` elements apart), `qh` the head's
+    /// query, rounded to f16 precision for an F16 cache (ggml converts it to the cache's type),
+    /// `scratch` `extra` values of this worker's scratch.
+    fn per_head(
+        &self,
+        q: &[f32],
+        out: &mut [f32],
+        extra: usize,
+        f: impl Fn(usize, &[u8], &[u8], &[f32], &mut [f32], &mut [f32]) + Sync + Send,
+    ) {
         let hp = self.hp;
         let hd = hp.head_dim;
         let q_dim = hp.n_head * hd;
-        let kv_dim = hp.n_head_kv * hd;
         let group = hp.n_head / hp.n_head_kv;
-        let kq_scale = 1.0f32 / (hd as f32).sqrt();
         let ty = self.kc.ty();
         let eb = ty.bytes();
         let (kb, vb) = (self.kc.bytes(), self.vc.bytes());
-        let kern = self.kern;
         out[..self.n * q_dim]
             .par_chunks_mut(hd)
             .enumerate()
@@ -695,28 +697,15 @@ impl Attention<'_> {
                 let t = i / hp.n_head;
                 let h = i % hp.n_head;
                 let g = h / group;
-                let p = self.pos + t;
                 SCRATCH.with_borrow_mut(|s| {
-                    let s = sized(s, 4 * hd);
-                    let (qbuf, rest) = s.split_at_mut(hd);
-                    qbuf.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
-                    let (kh, vh) = (&kb[g * hd * eb..], &vb[g * hd * eb..]);
+                    let s = sized(s, hd + extra);
+                    let (qh, rest) = s.split_at_mut(hd);
+                    qh.copy_from_slice(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]);
                     if ty == FloatType::F16 {
-                        round_f16_slice(qbuf);
-                        kern.flash_attention_f16(qbuf, kh, vh, kv_dim * eb, p + 1, kq_scale, o);
-                    } else {
-                        flash_attention_f32(
-                            kern,
-                            qbuf,
-                            kh,
-                            vh,
-                            kv_dim * eb,
-                            p + 1,
-                            kq_scale,
-                            o,
-                            rest,
-                        );
+                        round_f16_slice(qh);
                     }
+                    let (kh, vh) = (&kb[g * hd * eb..], &vb[g * hd * eb..]);
+                    f(self.pos + t, kh, vh, qh, o, rest);
                 });
             });
     }

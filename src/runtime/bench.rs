@@ -354,46 +354,7 @@ fn measure(
     opts: &BenchOptions,
     between: &mut dyn FnMut(),
 ) -> Result<KernelResult, RuntimeError> {
-    let hp = model.hparams();
-    let ctx = opts.prompt.max(opts.gen).max(1);
-    let mut s = Session::with_options(model, SessionOptions::for_model(model, ctx));
-    s.set_kernels(kernels);
-    let mut pp = None;
-    if opts.prompt > 0 {
-        let toks = tokens(opts.prompt, hp.n_vocab, 1);
-        let mut samples = vec![];
-        for rep in 0..=opts.reps {
-            let r = prompt_rate(&mut s, &toks)?;
-            if rep > 0 {
-                samples.push(r);
-            }
-        }
-        pp = Some(Rate {
-            tokens: opts.prompt,
-            samples,
-        });
-    }
-    let mut tg = None;
-    if opts.gen > 0 {
-        let toks = tokens(opts.gen, hp.n_vocab, 2);
-        let mut samples = vec![];
-        for rep in 0..=opts.reps {
-            let r = gen_rate(&mut s, &toks)?;
-            if rep > 0 {
-                samples.push(r);
-            }
-            between();
-        }
-        tg = Some(Rate {
-            tokens: opts.gen,
-            samples,
-        });
-    }
-    Ok(KernelResult {
-        kernel: kernels.name(),
-        pp,
-        tg,
-    })
+    Ok(measure_models(&[model], kernels, opts, between)?.remove(0))
 }
 
 /// The prompt and generation tests of several models with one kernel table, alternated: each
@@ -405,6 +366,17 @@ pub fn alternate(
     kernels: &'static Kernels,
     opts: &BenchOptions,
 ) -> Result<Vec<KernelResult>, RuntimeError> {
+    measure_models(models, kernels, opts, &mut || {})
+}
+
+/// The prompt test (one warm-up, then `opts.reps` repetitions, each running every model in
+/// turn), then the generation test likewise, `between` after every generation run.
+fn measure_models(
+    models: &[&Model],
+    kernels: &'static Kernels,
+    opts: &BenchOptions,
+    between: &mut dyn FnMut(),
+) -> Result<Vec<KernelResult>, RuntimeError> {
     let ctx = opts.prompt.max(opts.gen).max(1);
     let mut sessions: Vec<Session> = models
         .iter()
@@ -414,41 +386,48 @@ pub fn alternate(
             s
         })
         .collect();
-    let mut pp = vec![vec![]; models.len()];
-    let mut tg = vec![vec![]; models.len()];
-    for rep in 0..=opts.reps {
-        for (i, s) in sessions.iter_mut().enumerate() {
-            let n_vocab = models[i].hparams().n_vocab;
-            if opts.prompt > 0 {
-                let r = prompt_rate(s, &tokens(opts.prompt, n_vocab, 1))?;
+    let mut test = |n: usize,
+                    seed: u64,
+                    rate: RateFn,
+                    after: &mut dyn FnMut()|
+     -> Result<Vec<Option<Rate>>, RuntimeError> {
+        if n == 0 {
+            return Ok(vec![None; models.len()]);
+        }
+        let toks: Vec<Vec<u32>> = models
+            .iter()
+            .map(|m| tokens(n, m.hparams().n_vocab, seed))
+            .collect();
+        let mut samples = vec![vec![]; models.len()];
+        for rep in 0..=opts.reps {
+            for ((s, t), out) in sessions.iter_mut().zip(&toks).zip(&mut samples) {
+                let r = rate(s, t)?;
                 if rep > 0 {
-                    pp[i].push(r);
+                    out.push(r);
                 }
-            }
-            if opts.gen > 0 {
-                let r = gen_rate(s, &tokens(opts.gen, n_vocab, 2))?;
-                if rep > 0 {
-                    tg[i].push(r);
-                }
+                after();
             }
         }
-    }
+        Ok(samples
+            .into_iter()
+            .map(|samples| Some(Rate { tokens: n, samples }))
+            .collect())
+    };
+    let pp = test(opts.prompt, 1, prompt_rate, &mut || {})?;
+    let tg = test(opts.gen, 2, gen_rate, between)?;
     Ok(pp
         .into_iter()
         .zip(tg)
         .map(|(pp, tg)| KernelResult {
             kernel: kernels.name(),
-            pp: (opts.prompt > 0).then_some(Rate {
-                tokens: opts.prompt,
-                samples: pp,
-            }),
-            tg: (opts.gen > 0).then_some(Rate {
-                tokens: opts.gen,
-                samples: tg,
-            }),
+            pp,
+            tg,
         })
         .collect())
 }
+
+/// [`prompt_rate`] or [`gen_rate`].
+type RateFn = fn(&mut Session, &[u32]) -> Result<f64, RuntimeError>;
 
 /// Runs the benchmark in the current rayon pool (size it with `-t` first).
 pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchReport, RuntimeError> {

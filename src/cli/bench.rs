@@ -112,10 +112,10 @@ pub fn run(a: Args) -> super::Outcome {
     Ok(true)
 }
 
-/// `other / first` of two rates' means.
-fn ratio(x: &Option<Rate>, first: &Option<Rate>) -> Option<f64> {
-    match (x, first) {
-        (Some(x), Some(f)) if f.mean() > 0.0 => Some(x.mean() / f.mean()),
+/// `x / y` of two rates' means.
+fn ratio(x: &Option<Rate>, y: &Option<Rate>) -> Option<f64> {
+    match (x, y) {
+        (Some(x), Some(y)) if y.mean() > 0.0 => Some(x.mean() / y.mean()),
         _ => None,
     }
 }
@@ -344,17 +344,16 @@ fn print_text(a: &Args, model: &Model, r: &BenchReport) -> anyhow::Result<()> {
     if r.results.len() > 1 {
         let first = &r.results[0];
         for other in &r.results[1..] {
-            let ratio = |x: &Option<Rate>, y: &Option<Rate>| match (x, y) {
-                (Some(x), Some(y)) if y.mean() > 0.0 => format!("{:.2}x", x.mean() / y.mean()),
-                _ => "-".into(),
+            let times = |x: &Option<Rate>, y: &Option<Rate>| {
+                ratio(x, y).map_or("-".to_string(), |v| format!("{v:.2}x"))
             };
             writeln!(
                 out,
                 "\n{} vs {}: prompt {}, generation {}",
                 first.kernel,
                 other.kernel,
-                ratio(&first.pp, &other.pp),
-                ratio(&first.tg, &other.tg)
+                times(&first.pp, &other.pp),
+                times(&first.tg, &other.tg)
             )?;
         }
     }

@@ -397,3 +397,34 @@ fn large_k_does_not_overflow_16_bit_partial_sums() {
         assert_eq!(got, want, "{}", t.name());
     }
 }
+
+/// `Kernels::rope` rotates like `ops::rope_apply` head by head, bit for bit, in both styles,
+/// with a partial rotation (`n_rot < head_dim`) and at positions far enough out that the
+/// angles are large (where an unfused rotation differs in the last bits).
+#[test]
+fn rope_equals_the_scalar_rotation() {
+    let mut rng = Rng::new(0x5eed_f0be);
+    for (head_dim, n_rot, heads) in [(64, 64, 12), (96, 96, 3), (128, 64, 2), (2, 2, 5)] {
+        for style in [ops::RopeStyle::Neox, ops::RopeStyle::Normal] {
+            for pos in [0usize, 1, 37, 4095] {
+                let mut table = vec![(0.0f32, 0.0f32); n_rot / 2];
+                ops::rope_table(pos, n_rot, 10_000.0, 1.0, None, &mut table);
+                let x = rng.floats(heads * head_dim, 8.0);
+                let mut want = x.clone();
+                for h in want.chunks_exact_mut(head_dim) {
+                    ops::rope_apply(h, &table, style);
+                }
+                for t in tables() {
+                    let mut got = x.clone();
+                    t.rope(&mut got, &table, style, head_dim);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{}: rope {style:?} hd {head_dim} n_rot {n_rot} pos {pos}",
+                        t.name()
+                    );
+                }
+            }
+        }
+    }
+}

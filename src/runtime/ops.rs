@@ -431,6 +431,7 @@ pub fn rope_table(
 /// the addition (`fma(x0, cos, −x1·sin)`, `fma(x0, sin, x1·cos)`), which is how the reference
 /// binaries were compiled (C floating-point contraction): it reproduces their logits bit for
 /// bit where the unfused form does not.
+#[inline]
 pub fn rope_apply(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
     let half = table.len();
     for (i, &(c, s)) in table.iter().enumerate() {
@@ -442,6 +443,14 @@ pub fn rope_apply(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
         let x1 = x[b];
         x[a] = x0.mul_add(c, -(x1 * s));
         x[b] = x0.mul_add(s, x1 * c);
+    }
+}
+
+/// [`rope_apply`] on every `head_dim`-slice of `x` (all heads of one token).
+#[inline]
+pub fn rope_heads(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle, head_dim: usize) {
+    for h in x.chunks_exact_mut(head_dim) {
+        rope_apply(h, table, style);
     }
 }
 

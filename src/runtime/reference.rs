@@ -422,12 +422,8 @@ impl<'m> Session<'m> {
             );
             for t in 0..n {
                 let table = &b.tables[t * half_rot..(t + 1) * half_rot];
-                for h in b.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hp.head_dim) {
-                    ops::rope_apply(h, table, style);
-                }
-                for h in b.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hp.head_dim) {
-                    ops::rope_apply(h, table, style);
-                }
+                kern.rope(&mut b.q[t * q_dim..(t + 1) * q_dim], table, style, hp.head_dim);
+                kern.rope(&mut b.k[t * kv_dim..(t + 1) * kv_dim], table, style, hp.head_dim);
                 let at = (pos + t) * kv_dim;
                 self.k_cache[il].store(at, &b.k[t * kv_dim..(t + 1) * kv_dim]);
                 self.v_cache[il].store(at, &b.v[t * kv_dim..(t + 1) * kv_dim]);

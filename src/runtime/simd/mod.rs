@@ -29,7 +29,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use crate::runtime::model::WeightFormat;
-use crate::runtime::ops::I8Scale;
+use crate::runtime::ops::{I8Scale, RopeStyle};
 
 mod scalar;
 
@@ -164,6 +164,8 @@ type WeightedFn = unsafe fn(FloatOrder, &[u8], usize, &[f32], &mut [f32], &mut [
 type FlashFn = unsafe fn(&[f32], &[u8], &[u8], usize, usize, f32, &mut [f32]);
 /// `exp(x)`: `expf` in place.
 type ExpFn = unsafe fn(&mut [f32]);
+/// `rope(x, table, style, head_dim)`.
+type RopeFn = unsafe fn(&mut [f32], &[(f32, f32)], RopeStyle, usize);
 /// `quantize_i8s(x, q, rule) -> (scale, Σq)`.
 type QuantI8sFn = unsafe fn(&[f32], &mut [i8], I8Scale) -> (f32, i32);
 /// `quantize_q8k(x, q, d, bsum)`.
@@ -186,6 +188,7 @@ pub struct Kernels {
     weighted_f32: WeightedFn,
     flash_f16: FlashFn,
     exp: ExpFn,
+    rope: RopeFn,
     quantize_i8s: QuantI8sFn,
     quantize_q8k: QuantQ8kFn,
     quantize_q8_0: QuantQ80Fn,
@@ -351,6 +354,23 @@ impl Kernels {
     pub fn exp(&self, x: &mut [f32]) {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.exp)(x) }
+    }
+
+    /// Rotary embedding of every head (`head_dim` values each) of one token's `x` with a table
+    /// of `n_rot/2` (cos, sin) pairs ([`super::ops::rope_apply`], bit for bit: the SIMD
+    /// tables only make its fused multiply-adds instructions instead of library calls).
+    ///
+    /// # Panics
+    /// If `x.len()` is not a multiple of `head_dim` or the table rotates more than a head.
+    pub fn rope(&self, x: &mut [f32], table: &[(f32, f32)], style: RopeStyle, head_dim: usize) {
+        assert!(
+            head_dim > 0 && x.len() % head_dim == 0 && 2 * table.len() <= head_dim,
+            "rope: {} values, heads of {head_dim}, {} table pairs",
+            x.len(),
+            table.len()
+        );
+        // SAFETY: as in `i2s_dots`.
+        unsafe { (self.rope)(x, table, style, head_dim) }
     }
 
     /// bitnet.cpp's int8 activation quantization of one token

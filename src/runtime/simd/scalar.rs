@@ -21,6 +21,7 @@ pub(super) static TABLE: Kernels = Kernels {
     weighted_f32,
     flash_f16,
     exp,
+    rope,
     quantize_i8s,
     quantize_q8k,
     quantize_q8_0,
@@ -436,6 +437,12 @@ pub(super) unsafe fn flash_f16(
 /// None: `unsafe` only to match the table's function type.
 pub(super) unsafe fn exp(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = v.exp());
+}
+
+/// # Safety
+/// None: `unsafe` only to match the table's function type.
+pub(super) unsafe fn rope(x: &mut [f32], table: &[(f32, f32)], style: ops::RopeStyle, hd: usize) {
+    ops::rope_heads(x, table, style, hd)
 }
 
 /// # Safety

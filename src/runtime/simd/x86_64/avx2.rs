@@ -984,6 +984,17 @@ pub(super) fn vector_expf_matches_library() -> bool {
     })
 }
 
+/// Rotary embedding (see `Kernels::rope`): the scalar code, compiled with FMA so that its fused
+/// multiply-adds are instructions rather than calls into the C library (which cost more than
+/// the rest of the rotation).
+///
+/// # Safety
+/// Needs FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rope(x: &mut [f32], table: &[(f32, f32)], style: ops::RopeStyle, hd: usize) {
+    ops::rope_heads(x, table, style, hd)
+}
+
 /// `x[i] = expf(x[i])` (see `Kernels::exp`): eight at a time in double lanes when that gives
 /// the library's bits on this machine ([`vector_expf_matches_library`]), else the library.
 ///

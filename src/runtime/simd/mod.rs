@@ -435,6 +435,31 @@ pub fn tq2_shared_scale(w: &[u8]) -> Option<u16> {
     blocks.all(|b| scale(b) == first).then_some(first)
 }
 
+/// Asks the CPU to start loading the first `width` bytes of each of the `rows` rows of `bytes`
+/// that start `stride` bytes apart, one hint per 64-byte line, in order (a hint only: no
+/// result changes, and nothing happens off x86-64). For reads the hardware prefetchers miss,
+/// such as one head's slice of every cached key: the loads then overlap instead of waiting on
+/// each other.
+pub fn prefetch_rows(bytes: &[u8], stride: usize, rows: usize, width: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for r in 0..rows {
+        let start = r * stride;
+        let end = (start + width).min(bytes.len());
+        let mut at = start;
+        while at < end {
+            // SAFETY: `at` is inside `bytes`; a prefetch hint reads nothing architecturally.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    bytes.as_ptr().add(at).cast(),
+                )
+            };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, stride, rows, width);
+}
+
 /// Whether the SIMD tables compute `expf` in vector lanes (x86-64 with AVX2 and FMA, and a C
 /// library whose `expf` they reproduce bit for bit, checked once per process) rather than by
 /// calling the library. Either way [`Kernels::exp`] gives the library's bits.

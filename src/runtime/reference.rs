@@ -966,7 +966,15 @@ impl MatmulCtx<'_> {
         // scheduling cost stays small.
         let threads = rayon::current_num_threads().max(1);
         let work: usize = ws.iter().map(|w| w.rows() * w.row_bytes() * n).sum();
+        // One token: at most 256 KiB of weights per chunk, or the last chunks of a large
+        // matrix (an LM head of 49 MB came in 3 MB pieces) leave one thread streaming alone
+        // while the other waits.
         let per_chunk = (work / (8 * threads)).max(32 << 10);
+        let per_chunk = if n == 1 {
+            per_chunk.min(256 << 10)
+        } else {
+            per_chunk
+        };
         let chunk_rows: [usize; MAX_GROUP] = std::array::from_fn(|i| {
             ws.get(i).map_or(1, |w| {
                 let r = (per_chunk / (w.row_bytes() * n).max(1)).max(4);

@@ -351,6 +351,79 @@ fn a_dropped_connection_is_retried_and_resumed_in_the_same_run() {
 }
 
 #[test]
+fn corrupted_git_stored_file_is_reported_and_removed() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.url(), cache.path());
+    let file = hub.file("org/tiny", "config.json").unwrap();
+    assert!(
+        !file.lfs,
+        "config.json is stored in git: its ETag is the git blob id"
+    );
+    hub.corrupt_body("config.json", 1);
+    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, HubError::GitBlobMismatch { .. }), "{err:?}");
+    assert!(
+        msg.contains("config.json") && msg.contains("git blob id") && msg.contains(&file.oid),
+        "{msg}"
+    );
+    let blobs = cache.path().join("models--org--tiny/blobs");
+    assert!(!blobs.join(&file.oid).exists());
+    assert!(!blobs.join(format!("{}.incomplete", file.oid)).exists());
+    assert_tiny_snapshot(&hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap());
+}
+
+/// Blobs damaged in the cache after a fetch (same size, one byte changed) are served as they
+/// are by default, and hashed again and downloaded anew with `verify_cached`: an LFS file by
+/// its sha256, a git-stored file by its git blob id.
+#[test]
+fn verify_cached_downloads_damaged_blobs_again() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.url(), cache.path());
+    hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let blobs = cache.path().join("models--org--tiny/blobs");
+    let damaged = ["config.json", "model.safetensors"];
+    for name in damaged {
+        let path = blobs.join(hub.file("org/tiny", name).unwrap().etag());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 0x20;
+        fs::write(&path, bytes).unwrap();
+    }
+    let gets = |hub: &MockHub| {
+        hub.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/resolve/"))
+            .count()
+    };
+    let before = gets(&hub);
+    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    assert_eq!(
+        gets(&hub),
+        before,
+        "nothing downloaded without verify_cached"
+    );
+    let cfg_now = fs::read(snap.path("config.json")).unwrap();
+    assert_ne!(cfg_now, fs::read(tiny_dir().join("config.json")).unwrap());
+
+    let verify = FetchOptions {
+        verify_cached: true,
+        ..quiet()
+    };
+    let snap = hub::snapshot(&cfg, "org/tiny", "main", &verify).unwrap();
+    assert_tiny_snapshot(&snap);
+    let mut again: Vec<String> = hub.requests()[..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/resolve/"))
+        .skip(before)
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    again.sort();
+    assert_eq!(again, damaged);
+}
+
+#[test]
 fn corrupted_bytes_are_reported_and_removed() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();

@@ -23,7 +23,8 @@ use super::progress::Bar;
 
 Files go to the Hugging Face cache shared with Python's huggingface_hub
 (HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). Downloads resume
-where they stopped and every LFS file is checked against its sha256.
+where they stopped and every file is checked against the ETag the Hub gives it: LFS files
+against their sha256, the small files stored in git against their git blob id.
 Gated or private repos need a token: --token, HF_TOKEN, or `huggingface-cli login`.")]
 pub struct Args {
     /// The repository, as owner/name (see --list for the ones bitnet.cpp knows).
@@ -57,6 +58,10 @@ pub struct Args {
     /// Use only the cache, no network [env: HF_HUB_OFFLINE].
     #[arg(long)]
     offline: bool,
+    /// Hash the files already in the cache again (sha256 or git blob id, as downloads are
+    /// checked) and download any that no longer match.
+    #[arg(long)]
+    verify_cache: bool,
     /// How the absmean is computed: exact, or torch:T to match bitnet.cpp on a T-core machine.
     #[arg(long, default_value = "exact")]
     absmean: AbsmeanMode,
@@ -91,6 +96,7 @@ pub fn run(a: Args) -> super::Outcome {
     let opts = FetchOptions {
         quiet: a.quiet || a.json,
         progress: !(a.quiet || a.json),
+        verify_cached: a.verify_cache,
         ..FetchOptions::default()
     };
     let snap = hub::snapshot(&cfg, &repo, &a.revision, &opts)?;

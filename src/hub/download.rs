@@ -6,13 +6,16 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::cache::RepoCache;
 use super::config::HubConfig;
 use super::error::HubError;
 use super::http::{is_transient, is_transient_status, retry_after, Client, Failure, Method, Reply};
-use super::names::{is_sha256_hex, normalize_etag, percent_encode, validate_commit, validate_etag};
+use super::names::{
+    is_git_blob_id, is_sha256_hex, normalize_etag, percent_encode, validate_commit, validate_etag,
+};
 use super::FetchedFile;
 
 /// Messages and progress bars on stderr (bars hide themselves off-terminal).
@@ -320,8 +323,9 @@ impl Ctx<'_> {
     ) -> Result<FetchedFile, HubError> {
         if let Some(c) = self.cache.cached_file(commit, file) {
             let known = c.etag.clone().filter(|e| is_sha256_hex(e));
-            let ok = match (&known, verify_cached) {
-                (Some(expected), true) => &sha256_file(&c.blob)? == expected,
+            let ok = match (&c.etag, verify_cached) {
+                (Some(e), true) if is_sha256_hex(e) => &sha256_file(&c.blob)? == e,
+                (Some(e), true) if is_git_blob_id(e) => &git_blob_id_file(&c.blob)? == e,
                 _ => true,
             };
             if ok {
@@ -333,7 +337,7 @@ impl Ctx<'_> {
                 });
             }
             self.ui.message(&format!(
-                "{}: cached {file} does not match its sha256; downloading it again",
+                "{}: cached {file} does not match its ETag (sha256 or git blob id); downloading it again",
                 self.repo
             ));
             let _ = fs::remove_file(&c.blob);
@@ -385,7 +389,8 @@ impl Ctx<'_> {
     }
 
     /// Downloads into `blobs/<etag>.incomplete` (resuming what is there with a `Range`
-    /// request), verifies size and, for 64-hex ETags, sha256, then renames to `blobs/<etag>`.
+    /// request), verifies size and the ETag (the sha256 of LFS files, the git blob id of files
+    /// stored in git), then renames to `blobs/<etag>`.
     /// Returns the sha256 of the content. The caller holds the blob lock.
     fn download_blob(&self, commit: &str, file: &str, meta: &FileMeta) -> Result<String, HubError> {
         let etag = meta.etag.as_str();
@@ -540,7 +545,26 @@ impl Ctx<'_> {
                     });
                 }
             }
-            if is_sha256_hex(etag) && actual != etag {
+            let mismatch = if is_sha256_hex(etag) {
+                (actual != etag).then(|| HubError::Sha256Mismatch {
+                    repo: self.repo.to_owned(),
+                    file: file.to_owned(),
+                    expected: etag.to_owned(),
+                    actual: actual.clone(),
+                })
+            } else if is_git_blob_id(etag) {
+                out.sync_all().map_err(io_err)?;
+                let id = git_blob_id_file(&inc)?;
+                (id != etag).then(|| HubError::GitBlobMismatch {
+                    repo: self.repo.to_owned(),
+                    file: file.to_owned(),
+                    expected: etag.to_owned(),
+                    actual: id,
+                })
+            } else {
+                None
+            };
+            if let Some(err) = mismatch {
                 drop(out);
                 let _ = fs::remove_file(&inc);
                 if resumed_from > 0 && !restarted {
@@ -552,12 +576,7 @@ impl Ctx<'_> {
                     ));
                     continue;
                 }
-                return Err(HubError::Sha256Mismatch {
-                    repo: self.repo.to_owned(),
-                    file: file.to_owned(),
-                    expected: etag.to_owned(),
-                    actual,
-                });
+                return Err(err);
             }
             out.sync_all().map_err(io_err)?;
             drop(out);
@@ -583,9 +602,10 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+/// Feeds what is written to a hasher.
+struct HashWriter<'a, D>(&'a mut D);
 
-impl Write for HashWriter<'_> {
+impl<D: Digest> Write for HashWriter<'_, D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.update(buf);
         Ok(buf.len())
@@ -606,4 +626,37 @@ pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String, HubError> {
     let mut hasher = Sha256::new();
     io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(|e| HubError::io(path, e))?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// The git blob id of a file (`sha1("blob <size>\0" + content)`, lowercase hex): what the Hub
+/// sends as the ETag of a file stored in git rather than LFS.
+pub(crate) fn git_blob_id_file(path: &std::path::Path) -> Result<String, HubError> {
+    let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
+    let len = f.metadata().map_err(|e| HubError::io(path, e))?.len();
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {len}\0").as_bytes());
+    io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(|e| HubError::io(path, e))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_ids_are_gits() {
+        // `git hash-object` of an empty file and of "hello\n".
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"").unwrap();
+        assert_eq!(
+            git_blob_id_file(&p).unwrap(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        fs::write(&p, b"hello\n").unwrap();
+        assert_eq!(
+            git_blob_id_file(&p).unwrap(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
 }

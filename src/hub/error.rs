@@ -173,6 +173,23 @@ pub enum HubError {
         actual: String,
     },
 
+    /// The downloaded bytes of a file stored in git (not LFS) do not hash to its git blob id
+    /// (the ETag); the partial blob was deleted.
+    #[error(
+        "{repo}, file {file}: git blob id mismatch (expected {expected}, got {actual}); the \
+             download was deleted, run the command again"
+    )]
+    GitBlobMismatch {
+        /// Repository id.
+        repo: String,
+        /// Path inside the repository.
+        file: String,
+        /// The blob id announced by the Hub (the ETag).
+        expected: String,
+        /// The blob id of what arrived.
+        actual: String,
+    },
+
     /// The downloaded size differs from the announced size; the partial blob was deleted.
     #[error(
         "{repo}, file {file}: size mismatch (expected {expected} bytes, got {actual}); the \

@@ -78,7 +78,8 @@ pub struct FetchOptions {
     pub quiet: bool,
     /// Progress bars on stderr (hidden automatically when stderr is not a terminal).
     pub progress: bool,
-    /// Re-hash cached LFS blobs against their sha256 (slow for large models).
+    /// Re-hash cached blobs against their ETag (sha256 for LFS files, git blob id for files
+    /// stored in git; slow for large models) and download again any that differ.
     pub verify_cached: bool,
 }
 

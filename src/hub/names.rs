@@ -13,6 +13,11 @@ pub fn is_commit_hash(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// `true` for a lowercase 40-hex git object id (the ETag of files stored in git, not LFS).
+pub fn is_git_blob_id(s: &str) -> bool {
+    is_commit_hash(s)
+}
+
 /// `true` for a lowercase 64-hex sha256 (the ETag of LFS files).
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 /// One file of a mock repository.
@@ -38,7 +39,7 @@ pub struct MockFile {
     pub lfs: bool,
     /// sha256 of the content (hex).
     pub sha256: String,
-    /// The git blob id stand-in (40 hex), the ETag of non-LFS files.
+    /// The git blob id (`sha1("blob <len>\0" + content)`, 40 hex), the ETag of non-LFS files.
     pub oid: String,
 }
 
@@ -46,10 +47,10 @@ impl MockFile {
     /// A file; `lfs` decides its ETag kind.
     pub fn new(path: &str, content: Vec<u8>, lfs: bool) -> MockFile {
         let sha256 = hex(&Sha256::digest(&content));
-        let mut h = Sha256::new();
+        let mut h = Sha1::new();
         h.update(format!("blob {}\0", content.len()).as_bytes());
         h.update(&content);
-        let oid = hex(&h.finalize())[..40].to_owned();
+        let oid = hex(&h.finalize());
         MockFile {
             path: path.to_owned(),
             content: Arc::new(content),

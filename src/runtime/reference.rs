@@ -1092,10 +1092,19 @@ impl MatmulCtx<'_> {
                 let dots = as_i32_mut(out);
                 self.kern.i2s_dots(data, k, &a.q[t0 * k..t1 * k], nt, dots);
                 let ws = w.scale();
-                for row in out.chunks_exact_mut(nt) {
-                    for (t, o) in row.iter_mut().enumerate() {
-                        let dot = o.to_bits() as i32;
-                        *o = ops::i2s_epilogue(dot, a.sum[t0 + t], a.s[t0 + t], ws);
+                let (sums, scales) = (&a.sum[t0..t1], &a.s[t0..t1]);
+                if nt == 1 {
+                    // One token: one activation sum and scale for every row, a loop the compiler
+                    // vectorizes (the same operations per value, so the same bits).
+                    let (su, sa) = (sums[0], scales[0]);
+                    for o in out.iter_mut() {
+                        *o = ops::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
+                    }
+                } else {
+                    for row in out.chunks_exact_mut(nt) {
+                        for ((o, &su), &sa) in row.iter_mut().zip(sums).zip(scales) {
+                            *o = ops::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
+                        }
                     }
                 }
             }

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bitconv::runtime::ops;
-use bitconv::runtime::simd::{self, FloatOrder, FloatType, Kernels};
+use bitconv::runtime::simd::{self, FloatOrder, FloatType, Kernels, Q8kActs};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
@@ -111,7 +111,12 @@ fn tq2<M: Measurement>(c: &mut Criterion<M>) {
         }
         for t in tables() {
             grp.bench_function(BenchmarkId::from_parameter(t.name()), |b| {
-                b.iter(|| t.tq2_dots(black_box(&w), k, &q, &d, &bsum, shared, n, &mut out))
+                let acts = Q8kActs {
+                    q: &q,
+                    d: &d,
+                    bsum: &bsum,
+                };
+                b.iter(|| t.tq2_dots(black_box(&w), k, acts, shared, n, &mut out))
             });
         }
         grp.finish();

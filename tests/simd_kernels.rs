@@ -4,7 +4,7 @@
 //! bit (they reproduce the scalar summation order).
 
 use bitconv::runtime::ops;
-use bitconv::runtime::simd::{self, FloatOrder, FloatType, KernelChoice, Kernels};
+use bitconv::runtime::simd::{self, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs};
 use half::f16;
 use proptest::prelude::*;
 
@@ -181,7 +181,8 @@ proptest! {
         let mut bsum = vec![0i32; n * k / 32];
         simd::q8k_bsums(&q, &mut bsum);
         let mut want = vec![0f32; rows * n];
-        reference().tq2_dots(&w, k, &q, &d, &bsum, None, n, &mut want);
+        let acts = Q8kActs { q: &q, d: &d, bsum: &bsum };
+        reference().tq2_dots(&w, k, acts, None, n, &mut want);
         // The scalar twin itself against the plain definition.
         for r in 0..rows {
             for t in 0..n {
@@ -192,7 +193,7 @@ proptest! {
         }
         for t in tables() {
             let mut got = vec![0f32; rows * n];
-            t.tq2_dots(&w, k, &q, &d, &bsum, shared, n, &mut got);
+            t.tq2_dots(&w, k, acts, shared, n, &mut got);
             prop_assert_eq!(bits(&got), bits(&want), "{} shared {:?}", t.name(), shared);
         }
     }
@@ -212,10 +213,11 @@ proptest! {
         let mut bsum = vec![0i32; n * k / 32];
         simd::q8k_bsums(&q, &mut bsum);
         let mut want = vec![0f32; rows * n];
-        reference().tq2_dots(&w, k, &q, &d, &bsum, None, n, &mut want);
+        let acts = Q8kActs { q: &q, d: &d, bsum: &bsum };
+        reference().tq2_dots(&w, k, acts, None, n, &mut want);
         for t in tables() {
             let mut got = vec![0f32; rows * n];
-            t.tq2_dots(&w, k, &q, &d, &bsum, simd::tq2_shared_scale(&w), n, &mut got);
+            t.tq2_dots(&w, k, acts, simd::tq2_shared_scale(&w), n, &mut got);
             prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
         }
     }

@@ -58,7 +58,7 @@ use crate::gguf::GgmlType;
 
 use super::model::{Activation, Matrix, Model, Store, WeightFormat};
 use super::ops::{self, QK8_0, QK_K};
-use super::simd::{self, FloatOrder, FloatType, Kernels};
+use super::simd::{self, FloatOrder, FloatType, Kernels, Q8kActs};
 use super::RuntimeError;
 
 /// Which logits [`Session::forward`] returns.
@@ -1110,16 +1110,13 @@ impl MatmulCtx<'_> {
             }
             WeightFormat::Tq2 => {
                 let (nb, ns) = (k / QK_K, k / 32);
-                self.kern.tq2_dots(
-                    data,
-                    k,
-                    &a.q[t0 * k..t1 * k],
-                    &a.d[t0 * nb..t1 * nb],
-                    &a.bsum[t0 * ns..t1 * ns],
-                    w.tq2_shared_scale(),
-                    nt,
-                    out,
-                )
+                let acts = Q8kActs {
+                    q: &a.q[t0 * k..t1 * k],
+                    d: &a.d[t0 * nb..t1 * nb],
+                    bsum: &a.bsum[t0 * ns..t1 * ns],
+                };
+                self.kern
+                    .tq2_dots(data, k, acts, w.tq2_shared_scale(), nt, out)
             }
             WeightFormat::Q8_0 => {
                 let nb = k / QK8_0;

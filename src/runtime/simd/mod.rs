@@ -152,8 +152,8 @@ impl FloatType {
 /// `i2s(w, k, q, n, out)`. Like every kernel type below: `unsafe` because SIMD entries need
 /// CPU features (the caller must have detected them); lengths are checked by the kernel.
 type I2sFn = unsafe fn(&[u8], usize, &[i8], usize, &mut [i32]);
-/// `tq2(w, k, q, d, bsum, shared, n, out)`.
-type Tq2Fn = unsafe fn(&[u8], usize, &[i8], &[f32], &[i32], Option<u16>, usize, &mut [f32]);
+/// `tq2(w, k, acts, shared, n, out)`.
+type Tq2Fn = unsafe fn(&[u8], usize, Q8kActs<'_>, Option<u16>, usize, &mut [f32]);
 /// `q8_0(w, k, q, d, n, out)`.
 type Q80Fn = unsafe fn(&[u8], usize, &[i8], &[f32], usize, &mut [f32]);
 /// `float(order, w, stride, k, x, n, out)`.
@@ -172,6 +172,19 @@ type QuantI8sFn = unsafe fn(&[f32], &mut [i8], I8Scale) -> (f32, i32);
 type QuantQ8kFn = unsafe fn(&[f32], &mut [i8], &mut [f32], &mut [i32]);
 /// `quantize_q8_0(x, q, d)`.
 type QuantQ80Fn = unsafe fn(&[f32], &mut [i8], &mut [f32]);
+
+/// The Q8_K activations of `n` tokens that [`Kernels::tq2_dots`] takes: per token `k` int8
+/// values in `q`, `k/256` block scales in `d`, and in `bsum` the sums of every 32 values
+/// ([`q8k_bsums`]), tokens one after another.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8kActs<'a> {
+    /// The int8 values.
+    pub q: &'a [i8],
+    /// One scale per 256 values.
+    pub d: &'a [f32],
+    /// One sum per 32 values.
+    pub bsum: &'a [i32],
+}
 
 /// One set of kernels. The function pointers are `unsafe` because the SIMD variants need CPU
 /// features; a table is only ever built after those features were detected, which is what
@@ -246,21 +259,17 @@ impl Kernels {
 
     /// TQ2_0 rows times Q8_K activations ([`super::ops::dot_tq2_q8k`], bit for bit).
     ///
-    /// `w` holds `rows` rows of `k/256` blocks of 66 bytes; `q`, `d` are the activations of `n`
-    /// tokens (`k` values and `k/256` scales each) and `bsum` their sums per 32 values
-    /// ([`q8k_bsums`]); `out[r·n + t]`. `shared` is `Some(h)` when every block of `w` has the
+    /// `w` holds `rows` rows of `k/256` blocks of 66 bytes; `acts` the activations of `n`
+    /// tokens; `out[r·n + t]`. `shared` is `Some(h)` when every block of `w` has the
     /// scale with f16 bits `h` ([`tq2_shared_scale`]; files converted from BitNet checkpoints
     /// have one absmean scale per tensor): batched kernels then form `d_y·d_x` once per token
     /// and block instead of once per row too. The results are the same bits either way; a
     /// wrong `Some` gives wrong results (checked in debug builds), never undefined behaviour.
-    #[allow(clippy::too_many_arguments)]
     pub fn tq2_dots(
         &self,
         w: &[u8],
         k: usize,
-        q: &[i8],
-        d: &[f32],
-        bsum: &[i32],
+        acts: Q8kActs<'_>,
         shared: Option<u16>,
         n: usize,
         out: &mut [f32],
@@ -270,7 +279,7 @@ impl Kernels {
             "TQ2_0 rows do not all have the scale promised"
         );
         // SAFETY: as in `i2s_dots`.
-        unsafe { (self.tq2)(w, k, q, d, bsum, shared, n, out) }
+        unsafe { (self.tq2)(w, k, acts, shared, n, out) }
     }
 
     /// Q8_0 rows times Q8_0 activations ([`super::ops::dot_q8_0`], bit for bit). Activations

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::{FloatOrder, FloatType, KernelChoice, Kernels};
+use super::{FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs};
 use crate::runtime::ops::{self, I8Scale, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 
 pub(super) static TABLE: Kernels = Kernels {
@@ -178,17 +178,15 @@ unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
 /// # Safety
 /// None: `unsafe` only to match the table's function type (SIMD entries need CPU
 /// features). Lengths are checked.
-#[allow(clippy::too_many_arguments)]
 unsafe fn tq2_dots(
     w: &[u8],
     k: usize,
-    q: &[i8],
-    d: &[f32],
-    bsum: &[i32],
+    acts: Q8kActs<'_>,
     _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
+    let Q8kActs { q, d, bsum } = acts;
     check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;
     for (row, o) in w

@@ -17,7 +17,7 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::simd::scalar::{check_float, check_i2s, check_q8_0, check_tq2};
-use crate::runtime::simd::{FloatOrder, FloatType};
+use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
 
 /// `acc + Σ a·b` per group of four bytes, with `sdot`.
 ///
@@ -194,17 +194,15 @@ unsafe fn tq2_body<const DOT: bool>(
 /// # Safety
 /// Needs NEON.
 #[target_feature(enable = "neon")]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tq2_dots_plain(
     w: &[u8],
     k: usize,
-    q: &[i8],
-    d: &[f32],
-    bsum: &[i32],
+    acts: Q8kActs<'_>,
     _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
+    let Q8kActs { q, d, bsum } = acts;
     tq2_body::<false>(w, k, q, d, bsum, n, out)
 }
 
@@ -213,17 +211,15 @@ pub(super) unsafe fn tq2_dots_plain(
 /// # Safety
 /// Needs NEON and the dot-product extension.
 #[target_feature(enable = "neon,dotprod")]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tq2_dots_dot(
     w: &[u8],
     k: usize,
-    q: &[i8],
-    d: &[f32],
-    bsum: &[i32],
+    acts: Q8kActs<'_>,
     _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
+    let Q8kActs { q, d, bsum } = acts;
     tq2_body::<true>(w, k, q, d, bsum, n, out)
 }
 

@@ -19,7 +19,7 @@ use crate::runtime::simd::scalar::{
     check_flash, check_float, check_i2s, check_q8_0, check_q8_0_acts, check_q8k, check_tq2,
     check_weighted,
 };
-use crate::runtime::simd::{FloatOrder, FloatType};
+use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
 
 // ---------------------------------------------------------------------------------------------
 // Reductions
@@ -269,17 +269,15 @@ pub(super) unsafe fn tq2_tile<const R: usize, const T: usize>(
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tq2_dots(
     w: &[u8],
     k: usize,
-    q: &[i8],
-    d: &[f32],
-    bsum: &[i32],
+    acts: Q8kActs<'_>,
     _shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
+    let Q8kActs { q, d, bsum } = acts;
     let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;
     let rb = nb * TQ2_BLOCK_BYTES;

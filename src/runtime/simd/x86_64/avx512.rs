@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use crate::runtime::ops::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::simd::scalar::{check_float, check_i2s, check_tq2};
-use crate::runtime::simd::{FloatOrder, FloatType};
+use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
 
 use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile};
 
@@ -296,21 +296,19 @@ unsafe fn tq2_tile_with<const R: usize, const T: usize, const S: bool>(
 /// # Safety
 /// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tq2_dots(
     w: &[u8],
     k: usize,
-    q: &[i8],
-    d: &[f32],
-    bsum: &[i32],
+    acts: Q8kActs<'_>,
     shared: Option<u16>,
     n: usize,
     out: &mut [f32],
 ) {
+    let Q8kActs { q, d, bsum } = acts;
     if n == 1 {
         // One token: the AVX2 GEMV was faster here (38 against 44 µs for 3072×768 on Zen 4,
         // `cargo bench`); VNNI pays off only on tiles of several tokens. Same bits either way.
-        return super::avx2::tq2_dots(w, k, q, d, bsum, shared, n, out);
+        return super::avx2::tq2_dots(w, k, acts, shared, n, out);
     }
     let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;

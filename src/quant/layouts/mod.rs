@@ -309,6 +309,63 @@ pub(crate) fn round_away(x: f32) -> f32 {
     x.round()
 }
 
+/// Tests shared by the ternary block layouts (TQ1_0, TQ2_0).
+#[cfg(test)]
+pub(crate) mod ternary_tests {
+    use super::Result;
+
+    /// A layout's `codes`: the codes and the block scales.
+    type CodesFn = fn(&[u8], usize) -> Result<(Vec<i8>, Vec<f32>)>;
+
+    /// A ternary block layout's entry points.
+    pub(crate) struct Layout {
+        pub nbytes: fn(usize) -> usize,
+        pub quantize_into: fn(&[f32], &mut [u8]) -> Result<()>,
+        pub pack_ternary_into: fn(&[i8], f32, &mut [u8]) -> Result<()>,
+        pub codes: CodesFn,
+    }
+
+    /// Packing `codes` (a multiple of 256) with a scale gives the bytes of quantizing
+    /// `code·scale`, for ordinary, tiny, huge and bad scales; codes outside −1..1 and a short
+    /// output are errors.
+    pub(crate) fn packing_equals_quantizing(l: &Layout, codes: &[i8]) {
+        for scale in [
+            0.05,
+            0.1234,
+            1.0,
+            3e-38,
+            1e-40,
+            3e38,
+            f32::MAX,
+            0.0,
+            -0.5,
+            f32::NAN,
+        ] {
+            let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
+            let mut want = vec![0u8; (l.nbytes)(codes.len())];
+            (l.quantize_into)(&vals, &mut want).unwrap();
+            let mut got = vec![0xAAu8; (l.nbytes)(codes.len())];
+            (l.pack_ternary_into)(codes, scale, &mut got).unwrap();
+            assert_eq!(got, want, "scale {scale}");
+        }
+        let block = (l.nbytes)(256);
+        assert!((l.pack_ternary_into)(&[2i8; 256], 1.0, &mut vec![0u8; block]).is_err());
+        assert!((l.pack_ternary_into)(&[0i8; 256], 1.0, &mut vec![0u8; block - 1]).is_err());
+    }
+
+    /// A block whose largest magnitude is subnormal (`1/max` is infinite: `±x·id = ±inf`,
+    /// `0·id = NaN`) still keeps the signs of its values.
+    pub(crate) fn subnormal_block_maximum_keeps_signs(l: &Layout) {
+        let mut vals = vec![0.0f32; 256];
+        vals[0] = 1e-40;
+        vals[1] = -1e-40;
+        let mut out = vec![0u8; (l.nbytes)(256)];
+        (l.quantize_into)(&vals, &mut out).unwrap();
+        let (c, _) = (l.codes)(&out, 256).unwrap();
+        assert_eq!(&c[..3], &[1, -1, 0]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,6 +220,7 @@ pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::layouts::ternary_tests;
 
     #[test]
     fn all_trit_bytes_decode() {
@@ -273,43 +274,23 @@ mod tests {
         quantize_into(&[f32::NAN; 256], &mut out).unwrap();
     }
 
+    const LAYOUT: ternary_tests::Layout = ternary_tests::Layout {
+        nbytes,
+        quantize_into,
+        pack_ternary_into,
+        codes,
+    };
+
     #[test]
     fn ternary_packing_equals_quantizing_the_values() {
-        // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
+        // Blocks with nonzeros and an all-zero block.
         let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
         codes[256..512].fill(0);
-        for scale in [
-            0.05,
-            0.1234,
-            1.0,
-            3e-38,
-            1e-40,
-            3e38,
-            f32::MAX,
-            0.0,
-            -0.5,
-            f32::NAN,
-        ] {
-            let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
-            let mut want = vec![0u8; nbytes(1024)];
-            quantize_into(&vals, &mut want).unwrap();
-            let mut got = vec![0xAAu8; nbytes(1024)];
-            pack_ternary_into(&codes, scale, &mut got).unwrap();
-            assert_eq!(got, want, "scale {scale}");
-        }
-        assert!(pack_ternary_into(&[2i8; 256], 1.0, &mut [0u8; 54]).is_err());
-        assert!(pack_ternary_into(&[0i8; 256], 1.0, &mut [0u8; 53]).is_err());
+        ternary_tests::packing_equals_quantizing(&LAYOUT, &codes);
     }
 
     #[test]
     fn subnormal_block_maximum_keeps_signs() {
-        // id = 1/max|x| is infinite: ±x·id = ±inf, 0·id = NaN.
-        let mut vals = vec![0.0f32; 256];
-        vals[0] = 1e-40;
-        vals[1] = -1e-40;
-        let mut out = vec![0u8; 54];
-        quantize_into(&vals, &mut out).unwrap();
-        let (c, _) = codes(&out, 256).unwrap();
-        assert_eq!(&c[..3], &[1, -1, 0]);
+        ternary_tests::subnormal_block_maximum_keeps_signs(&LAYOUT);
     }
 }

@@ -185,6 +185,7 @@ pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::layouts::ternary_tests;
 
     #[test]
     fn bit_positions() {
@@ -210,43 +211,23 @@ mod tests {
         assert!(codes(&[0u8; 65], 256).is_err());
     }
 
+    const LAYOUT: ternary_tests::Layout = ternary_tests::Layout {
+        nbytes,
+        quantize_into,
+        pack_ternary_into,
+        codes,
+    };
+
     #[test]
     fn ternary_packing_equals_quantizing_the_values() {
-        // Blocks with nonzeros, an all-zero block; ordinary, tiny, huge and bad scales.
+        // Blocks with nonzeros and an all-zero block.
         let mut codes: Vec<i8> = (0..1024).map(|i| ((i * 7 + i / 3) % 3) as i8 - 1).collect();
         codes[512..768].fill(0);
-        for scale in [
-            0.05,
-            0.1234,
-            1.0,
-            3e-38,
-            1e-40,
-            3e38,
-            f32::MAX,
-            0.0,
-            -0.5,
-            f32::NAN,
-        ] {
-            let vals: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
-            let mut want = vec![0u8; nbytes(1024)];
-            quantize_into(&vals, &mut want).unwrap();
-            let mut got = vec![0xAAu8; nbytes(1024)];
-            pack_ternary_into(&codes, scale, &mut got).unwrap();
-            assert_eq!(got, want, "scale {scale}");
-        }
-        assert!(pack_ternary_into(&[2i8; 256], 1.0, &mut [0u8; 66]).is_err());
-        assert!(pack_ternary_into(&[0i8; 256], 1.0, &mut [0u8; 65]).is_err());
+        ternary_tests::packing_equals_quantizing(&LAYOUT, &codes);
     }
 
     #[test]
     fn subnormal_block_maximum_keeps_signs() {
-        // id = 1/max|x| is infinite: ±x·id = ±inf, 0·id = NaN.
-        let mut vals = vec![0.0f32; 256];
-        vals[0] = 1e-40;
-        vals[1] = -1e-40;
-        let mut out = vec![0u8; 66];
-        quantize_into(&vals, &mut out).unwrap();
-        let (c, _) = codes(&out, 256).unwrap();
-        assert_eq!(&c[..3], &[1, -1, 0]);
+        ternary_tests::subnormal_block_maximum_keeps_signs(&LAYOUT);
     }
 }

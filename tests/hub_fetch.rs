@@ -350,6 +350,33 @@ fn a_dropped_connection_is_retried_and_resumed_in_the_same_run() {
     );
 }
 
+/// `downloads` files are fetched at once (one worker thread each, taking the next file when
+/// done) and the snapshot lists them in listing order either way; with 1 they go one after
+/// another. The bodies are throttled so that the 3.9 MB safetensors file is still arriving
+/// while the other workers fetch the small files.
+#[test]
+fn files_download_at_once_up_to_the_limit() {
+    for (downloads, concurrent) in [(1usize, 1usize..=1), (4, 2..=4)] {
+        let hub = MockHub::start(vec![tiny_repo()]);
+        hub.throttle(256 << 10, Duration::from_millis(20));
+        let cache = tempfile::tempdir().unwrap();
+        let cfg = config(&hub.url(), cache.path());
+        let opts = FetchOptions {
+            downloads,
+            ..quiet()
+        };
+        let snap = hub::snapshot(&cfg, "org/tiny", "main", &opts).unwrap();
+        assert_tiny_snapshot(&snap);
+        let order: Vec<&str> = snap.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(order, TINY_FILES, "listing order");
+        let most = hub.max_concurrent_bodies();
+        assert!(
+            concurrent.contains(&most),
+            "downloads {downloads}: {most} bodies at once"
+        );
+    }
+}
+
 #[test]
 fn corrupted_git_stored_file_is_reported_and_removed() {
     let hub = MockHub::start(vec![tiny_repo()]);

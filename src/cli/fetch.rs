@@ -58,6 +58,9 @@ pub struct Args {
     /// Use only the cache, no network [env: HF_HUB_OFFLINE].
     #[arg(long)]
     offline: bool,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    downloads: u16,
     /// Hash the files already in the cache again (sha256 or git blob id, as downloads are
     /// checked) and download any that no longer match.
     #[arg(long)]
@@ -97,6 +100,7 @@ pub fn run(a: Args) -> super::Outcome {
         quiet: a.quiet || a.json,
         progress: !(a.quiet || a.json),
         verify_cached: a.verify_cache,
+        downloads: usize::from(a.downloads),
         ..FetchOptions::default()
     };
     let snap = hub::snapshot(&cfg, &repo, &a.revision, &opts)?;

@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -18,17 +18,28 @@ use super::names::{
 };
 use super::FetchedFile;
 
-/// Messages and progress bars on stderr (bars hide themselves off-terminal).
+/// Messages and progress bars on stderr (bars hide themselves off-terminal). Several files
+/// may be downloading at once: their bars share one [`MultiProgress`], and messages are
+/// printed above them.
 pub(crate) struct Ui {
     pub quiet: bool,
     pub progress: bool,
+    bars: MultiProgress,
 }
 
 impl Ui {
+    pub fn new(quiet: bool, progress: bool) -> Ui {
+        Ui {
+            quiet,
+            progress,
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+        }
+    }
+
     /// Prints a line on stderr unless quiet.
     pub fn message(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            self.bars.suspend(|| eprintln!("{text}"));
         }
     }
 
@@ -37,7 +48,9 @@ impl Ui {
         if self.quiet || !self.progress {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr());
+        let bar = self
+            .bars
+            .add(size.map_or_else(ProgressBar::no_length, ProgressBar::new));
         let template = if size.is_some() {
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
         } else {

@@ -32,7 +32,8 @@ pub mod names;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use config::{is_truthy, process_env, HubConfig, HubFlags, RetryPolicy, Token, TokenSource};
 pub use error::HubError;
@@ -78,6 +79,8 @@ pub struct FetchOptions {
     pub quiet: bool,
     /// Progress bars on stderr (hidden automatically when stderr is not a terminal).
     pub progress: bool,
+    /// Files downloaded at once (at least 1).
+    pub downloads: usize,
     /// Re-hash cached blobs against their ETag (sha256 for LFS files, git blob id for files
     /// stored in git; slow for large models) and download again any that differ.
     pub verify_cached: bool,
@@ -90,6 +93,7 @@ impl Default for FetchOptions {
             quiet: false,
             progress: true,
             verify_cached: false,
+            downloads: 4,
         }
     }
 }
@@ -100,6 +104,7 @@ impl fmt::Debug for FetchOptions {
             .field("quiet", &self.quiet)
             .field("progress", &self.progress)
             .field("verify_cached", &self.verify_cached)
+            .field("downloads", &self.downloads)
             .finish_non_exhaustive()
     }
 }
@@ -159,10 +164,7 @@ pub fn snapshot(
     validate_repo_id(repo)?;
     validate_revision(revision)?;
     let cache = RepoCache::new(&cfg.cache_dir, repo);
-    let ui = Ui {
-        quiet: opts.quiet,
-        progress: opts.progress,
-    };
+    let ui = Ui::new(opts.quiet, opts.progress);
 
     if cfg.offline {
         return cached_snapshot(
@@ -215,10 +217,7 @@ pub fn snapshot(
         });
     }
 
-    let mut files = Vec::with_capacity(selected.len());
-    for file in selected {
-        files.push(ctx.fetch_file(&commit, file, opts.verify_cached)?);
-    }
+    let files = fetch_files(&ctx, &commit, &selected, opts)?;
     cache.write_ref(revision, &commit)?;
     Ok(Snapshot {
         repo: repo.to_owned(),
@@ -229,6 +228,59 @@ pub fn snapshot(
         from_cache_only: false,
         warnings: Vec::new(),
     })
+}
+
+/// Fetches `files` of `commit`, up to `opts.downloads` at once (each on its own thread, taking
+/// the next file of the list when it is done), and returns them in list order. After a failure
+/// no new file is started; the ones under way finish (or stop resumable), and the error of the
+/// first failed file in list order is returned.
+fn fetch_files(
+    ctx: &Ctx<'_>,
+    commit: &str,
+    files: &[&String],
+    opts: &FetchOptions,
+) -> Result<Vec<FetchedFile>, HubError> {
+    let workers = opts.downloads.clamp(1, files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Result<FetchedFile, HubError>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= files.len() || failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let r = ctx.fetch_file(commit, files[i], opts.verify_cached);
+        if r.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(files.len());
+    let mut first_error = None;
+    for r in results {
+        match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(f)) => out.push(f),
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            // Not started: a file had failed by then (its error is collected).
+            None => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Serves `revision` from the cache alone. The snapshot must be complete: every selected file

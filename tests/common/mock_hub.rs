@@ -220,6 +220,8 @@ struct Shared {
     throttle: Mutex<Option<(usize, Duration)>>,
     ignore_range: AtomicBool,
     cdn_base: Mutex<Option<String>>,
+    /// Response bodies being written now, and the most there ever were at once.
+    bodies: Mutex<(usize, usize)>,
 }
 
 struct Server {
@@ -377,6 +379,11 @@ impl MockHub {
     /// Bodies of repo file `name` have one byte flipped, the next `times` times.
     pub fn corrupt_body(&self, name: &str, times: usize) {
         self.push_fault(Some("GET"), name, FaultKind::Corrupt, times);
+    }
+
+    /// The most response bodies the hub and its CDN were ever writing at the same time.
+    pub fn max_concurrent_bodies(&self) -> usize {
+        self.shared.bodies.lock().unwrap().1
     }
 
     /// Bodies are written `chunk` bytes at a time with `delay` in between.
@@ -725,7 +732,26 @@ fn write_response(mut stream: TcpStream, shared: &Shared, resp: Response) -> std
         end - start
     ));
     stream.write_all(head.as_bytes())?;
-    if !resp.head {
+    if !resp.head && resp.range.1 > resp.range.0 {
+        {
+            let mut b = shared.bodies.lock().unwrap();
+            b.0 += 1;
+            b.1 = b.1.max(b.0);
+        }
+        let r = write_body(&mut stream, shared, &resp);
+        shared.bodies.lock().unwrap().0 -= 1;
+        r?;
+    }
+    stream.flush()?;
+    // The request was read to its end, so closing now is a clean FIN.
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// Writes the response body (corrupted, cut short or throttled as the faults say).
+fn write_body(stream: &mut TcpStream, shared: &Shared, resp: &Response) -> std::io::Result<()> {
+    let (start, end) = resp.range;
+    {
         let mut body = resp.body[start..end].to_vec();
         if resp.corrupt && !body.is_empty() {
             let mid = body.len() / 2;
@@ -735,18 +761,17 @@ fn write_response(mut stream: TcpStream, shared: &Shared, resp: Response) -> std
         let throttle = *shared.throttle.lock().unwrap();
         match throttle {
             Some((chunk, delay)) => {
-                for piece in body[..limit].chunks(chunk.max(1)) {
+                for (i, piece) in body[..limit].chunks(chunk.max(1)).enumerate() {
+                    if i > 0 {
+                        thread::sleep(delay);
+                    }
                     stream.write_all(piece)?;
                     stream.flush()?;
-                    thread::sleep(delay);
                 }
             }
             None => stream.write_all(&body[..limit])?,
         }
     }
-    stream.flush()?;
-    // The request was read to its end, so closing now is a clean FIN.
-    let _ = stream.shutdown(Shutdown::Both);
     Ok(())
 }
 

@@ -377,6 +377,34 @@ fn files_download_at_once_up_to_the_limit() {
     }
 }
 
+/// When one file fails, the downloads under way stop (their bytes kept to be resumed) instead of
+/// running to the end, the failed file's error is the one returned, and the next run completes.
+#[test]
+fn a_failed_file_stops_the_downloads_under_way() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    // The 3.9 MB safetensors file takes over a second; config.json fails at once.
+    hub.throttle(64 << 10, Duration::from_millis(20));
+    hub.corrupt_body("config.json", 1);
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = config(&hub.url(), cache.path());
+    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    assert!(
+        matches!(&err, HubError::GitBlobMismatch { file, .. } if file == "config.json"),
+        "{err:?}"
+    );
+    let model = hub.file("org/tiny", "model.safetensors").unwrap();
+    let blobs = cache.path().join("models--org--tiny/blobs");
+    assert!(
+        !blobs.join(&model.sha256).exists(),
+        "the safetensors download ran to the end"
+    );
+    let partial = blobs.join(format!("{}.incomplete", model.sha256));
+    let kept = fs::metadata(&partial).map_or(0, |m| m.len());
+    assert!(kept < model.content.len() as u64);
+    hub.throttle(1 << 20, Duration::from_millis(0));
+    assert_tiny_snapshot(&hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap());
+}
+
 #[test]
 fn corrupted_git_stored_file_is_reported_and_removed() {
     let hub = MockHub::start(vec![tiny_repo()]);

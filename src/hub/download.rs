@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
@@ -71,6 +72,8 @@ pub(crate) struct Ctx<'a> {
     pub cache: &'a RepoCache,
     pub repo: &'a str,
     pub ui: &'a Ui,
+    /// Set when a file of the snapshot failed: downloads under way stop at their next read.
+    pub stop: &'a AtomicBool,
 }
 
 /// The revision listing: commit and file names.
@@ -497,6 +500,12 @@ impl Ctx<'_> {
                     let mut body = reply.into_reader();
                     let mut buf = vec![0u8; 256 << 10];
                     loop {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return fatal(HubError::Stopped {
+                                repo: self.repo.to_owned(),
+                                file: file.to_owned(),
+                            });
+                        }
                         let n = match body.read(&mut buf) {
                             Ok(0) => break,
                             Ok(n) => n,

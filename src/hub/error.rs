@@ -190,6 +190,16 @@ pub enum HubError {
         actual: String,
     },
 
+    /// A download stopped because another file of the same snapshot failed (that file's error is
+    /// the one reported); what had arrived stays in `blobs/<etag>.incomplete` for the next run.
+    #[error("{repo}, file {file}: download stopped because another file failed")]
+    Stopped {
+        /// Repository id.
+        repo: String,
+        /// Path inside the repository.
+        file: String,
+    },
+
     /// The downloaded size differs from the announced size; the partial blob was deleted.
     #[error(
         "{repo}, file {file}: size mismatch (expected {expected} bytes, got {actual}); the \

@@ -178,12 +178,14 @@ pub fn snapshot(
     }
 
     let client = Client::new(cfg);
+    let stop = AtomicBool::new(false);
     let ctx = Ctx {
         cfg,
         client: &client,
         cache: &cache,
         repo,
         ui: &ui,
+        stop: &stop,
     };
     let listing = match ctx.listing(revision) {
         Ok(l) => l,
@@ -232,8 +234,9 @@ pub fn snapshot(
 
 /// Fetches `files` of `commit`, up to `opts.downloads` at once (each on its own thread, taking
 /// the next file of the list when it is done), and returns them in list order. After a failure
-/// no new file is started; the ones under way finish (or stop resumable), and the error of the
-/// first failed file in list order is returned.
+/// no new file is started and the downloads under way stop at their next read (their bytes stay
+/// in the cache to be resumed); the error of the first file in list order that failed on its
+/// own is returned.
 fn fetch_files(
     ctx: &Ctx<'_>,
     commit: &str,
@@ -242,7 +245,7 @@ fn fetch_files(
 ) -> Result<Vec<FetchedFile>, HubError> {
     let workers = opts.downloads.clamp(1, files.len().max(1));
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
+    let failed = ctx.stop;
     let results: Vec<Mutex<Option<Result<FetchedFile, HubError>>>> =
         files.iter().map(|_| Mutex::new(None)).collect();
     let work = || loop {
@@ -251,7 +254,7 @@ fn fetch_files(
             break;
         }
         let r = ctx.fetch_file(commit, files[i], opts.verify_cached);
-        if r.is_err() {
+        if matches!(&r, Err(e) if !matches!(e, HubError::Stopped { .. })) {
             failed.store(true, Ordering::SeqCst);
         }
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
@@ -266,10 +269,13 @@ fn fetch_files(
         });
     }
     let mut out = Vec::with_capacity(files.len());
-    let mut first_error = None;
+    let (mut first_error, mut first_stopped) = (None, None);
     for r in results {
         match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(Ok(f)) => out.push(f),
+            Some(Err(e @ HubError::Stopped { .. })) => {
+                first_stopped.get_or_insert(e);
+            }
             Some(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -277,7 +283,7 @@ fn fetch_files(
             None => {}
         }
     }
-    match first_error {
+    match first_error.or(first_stopped) {
         Some(e) => Err(e),
         None => Ok(out),
     }

@@ -642,23 +642,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The sha256 of a file, as lowercase hex.
-pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String, HubError> {
+/// The digest `D` of `prefix` followed by a file's bytes, as lowercase hex.
+fn hash_file<D: Digest>(path: &std::path::Path, prefix: &[u8]) -> Result<String, HubError> {
     let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = D::new();
+    hasher.update(prefix);
     io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(|e| HubError::io(path, e))?;
     Ok(hex(&hasher.finalize()))
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub(crate) fn sha256_file(path: &std::path::Path) -> Result<String, HubError> {
+    hash_file::<Sha256>(path, b"")
 }
 
 /// The git blob id of a file (`sha1("blob <size>\0" + content)`, lowercase hex): what the Hub
 /// sends as the ETag of a file stored in git rather than LFS.
 pub(crate) fn git_blob_id_file(path: &std::path::Path) -> Result<String, HubError> {
-    let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
-    let len = f.metadata().map_err(|e| HubError::io(path, e))?.len();
-    let mut hasher = Sha1::new();
-    hasher.update(format!("blob {len}\0").as_bytes());
-    io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(|e| HubError::io(path, e))?;
-    Ok(hex(&hasher.finalize()))
+    let len = fs::metadata(path).map_err(|e| HubError::io(path, e))?.len();
+    hash_file::<Sha1>(path, format!("blob {len}\0").as_bytes())
 }
 
 #[cfg(test)]

@@ -575,7 +575,7 @@ impl Ctx<'_> {
                     actual: actual.clone(),
                 })
             } else if is_git_blob_id(etag) {
-                out.sync_all().map_err(io_err)?;
+                // `out` is an unbuffered File: a second handle reads every byte written.
                 let id = git_blob_id_file(&inc)?;
                 (id != etag).then(|| HubError::GitBlobMismatch {
                     repo: self.repo.to_owned(),

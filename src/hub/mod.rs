@@ -245,17 +245,16 @@ fn fetch_files(
 ) -> Result<Vec<FetchedFile>, HubError> {
     let workers = opts.downloads.clamp(1, files.len().max(1));
     let next = AtomicUsize::new(0);
-    let failed = ctx.stop;
     let results: Vec<Mutex<Option<Result<FetchedFile, HubError>>>> =
         files.iter().map(|_| Mutex::new(None)).collect();
     let work = || loop {
         let i = next.fetch_add(1, Ordering::SeqCst);
-        if i >= files.len() || failed.load(Ordering::SeqCst) {
+        if i >= files.len() || ctx.stop.load(Ordering::SeqCst) {
             break;
         }
         let r = ctx.fetch_file(commit, files[i], opts.verify_cached);
         if matches!(&r, Err(e) if !matches!(e, HubError::Stopped { .. })) {
-            failed.store(true, Ordering::SeqCst);
+            ctx.stop.store(true, Ordering::SeqCst);
         }
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     };

@@ -95,7 +95,7 @@ static AVX2: Kernels = Kernels {
     quantize_i8s: avx2::quantize_i8s,
     quantize_q8k: avx2::quantize_q8k,
     quantize_q8_0: avx2::quantize_q8_0,
-    tq2_tokens: 3,
+    tq2_tokens: 4,
 };
 
 #[cfg(bitconv_avx512)]

@@ -1000,16 +1000,28 @@ impl MatmulCtx<'_> {
             let r1 = (r0 + chunk_rows[i]).min(m);
             let len = (r1 - r0) * n;
             let acts_of = |w: &Matrix| &acts[format_slot(w.format())];
-            let combine = |g: &mut [f32], u: &[f32]| {
-                if let Some(a) = act {
-                    for (g, &u) in g.iter_mut().zip(u) {
-                        let v = match a {
-                            Activation::Silu => ops::silu(*g),
-                            Activation::ReluSqr => ops::relu_sqr(*g),
-                        };
-                        *g = v * u;
+            let combine = |g: &mut [f32], u: &[f32]| match act {
+                Some(Activation::Silu) => {
+                    // ops::silu, g / (1 + e^(−g)), with the exponentials through the kernel
+                    // table (the C library's bits) a stack buffer at a time.
+                    let mut e = [0.0f32; 64];
+                    for (g, u) in g.chunks_mut(64).zip(u.chunks(64)) {
+                        let e = &mut e[..g.len()];
+                        for (e, &x) in e.iter_mut().zip(g.iter()) {
+                            *e = -x;
+                        }
+                        self.kern.exp(e);
+                        for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
+                            *g = *g / (1.0 + e) * u;
+                        }
                     }
                 }
+                Some(Activation::ReluSqr) => {
+                    for (g, &u) in g.iter_mut().zip(u) {
+                        *g = ops::relu_sqr(*g) * u;
+                    }
+                }
+                None => {}
             };
             if n == 1 {
                 // SAFETY: chunk `c` of matrix `i` owns rows r0..r1 of that matrix's output

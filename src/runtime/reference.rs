@@ -911,6 +911,34 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
+/// `g[i] = act(g[i])·u[i]`, the gated FFN's activation: ops::silu or ops::relu_sqr, bit for bit,
+/// with SiLU's exponentials through the kernel table (the C library's bits) a stack buffer at a
+/// time.
+fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
+    debug_assert_eq!(g.len(), u.len());
+    match act {
+        Activation::Silu => {
+            let mut e = [0.0f32; 64];
+            for (g, u) in g.chunks_mut(64).zip(u.chunks(64)) {
+                let e = &mut e[..g.len()];
+                for (e, &x) in e.iter_mut().zip(g.iter()) {
+                    *e = -x;
+                }
+                kern.exp(e);
+                // ops::silu's order: g / (1 + e^(−g)), then times u.
+                for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
+                    *g = *g / (1.0 + e) * u;
+                }
+            }
+        }
+        Activation::ReluSqr => {
+            for (g, &u) in g.iter_mut().zip(u) {
+                *g = ops::relu_sqr(*g) * u;
+            }
+        }
+    }
+}
+
 /// Matmuls of one forward pass: kernel table, where the weights are, batch size, emulation.
 #[derive(Clone, Copy)]
 struct MatmulCtx<'a> {
@@ -1000,28 +1028,10 @@ impl MatmulCtx<'_> {
             let r1 = (r0 + chunk_rows[i]).min(m);
             let len = (r1 - r0) * n;
             let acts_of = |w: &Matrix| &acts[format_slot(w.format())];
-            let combine = |g: &mut [f32], u: &[f32]| match act {
-                Some(Activation::Silu) => {
-                    // ops::silu, g / (1 + e^(−g)), with the exponentials through the kernel
-                    // table (the C library's bits) a stack buffer at a time.
-                    let mut e = [0.0f32; 64];
-                    for (g, u) in g.chunks_mut(64).zip(u.chunks(64)) {
-                        let e = &mut e[..g.len()];
-                        for (e, &x) in e.iter_mut().zip(g.iter()) {
-                            *e = -x;
-                        }
-                        self.kern.exp(e);
-                        for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
-                            *g = *g / (1.0 + e) * u;
-                        }
-                    }
+            let combine = |g: &mut [f32], u: &[f32]| {
+                if let Some(a) = act {
+                    gate(self.kern, a, g, u);
                 }
-                Some(Activation::ReluSqr) => {
-                    for (g, &u) in g.iter_mut().zip(u) {
-                        *g = ops::relu_sqr(*g) * u;
-                    }
-                }
-                None => {}
             };
             if n == 1 {
                 // SAFETY: chunk `c` of matrix `i` owns rows r0..r1 of that matrix's output
@@ -1167,4 +1177,61 @@ fn as_i32_mut(v: &mut [f32]) -> &mut [i32] {
     // SAFETY: f32 and i32 have the same size and alignment and every bit pattern is valid for
     // both; the returned slice borrows `v` exclusively.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<i32>(), v.len()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batched gate equals the scalar definitions bit for bit on every kernel table, for
+    /// lengths that are not multiples of the buffer or the vector width and for values where the
+    /// vector `expf` hands over to the library (|x| >= 85, infinities).
+    #[test]
+    fn gate_equals_the_scalar_activations() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut g0: Vec<f32> = (0..203)
+            .map(|_| (next() % 20_001) as f32 / 1000.0 - 10.0)
+            .collect();
+        g0.extend([
+            0.0,
+            -0.0,
+            85.5,
+            -85.5,
+            100.0,
+            -100.0,
+            1e-30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let u: Vec<f32> = (0..g0.len())
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        for act in [Activation::Silu, Activation::ReluSqr] {
+            let want: Vec<u32> = g0
+                .iter()
+                .zip(&u)
+                .map(|(&x, &u)| {
+                    let a = match act {
+                        Activation::Silu => ops::silu(x),
+                        Activation::ReluSqr => ops::relu_sqr(x),
+                    };
+                    (a * u).to_bits()
+                })
+                .collect();
+            for kern in simd::available() {
+                for len in [0, 1, 7, 63, 64, 65, 130, g0.len()] {
+                    let mut g = g0[..len].to_vec();
+                    gate(kern, act, &mut g, &u[..len]);
+                    let got: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want[..len], "{} {act:?} len {len}", kern.name());
+                }
+            }
+        }
+    }
 }

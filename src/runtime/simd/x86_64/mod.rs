@@ -52,9 +52,10 @@ macro_rules! tiled {
 
 /// Float dot products (see `Kernels::float_dots`), the body of a function generic over
 /// `const H: bool` (F16 weights if true, else F32): tiles of `$gr` rows × 1 token in ggml's
-/// order, `$lr × $lt` in the 8-lane order.
+/// order (prefetching ahead in each row if `$pf`, see `avx2::ggml_tile`), `$lr × $lt` in the
+/// 8-lane order.
 macro_rules! float_dots_body {
-    ($order:ident, $w:ident, $stride:ident, $k:ident, $x:ident, $n:ident, $out:ident,
+    ($order:ident, $w:ident, $stride:ident, $k:ident, $x:ident, $n:ident, $out:ident, $pf:literal,
      $gr:literal, [$($gc:tt)*], $lr:literal, $lt:literal, [$($lc:tt)*]) => {{
         let ty = if H { FloatType::F16 } else { FloatType::F32 };
         let rows = check_float(ty, $w.len(), $stride, $k, $x.len(), $n, $out.len());
@@ -63,7 +64,7 @@ macro_rules! float_dots_body {
             FloatOrder::Ggml => {
                 // One token at a time (ggml's vec_dot has no batch tiling).
                 tiled!($out, rows, $n, 1, $gr, 1, [$($gc)*], |r, t, R, T| {
-                    ggml_tile::<H, R, T>(wp.add(r * $stride), $stride, xp.add(t * $k), $k)
+                    ggml_tile::<H, R, T, $pf>(wp.add(r * $stride), $stride, xp.add(t * $k), $k)
                 });
             }
             FloatOrder::Lanes8 => {

@@ -457,7 +457,13 @@ pub fn rope_heads(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle, head_di
 /// SiLU in f32: `x / (1 + e^(−x))`.
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    silu_with(x, (-x).exp())
+}
+
+/// [`silu`] given `e = e^(−x)` (computed elsewhere, e.g. many at a time by a kernel table).
+#[inline]
+pub fn silu_with(x: f32, e: f32) -> f32 {
+    x / (1.0 + e)
 }
 
 /// Squared ReLU in f32: `max(x, 0)²`.

@@ -925,9 +925,8 @@ fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
                     *e = -x;
                 }
                 kern.exp(e);
-                // ops::silu's order: g / (1 + e^(−g)), then times u.
                 for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
-                    *g = *g / (1.0 + e) * u;
+                    *g = ops::silu_with(*g, e) * u;
                 }
             }
         }

@@ -311,29 +311,13 @@ pub(super) unsafe fn tq2_tile<const R: usize, const T: usize, const S: bool, con
 
 /// TQ2_0 × Q8_K (see `Kernels::tq2_dots`): tiles of up to 2 rows × 4 tokens (measured on
 /// Zen 3 at the 0.7B model's shapes in the runtime's token blocks: 10% faster than 2 × 3;
-/// 3 × 3, 3 × 4 and one row × 4..8 tokens were slower).
+/// 3 × 3, 3 × 4 and one row × 4..8 tokens were slower). One-token products prefetch ahead if
+/// `PF` (the AVX2 table; the AVX-512 table, which calls this for one token, does not).
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tq2_dots(
-    w: &[u8],
-    k: usize,
-    acts: Q8kActs<'_>,
-    shared: Option<u16>,
-    n: usize,
-    out: &mut [f32],
-) {
-    tq2_dots_with::<true>(w, k, acts, shared, n, out)
-}
-
-/// [`tq2_dots`], prefetching ahead in one-token products if `PF` (the AVX-512 table, which
-/// calls this for one token, does not).
-///
-/// # Safety
-/// As [`tq2_dots`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tq2_dots_with<const PF: bool>(
+pub(super) unsafe fn tq2_dots<const PF: bool>(
     w: &[u8],
     k: usize,
     acts: Q8kActs<'_>,

@@ -308,7 +308,7 @@ pub(super) unsafe fn tq2_dots(
     if n == 1 {
         // One token: the AVX2 GEMV was faster here (38 against 44 µs for 3072×768 on Zen 4,
         // `cargo bench`); VNNI pays off only on tiles of several tokens. Same bits either way.
-        return super::avx2::tq2_dots_with::<false>(w, k, acts, shared, n, out);
+        return super::avx2::tq2_dots::<false>(w, k, acts, shared, n, out);
     }
     let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;

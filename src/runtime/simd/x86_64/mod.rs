@@ -84,7 +84,7 @@ static AVX2: Kernels = Kernels {
     name: "avx2",
     choice: KernelChoice::Avx2,
     i2s: avx2::i2s_dots,
-    tq2: avx2::tq2_dots,
+    tq2: avx2::tq2_dots::<true>,
     q8_0: avx2::q8_0_dots,
     f16: avx2::float_dots::<true>,
     f32: avx2::float_dots::<false>,

@@ -80,7 +80,8 @@ for size in 125M 0.7B; do
 done
 
 # The three layouts of each model alternated in one process (`bench --against`): their ratios
-# to I2_S, which separate runs on a drifting machine cannot give.
+# to I2_S, which separate runs on a drifting machine cannot give. Ten repetitions: with five,
+# TL2 (the same kernels as I2_S) came out between 0.85 and 1.07 of I2_S on one Zen 3 day.
 alts=()
 for size in 125M 0.7B; do
   for kind in dummy conv; do
@@ -88,7 +89,7 @@ for size in 125M 0.7B; do
     wait_quiet
     echo "load $(cut -d' ' -f1 /proc/loadavg): $d alternated" >&2
     $b bench "$d-i2_s/model.gguf" --against "$d-tl2/model.gguf" --against "$d-tq2_0/model.gguf" \
-      -p 128 -n 32 -t 2 -r 5 --bandwidth-mib 0 --json > "$d-alternated.json"
+      -p 128 -n 32 -t 2 -r 10 --bandwidth-mib 0 --json > "$d-alternated.json"
     alts+=("$d-alternated.json")
   done
 done

@@ -370,7 +370,8 @@ pub fn alternate(
 }
 
 /// The prompt test (one warm-up, then `opts.reps` repetitions, each running every model in
-/// turn), then the generation test likewise, `between` after every generation run.
+/// turn, every other one in reverse order), then the generation test likewise, `between` after
+/// every generation run.
 fn measure_models(
     models: &[&Model],
     kernels: &'static Kernels,
@@ -400,10 +401,17 @@ fn measure_models(
             .collect();
         let mut samples = vec![vec![]; models.len()];
         for rep in 0..=opts.reps {
-            for ((s, t), out) in sessions.iter_mut().zip(&toks).zip(&mut samples) {
-                let r = rate(s, t)?;
+            // Every other repetition in reverse order (A B C, C B A, ...), so that no model
+            // always runs first (after the others' weights have left the caches) or last.
+            let order: Vec<usize> = if rep % 2 == 0 {
+                (0..models.len()).collect()
+            } else {
+                (0..models.len()).rev().collect()
+            };
+            for i in order {
+                let r = rate(&mut sessions[i], &toks[i])?;
                 if rep > 0 {
-                    out.push(r);
+                    samples[i].push(r);
                 }
                 after();
             }

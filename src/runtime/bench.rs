@@ -401,14 +401,14 @@ fn measure_models(
             .collect();
         let mut samples = vec![vec![]; models.len()];
         for rep in 0..=opts.reps {
-            // Every other repetition in reverse order (A B C, C B A, ...), so that no model
-            // always runs first (after the others' weights have left the caches) or last.
-            let order: Vec<usize> = if rep % 2 == 0 {
-                (0..models.len()).collect()
-            } else {
-                (0..models.len()).rev().collect()
-            };
-            for i in order {
+            for j in 0..models.len() {
+                // Every other repetition in reverse order (A B C, C B A, ...), so that no model
+                // always runs first (after the others' weights have left the caches) or last.
+                let i = if rep % 2 == 0 {
+                    j
+                } else {
+                    models.len() - 1 - j
+                };
                 let r = rate(&mut sessions[i], &toks[i])?;
                 if rep > 0 {
                     samples[i].push(r);

@@ -52,11 +52,14 @@ fn trace(model: &Model, kernels: &'static Kernels, kv: KvPrecision) -> (Vec<Vec<
 }
 
 fn check(rel: &str, ini: Option<&str>) {
-    let model = load(rel, ini);
+    check_model(rel, &load(rel, ini));
+}
+
+fn check_model(rel: &str, model: &Model) {
     for kv in [KvPrecision::F16, KvPrecision::F32] {
-        let (want, want_ids) = trace(&model, Kernels::reference(), kv);
+        let (want, want_ids) = trace(model, Kernels::reference(), kv);
         for k in simd::available().into_iter().filter(|k| !k.is_reference()) {
-            let (got, ids) = trace(&model, k, kv);
+            let (got, ids) = trace(model, k, kv);
             let a = compare_rows(got.iter().map(|r| &r[..]), want.iter().map(|r| &r[..]));
             eprintln!("{rel} {kv:?}: {} vs reference: {a}", k.name());
             assert_eq!(ids, want_ids, "{rel}: {} greedy continuation", k.name());
@@ -86,6 +89,51 @@ fn tl1_tl2_files() {
         "bitnet-cpp/from-fp32/ggml-model-tl2.gguf",
         Some("bitnet-cpp/kernel_config_tl2.ini"),
     );
+}
+
+/// A random model whose FFN width (320) is not a multiple of 128, written by `dummy` as I2_S and
+/// as F32 (the same ternary weights): in the I2_S file the rows of `ffn_down` start inside
+/// 128-value blocks. The runtime holds them row-aligned and zero-padded; every kernel table must
+/// agree with the scalar one bit for bit, and the logits must agree with the F32 file's, which is
+/// run with f32 arithmetic on unpadded rows (only the int8 activations differ).
+#[test]
+fn i2s_rows_inside_blocks() {
+    use bitconv::checkpoint::Arch;
+    use bitconv::convert::OutType;
+    use bitconv::dummy::{self, DummySpec};
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out_type: OutType| {
+        let spec = DummySpec {
+            arch: Arch::Bitnet,
+            hidden: 256,
+            intermediate: 320,
+            layers: 2,
+            heads: 4,
+            kv_heads: 4,
+            vocab: 1002,
+            out_type,
+            seed: 7,
+            name: "k320".into(),
+            kernel_config: None,
+        };
+        let path = dir.path().join(format!("k320-{out_type}.gguf"));
+        dummy::write(&spec, &dummy::plan(&spec).unwrap(), &path, &()).unwrap();
+        path
+    };
+    let i2s = Model::load(&make(OutType::I2S), &LoadOptions::default()).unwrap();
+    let down = i2s
+        .matrices()
+        .find(|m| m.name() == "blk.0.ffn_down.weight")
+        .unwrap();
+    assert_eq!((down.rows(), down.cols()), (256, 320));
+    check_model("k320 i2_s", &i2s);
+    let f32m = Model::load(&make(OutType::F32), &LoadOptions::default()).unwrap();
+    let (a, _) = trace(&i2s, Kernels::reference(), KvPrecision::F32);
+    let (b, _) = trace(&f32m, Kernels::reference(), KvPrecision::F32);
+    let n = 12; // the batched prompt's rows
+    let agree = compare_rows(a[..n].iter().map(|r| &r[..]), b[..n].iter().map(|r| &r[..]));
+    eprintln!("k320 i2_s vs f32: {agree}");
+    assert!(agree.min_cosine > 0.99, "i2_s vs f32: {agree}");
 }
 
 #[test]

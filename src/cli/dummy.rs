@@ -13,8 +13,9 @@ use super::progress::Bar;
 /// Arguments of `bitconv dummy`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A size of bitnet.cpp's dummy generator: 125M, 350M, 1B, 1.5B, 2.7B, 3.8B, 7B, 13B, 30B,
-    /// 70B, 100B; or `custom` with --hidden/--intermediate/--layers/--heads.
+    /// A size of bitnet.cpp's dummy generator (125M, 350M, 1B, 1.5B, 2.7B, 3.8B, 7B, 13B, 30B,
+    /// 70B, 100B), `3B` (bitnet_b1_58-3B's shape: hidden 3200, FFN 8640, 26 layers), or `custom`
+    /// with --hidden/--intermediate/--layers/--heads.
     #[arg(long, default_value = "125M")]
     size: String,
     /// Output type: i2_s, tl1, tl2, tq1_0, tq2_0, f16, f32.

@@ -85,6 +85,15 @@ pub const SIZES: &[Size] = &[
         layers: 24,
         heads: 32,
     },
+    // Not in the reference generator: bitnet_b1_58-3B's real shape, whose FFN width (8640) is
+    // not a multiple of 128, so tests and benchmarks reach rows that start inside I2_S blocks.
+    Size {
+        name: "3B",
+        hidden: 3200,
+        intermediate: 8640,
+        layers: 26,
+        heads: 32,
+    },
     Size {
         name: "3.8B",
         hidden: 3840,

@@ -173,7 +173,8 @@ pub struct Hparams {
 /// How a weight matrix is held in memory (and which kernel multiplies it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// Canonical I2_S rows (`K/4` bytes each) and one f32 scale; int8 activations.
+    /// Canonical I2_S rows (`K/4` bytes each, `K` rounded up to whole 128-value blocks) and one
+    /// f32 scale; int8 activations.
     I2s,
     /// TQ2_0 blocks (66 bytes per 256 values); Q8_K activations.
     Tq2,
@@ -186,10 +187,19 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// Columns of one row as held in memory: `k`, except I2_S rows, which are padded to whole
+    /// 128-value blocks ([`i2s::padded_cols`]; activations are padded with zeros to match).
+    pub fn stride(self, k: usize) -> usize {
+        match self {
+            WeightFormat::I2s => i2s::padded_cols(k),
+            _ => k,
+        }
+    }
+
     /// Bytes of one row of `k` values.
     pub fn row_bytes(self, k: usize) -> usize {
         match self {
-            WeightFormat::I2s => k / 4,
+            WeightFormat::I2s => i2s::padded_cols(k) / 4,
             WeightFormat::Tq2 => k / QK_K * TQ2_BLOCK_BYTES,
             WeightFormat::Q8_0 => k / QK8_0 * Q8_0_BLOCK_BYTES,
             WeightFormat::F16 => 2 * k,
@@ -1021,9 +1031,7 @@ impl Binder<'_> {
             && !matches!(t.ty, GgmlType::I2_S | GgmlType::TL1 | GgmlType::TL2)
         {
             let (codes, s) = self.ternary_codes(name, &t, m, k)?;
-            self.need_i2s_width(name, k)?;
-            let mut out = vec![0u8; m * k / 4];
-            i2s::pack_rows(&codes, &mut out)
+            let out = i2s::pack_rows_padded(&codes, k)
                 .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
             self.used.insert(name.to_string());
             return Ok(Matrix {
@@ -1039,15 +1047,22 @@ impl Binder<'_> {
         }
         let (format, data) = match t.ty {
             GgmlType::I2_S => {
-                self.need_i2s_width(name, k)?;
                 scale = self
                     .gguf
                     .ternary_scale(&t)
                     .ok_or_else(|| self.tensor_err(name, "no room for the I2_S scale"))?;
-                (WeightFormat::I2s, Data::File(self.abs_range(&t, m * k / 4)))
+                if k % i2s::BLOCK_VALUES == 0 {
+                    (WeightFormat::I2s, Data::File(self.abs_range(&t, m * k / 4)))
+                } else {
+                    // Rows start inside blocks in the file: held row-aligned, zero-padded.
+                    let (codes, _) = i2s::unpack(self.gguf.tensor_bytes(&t), m, k)
+                        .map_err(|e| self.tensor_err(name, e.to_string()))?;
+                    let out = i2s::pack_rows_padded(&codes, k)
+                        .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
+                    (WeightFormat::I2s, Data::Owned(out))
+                }
             }
             GgmlType::TL1 | GgmlType::TL2 => {
-                self.need_i2s_width(name, k)?;
                 scale = self
                     .gguf
                     .ternary_scale(&t)
@@ -1060,8 +1075,7 @@ impl Binder<'_> {
                     tl2::unpack(bytes, m, k, &p)
                 }
                 .map_err(|e| self.tensor_err(name, format!("decoding with {p}: {e}")))?;
-                let mut out = vec![0u8; m * k / 4];
-                i2s::pack_rows(&codes, &mut out)
+                let out = i2s::pack_rows_padded(&codes, k)
                     .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
                 (WeightFormat::I2s, Data::Owned(out))
             }
@@ -1109,16 +1123,6 @@ impl Binder<'_> {
             tq2_shared_scale,
             data,
         })
-    }
-
-    fn need_i2s_width(&self, name: &str, k: usize) -> Result<(), RuntimeError> {
-        if k % 128 != 0 {
-            return Err(self.tensor_err(
-                name,
-                format!("{k} input columns: ternary rows need a multiple of 128 columns"),
-            ));
-        }
-        Ok(())
     }
 
     fn tl_params_for(

@@ -866,12 +866,19 @@ fn prepare(
 ) {
     match format {
         WeightFormat::I2s => {
-            let q = Rows::new(sized(&mut a.q, n * k), k);
+            // Rows of whole 128-value blocks; the padding stays zero (see `WeightFormat::stride`).
+            let kp = format.stride(k);
+            let qv = sized(&mut a.q, n * kp);
+            if kp != k {
+                qv.fill(0);
+            }
+            let q = Rows::new(qv, kp);
             let s = Rows::new(sized(&mut a.s, n), 1);
             let sum = Rows::new(sized(&mut a.sum, n), 1);
             // SAFETY: token `t` writes only its own rows of `q`, `s` and `sum`.
             per_token(n, |t| unsafe {
-                let (sv, su) = kern.quantize_i8s_with(&x[t * k..(t + 1) * k], q.row(t), rule);
+                let (sv, su) =
+                    kern.quantize_i8s_with(&x[t * k..(t + 1) * k], &mut q.row(t)[..k], rule);
                 s.row(t)[0] = sv;
                 sum.row(t)[0] = su;
             });
@@ -1111,7 +1118,9 @@ impl MatmulCtx<'_> {
         match w.format() {
             WeightFormat::I2s => {
                 let dots = as_i32_mut(out);
-                self.kern.i2s_dots(data, k, &a.q[t0 * k..t1 * k], nt, dots);
+                let kp = w.format().stride(k);
+                self.kern
+                    .i2s_dots(data, kp, &a.q[t0 * kp..t1 * kp], nt, dots);
                 let ws = w.scale();
                 let (sums, scales) = (&a.sum[t0..t1], &a.s[t0..t1]);
                 if nt == 1 {

@@ -115,6 +115,42 @@ pub fn pack_rows(codes: &[i8], out: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// Columns of one row held row-aligned in memory: `K` rounded up to whole 128-value blocks.
+///
+/// The file layout flattens `M·K` values, so when `K % 128 != 0` (bitnet_b1_58-3B's
+/// `ffn_down`, K = 8640) rows start inside blocks. A runtime that multiplies row by row keeps each
+/// row padded with zeros to this width ([`pack_rows_padded`]) and pads the activations with zeros
+/// to match, which adds nothing to any dot product.
+pub const fn padded_cols(k: usize) -> usize {
+    k.div_ceil(BLOCK_VALUES) * BLOCK_VALUES
+}
+
+/// Packs an `M × K` matrix of ternary values (row-major, `codes.len() == M·K`) into rows of
+/// [`padded_cols`]`(K) / 4` bytes each, every row padded with zeros (code 1). With
+/// `K % 128 == 0` this is exactly [`pack_rows`].
+pub fn pack_rows_padded(codes: &[i8], k: usize) -> Result<Vec<u8>> {
+    let kp = padded_cols(k);
+    if k == 0 || codes.len() % k != 0 {
+        return Err(LayoutError::InputLength {
+            what: format!("I2_S rows of {k} values"),
+            expected: codes.len().div_ceil(k.max(1)) * k,
+            actual: codes.len(),
+        });
+    }
+    let m = codes.len() / k;
+    let mut out = vec![0u8; m * kp / 4];
+    if kp == k {
+        pack_rows(codes, &mut out)?;
+        return Ok(out);
+    }
+    let mut row = vec![0i8; kp];
+    for (src, dst) in codes.chunks_exact(k).zip(out.chunks_exact_mut(kp / 4)) {
+        row[..k].copy_from_slice(src);
+        pack_rows(&row, dst)?;
+    }
+    Ok(out)
+}
+
 /// Writes the 32-byte tail of a tensor of `n` values: `scale` (f32 LE) at
 /// `n/4`, zeros after it. `data` is the whole tensor (`n/4 + 32` bytes).
 pub fn write_tail(data: &mut [u8], n: usize, scale: f32) -> Result<()> {
@@ -216,6 +252,29 @@ fn unpack_block(blk: &[u8], out: &mut [i8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_rows_hold_each_row_then_zeros() {
+        // 3 rows of 200 values: the file layout would start row 1 inside block 1.
+        let (m, k) = (3usize, 200usize);
+        let codes: Vec<i8> = (0..m * k)
+            .map(|i| ((i * 7 + i / 5) % 3) as i8 - 1)
+            .collect();
+        let out = pack_rows_padded(&codes, k).unwrap();
+        assert_eq!(padded_cols(k), 256);
+        assert_eq!(out.len(), m * 256 / 4);
+        for r in 0..m {
+            let mut blk = vec![0u8; 64 + TAIL_BYTES];
+            blk[..64].copy_from_slice(&out[r * 64..(r + 1) * 64]);
+            let (back, _) = unpack(&blk, 1, 256).unwrap();
+            assert_eq!(&back[..k], &codes[r * k..(r + 1) * k], "row {r}");
+            assert!(back[k..].iter().all(|&v| v == 0), "row {r} padding");
+        }
+        // Whole blocks: the same bytes as pack_rows.
+        let mut direct = vec![0u8; 2 * 256 / 4];
+        pack_rows(&codes[..512], &mut direct).unwrap();
+        assert_eq!(pack_rows_padded(&codes[..512], 256).unwrap(), direct);
+    }
 
     #[test]
     fn block_interleave() {

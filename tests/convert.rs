@@ -125,6 +125,7 @@ fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
                 "--quant-embd",
                 "--kernel-config",
                 ini.to_str().unwrap(),
+                "--reference-bytes",
             ],
         );
         let ours = std::fs::read(&out).unwrap();
@@ -134,6 +135,93 @@ fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
         .unwrap();
         assert!(ours == theirs, "{tl} differs");
     }
+}
+
+/// Without `--reference-bytes`, a TL file records the kernel parameters it was packed with in
+/// one key of bitconv's namespace and differs from the reference in nothing else; moved away
+/// from every kernel_config.ini, it still runs and validates with no flag.
+#[test]
+fn tl_files_record_their_kernel_parameters() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp32");
+    for tl in ["tl1", "tl2"] {
+        let ini = reference(&format!("bitnet-cpp/kernel_config_{tl}.ini"));
+        let out = convert_ok(
+            &dir,
+            &[
+                "--quant",
+                tl,
+                "--absmean",
+                "torch:2",
+                "--quant-embd",
+                "--kernel-config",
+                ini.to_str().unwrap(),
+            ],
+        );
+        let ours = MappedGguf::open(&out).unwrap();
+        let theirs = MappedGguf::open(&reference(&format!(
+            "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"
+        )))
+        .unwrap();
+        let (last, rest) = ours.header.kv.split_last().unwrap();
+        assert_eq!(
+            rest,
+            &theirs.header.kv[..],
+            "{tl}: the reference's keys, in order"
+        );
+        assert_eq!(last.0, params::GGUF_KEY);
+        let recorded = params::parse_kernel_config_ini(last.1.as_str().unwrap()).unwrap();
+        let given =
+            params::parse_kernel_config_ini(&std::fs::read_to_string(&ini).unwrap()).unwrap();
+        for t in ours.header.tensors.iter().filter(|t| t.ty != GgmlType::F32) {
+            if !matches!(t.ty, GgmlType::TL1 | GgmlType::TL2) {
+                continue;
+            }
+            let (k, m) = (t.dims[0] as usize, t.dims[1] as usize);
+            assert_eq!(
+                params::find_entry(&recorded, m, k),
+                params::find_entry(&given, m, k),
+                "{tl} {}",
+                t.name
+            );
+        }
+        for (a, b) in ours.header.tensors.iter().zip(&theirs.header.tensors) {
+            assert_eq!(a.ty, b.ty);
+            assert!(ours.tensor_bytes(a) == theirs.tensor_bytes(b), "{}", a.name);
+        }
+        // Alone in a directory, no flag: golden, validate and run all load it.
+        let alone = tempfile::tempdir().unwrap();
+        let file = alone.path().join(format!("m-{tl}.gguf"));
+        std::fs::copy(&out, &file).unwrap();
+        for args in [
+            vec![
+                "golden".to_string(),
+                s(&file),
+                "-o".into(),
+                format!("{}.golden.json", s(&file)),
+            ],
+            vec!["validate".to_string(), s(&file)],
+            vec![
+                "run".to_string(),
+                s(&file),
+                "-p".into(),
+                "Once upon".into(),
+                "-n".into(),
+                "4".into(),
+            ],
+        ] {
+            let o = common::bitconv().args(&args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "{tl}: {args:?}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -171,6 +259,7 @@ fn exact_mean_differs_only_in_scales_within_2_ulp() {
                 "--quant-embd",
                 "--kernel-config",
                 ini.to_str().unwrap(),
+                "--reference-bytes",
             ],
             reference("bitnet-cpp/from-fp32/ggml-model-tl2.gguf"),
         ),

@@ -41,7 +41,13 @@ pub struct Args {
     /// Write the kernel_config.ini that bitnet.cpp's build needs for this model's TL kernels.
     #[arg(long, value_name = "FILE")]
     emit_kernel_config: Option<PathBuf>,
-    /// Model name for bitnet.cpp's pretuned kernel tables [default: the directory's name].
+    /// Write exactly the bytes of bitnet.cpp's converter: no bitconv.* metadata keys (TL files
+    /// then do not record their kernel parameters, and running them needs the tables or
+    /// --kernel-config).
+    #[arg(long)]
+    reference_bytes: bool,
+    /// Model name that breaks ties between built-in kernel tables with the same shapes
+    /// [default: the directory's name].
     #[arg(long)]
     model_name: Option<String>,
     /// general.name in the file [default: the directory's name].
@@ -92,6 +98,7 @@ pub fn run(a: Args) -> super::Outcome {
     opts.model_name = a.model_name.clone();
     opts.general_name = a.name.clone();
     opts.tokenizer_pre = a.tokenizer_pre.clone();
+    opts.reference_bytes = a.reference_bytes;
     if let Some(p) = &a.kernel_config {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;

@@ -42,6 +42,9 @@ pub struct Args {
     /// are copied into memory backed by huge pages, which streams them faster.
     #[arg(long)]
     mmap: bool,
+    /// TL1/TL2 kernel parameters (kernel_config.ini) for TL files that do not record their own.
+    #[arg(long, value_name = "FILE")]
+    kernel_config: Option<PathBuf>,
     /// Context size.
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx: usize,
@@ -59,6 +62,7 @@ pub fn run(a: Args) -> super::Outcome {
         } else {
             WeightMemory::Resident
         },
+        tl_params: super::runopts::load_tl_params(a.kernel_config.as_deref())?,
         ..LoadOptions::default()
     };
     let model =

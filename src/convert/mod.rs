@@ -162,6 +162,10 @@ pub struct ConvertOptions {
     pub general_name: Option<String>,
     /// The BPE pre-tokenizer name, when it cannot be identified from the tokenizer.
     pub tokenizer_pre: Option<String>,
+    /// Write exactly the reference converter's bytes: no metadata keys of bitconv's own (TL
+    /// files then do not record their kernel parameters, see
+    /// [`crate::quant::layouts::params::GGUF_KEY`]).
+    pub reference_bytes: bool,
 }
 
 impl ConvertOptions {
@@ -176,6 +180,7 @@ impl ConvertOptions {
             model_name: None,
             general_name: None,
             tokenizer_pre: None,
+            reference_bytes: false,
         }
     }
 }

@@ -325,14 +325,13 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
                         TlLayout::Tl2
                     };
                     let (params, origin) =
-                        tl_params(opts, &model_name, layout, m, k).map_err(|reason| {
-                            ConvertError::Unsupported {
+                        params::choose(opts.kernel_config.as_deref(), &model_name, layout, m, k)
+                            .map_err(|reason| ConvertError::Unsupported {
                                 tensor: name.clone(),
                                 m,
                                 k,
                                 reason,
-                            }
-                        })?;
+                            })?;
                     note = Some(format!("{params} ({origin})"));
                     tl = Some(params);
                     if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
@@ -398,7 +397,13 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             Flavor::BitnetCpp => ck.dir_name(),
             Flavor::Mainline => title_case(&ck.dir_name()),
         });
-    let kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
+    let mut kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
+    if !kernel_entries.is_empty() && !opts.reference_bytes {
+        kv.push((
+            params::GGUF_KEY.to_string(),
+            Value::String(params::emit_kernel_config_ini(&kernel_entries)),
+        ));
+    }
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
     let file_size = crate::gguf::writer::file_size(&kv, specs)
         .map_err(|e| ConvertError::Other(e.to_string()))?;
@@ -410,45 +415,6 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         kernel_entries,
         file_size,
     })
-}
-
-/// TL parameters for a shape: `--kernel-config` first, then the pretuned table of the model,
-/// then bitconv's family table for its real shapes (`layouts/family-*`), then derived ones.
-fn tl_params(
-    opts: &ConvertOptions,
-    model_name: &str,
-    layout: TlLayout,
-    m: usize,
-    k: usize,
-) -> Result<(TlParams, String), String> {
-    let check = |p: TlParams| match layout {
-        TlLayout::Tl1 => crate::quant::layouts::tl1::validate(m, k, &p).map_err(|e| e.to_string()),
-        TlLayout::Tl2 => crate::quant::layouts::tl2::validate(m, k, &p).map_err(|e| e.to_string()),
-    };
-    if let Some(entries) = &opts.kernel_config {
-        if let Some(p) = params::find_entry(entries, m, k) {
-            check(p)?;
-            return Ok((p, "from --kernel-config".into()));
-        }
-    }
-    if let Some(p) = params::pretuned(model_name, layout, m, k) {
-        check(p)?;
-        return Ok((p, format!("pretuned for {model_name}")));
-    }
-    if let Some(p) = params::family(model_name, layout, m, k) {
-        check(p)?;
-        return Ok((p, format!("bitconv table for {model_name}")));
-    }
-    let derived = match layout {
-        TlLayout::Tl1 => params::derive_tl1(m, k),
-        TlLayout::Tl2 => params::derive_tl2(m, k),
-    };
-    match derived {
-        Ok(p) => Ok((p, "derived".into())),
-        Err(e) => Err(format!(
-            "{e}; no {layout} parameters fit this shape (give them with --kernel-config FILE, or use i2_s)"
-        )),
-    }
 }
 
 /// The GGML type of a non-projection tensor `gguf` (GGUF name) with `n_dims` dimensions and

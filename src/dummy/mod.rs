@@ -530,21 +530,7 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
                     } else {
                         TlLayout::Tl2
                     };
-                    let p = s
-                        .kernel_config
-                        .as_ref()
-                        .and_then(|e| params::find_entry(e, m, k))
-                        .map(Ok)
-                        .unwrap_or_else(|| match layout {
-                            TlLayout::Tl1 => params::derive_tl1(m, k),
-                            TlLayout::Tl2 => params::derive_tl2(m, k),
-                        })
-                        .map_err(|e| DummyError::Shape(format!("tensor {name} ({m}×{k}): {e}")))?;
-                    let check = match layout {
-                        TlLayout::Tl1 => tl1::validate(m, k, &p),
-                        TlLayout::Tl2 => tl2::validate(m, k, &p),
-                    };
-                    check
+                    let (p, _) = params::choose(s.kernel_config.as_deref(), &s.name, layout, m, k)
                         .map_err(|e| DummyError::Shape(format!("tensor {name} ({m}×{k}): {e}")))?;
                     tl = Some(p);
                     if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
@@ -578,7 +564,13 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
         });
     }
     let meta = tokenizer(&cfg, out.flavor())?;
-    let kv = metadata_for(&cfg, out, &s.name, parameters, &meta);
+    let mut kv = metadata_for(&cfg, out, &s.name, parameters, &meta);
+    if !kernel_entries.is_empty() {
+        kv.push((
+            params::GGUF_KEY.to_string(),
+            Value::String(params::emit_kernel_config_ini(&kernel_entries)),
+        ));
+    }
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
     let file_size =
         crate::gguf::writer::file_size(&kv, specs).map_err(|e| DummyError::Shape(e.to_string()))?;

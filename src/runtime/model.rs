@@ -22,10 +22,12 @@
 //! Norm vectors (F32) are copied into small vectors. Anything the architecture does not use,
 //! any missing tensor, wrong shape or unsupported type is an error naming the tensor.
 //!
-//! TL1/TL2 data can only be decoded with the `(BM, BK, bm)` tiling it was packed with, which
-//! the file does not record: pass the `kernel_config.ini` entries in
-//! [`LoadOptions::tl_params`], or leave it empty to read `kernel_config_tl1.ini` /
-//! `kernel_config_tl2.ini` / `kernel_config.ini` from the model's directory.
+//! TL1/TL2 data can only be decoded with the `(BM, BK, bm)` tiling it was packed with. Files
+//! bitconv writes record it (metadata key `bitconv.tl.kernel_config`, which bitnet.cpp ignores);
+//! for files made elsewhere the loader takes, per shape, the entries of
+//! [`LoadOptions::tl_params`] (`--kernel-config`), else `kernel_config_tl1.ini` /
+//! `kernel_config_tl2.ini` / `kernel_config.ini` from the model's directory, else the built-in
+//! tables matched by shape.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -415,6 +417,7 @@ impl Model {
             gguf: &gguf,
             used: HashSet::new(),
             tl_params: opts.tl_params.clone(),
+            tl_file: Vec::new(),
             tl_loaded: false,
             ternary_as_i2s: opts.ternary_as_i2s,
         };
@@ -695,6 +698,8 @@ struct Binder<'g> {
     gguf: &'g MappedGguf,
     used: HashSet<String>,
     tl_params: Vec<KernelEntry>,
+    /// Kernel parameters recorded in the file ([`params::GGUF_KEY`]).
+    tl_file: Vec<KernelEntry>,
     tl_loaded: bool,
     ternary_as_i2s: bool,
 }
@@ -1132,36 +1137,77 @@ impl Binder<'_> {
         m: usize,
         k: usize,
     ) -> Result<layouts::TlParams, RuntimeError> {
-        if self.tl_params.is_empty() && !self.tl_loaded {
+        let layout = if ty == GgmlType::TL1 {
+            params::TlLayout::Tl1
+        } else {
+            params::TlLayout::Tl2
+        };
+        if !self.tl_loaded {
             self.tl_loaded = true;
-            let dir = self.file.parent().unwrap_or(Path::new("."));
-            let first = if ty == GgmlType::TL1 {
-                "kernel_config_tl1.ini"
-            } else {
-                "kernel_config_tl2.ini"
-            };
-            for cand in [first, "kernel_config.ini"] {
-                let p = dir.join(cand);
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    self.tl_params = params::parse_kernel_config_ini(&text).map_err(|e| {
-                        RuntimeError::KernelConfig {
-                            file: p.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    break;
-                }
+            self.tl_file = self.recorded_tl_params()?;
+            if self.tl_params.is_empty() {
+                self.tl_params = self.tl_params_beside(ty)?;
             }
         }
-        params::find_entry(&self.tl_params, m, k).ok_or_else(|| {
-            self.tensor_err(
-                name,
-                format!(
-                    "{ty} needs kernel parameters for m = {m}, k = {k}; none given \
-                     (pass kernel_config.ini entries in LoadOptions::tl_params)"
-                ),
-            )
-        })
+        // What the file records of its own packing; then what the user gave; then the built-in
+        // tables matched by shape (the file's general.name only breaks ties).
+        if let Some(p) = params::find_entry(&self.tl_file, m, k) {
+            return Ok(p);
+        }
+        if let Some(p) = params::find_entry(&self.tl_params, m, k) {
+            return Ok(p);
+        }
+        let model_name = self
+            .value("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if let Some((p, _)) = params::table_by_shape(&model_name, layout, m, k) {
+            return Ok(p);
+        }
+        Err(self.tensor_err(
+            name,
+            format!(
+                "{ty} needs kernel parameters for m = {m}, k = {k}: the file does not record them \
+                 ({} absent) and no built-in table has this shape; give the kernel_config.ini \
+                 the file was made with, with --kernel-config FILE",
+                params::GGUF_KEY
+            ),
+        ))
+    }
+
+    /// The kernel parameters the file records ([`params::GGUF_KEY`]), if any.
+    fn recorded_tl_params(&self) -> Result<Vec<KernelEntry>, RuntimeError> {
+        let Some(v) = self.value(params::GGUF_KEY) else {
+            return Ok(Vec::new());
+        };
+        let text = v
+            .as_str()
+            .ok_or_else(|| self.meta_err(params::GGUF_KEY, "expected a string"))?;
+        params::parse_kernel_config_ini(text)
+            .map_err(|e| self.meta_err(params::GGUF_KEY, e.to_string()))
+    }
+
+    /// `kernel_config_tl1.ini` / `kernel_config_tl2.ini` / `kernel_config.ini` beside the file.
+    fn tl_params_beside(&self, ty: GgmlType) -> Result<Vec<KernelEntry>, RuntimeError> {
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let first = if ty == GgmlType::TL1 {
+            "kernel_config_tl1.ini"
+        } else {
+            "kernel_config_tl2.ini"
+        };
+        for cand in [first, "kernel_config.ini"] {
+            let p = dir.join(cand);
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                return params::parse_kernel_config_ini(&text).map_err(|e| {
+                    RuntimeError::KernelConfig {
+                        file: p.clone(),
+                        reason: e.to_string(),
+                    }
+                });
+            }
+        }
+        Ok(Vec::new())
     }
 }
 

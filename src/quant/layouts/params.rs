@@ -474,6 +474,91 @@ pub fn preset(model_name: &str, layout: TlLayout, m: usize, k: usize) -> Option<
     find_entry(&embedded_entries(text), m, k)
 }
 
+/// The metadata key of bitconv's own namespace that records, in a TL1/TL2 file, the kernel
+/// parameters every TL tensor was packed with (the text of a `kernel_config.ini`, one section
+/// per shape). bitnet.cpp ignores keys it does not know; bitconv's runtime reads it, so a TL file
+/// can be run and validated without side files or flags.
+pub const GGUF_KEY: &str = "bitconv.tl.kernel_config";
+
+/// Every built-in table (`(name, embedded ini)`) for a layout, the one whose name matches
+/// `model_name` (bitnet.cpp's codegen mapping or bitconv's family mapping) first, then the
+/// codegen tables, then the family tables, in a fixed order.
+fn tables_for(model_name: &str, layout: TlLayout) -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    let named = [
+        codegen_table_for(model_name).and_then(|t| Some((t, codegen_ini(t, layout)?))),
+        family_table_for(model_name).and_then(|t| Some((t, family_ini(t, layout)?))),
+    ];
+    let all = CODEGEN_TABLES
+        .iter()
+        .filter_map(|&t| Some((t, codegen_ini(t, layout)?)))
+        .chain(
+            FAMILY_TABLES
+                .iter()
+                .filter_map(|&t| Some((t, family_ini(t, layout)?))),
+        );
+    for t in named.into_iter().flatten().chain(all) {
+        if !out.iter().any(|(n, _)| *n == t.0) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The built-in table entry for shape `(m, k)`, matched by shape: the table named by
+/// `model_name` wins when it has the shape (the name only breaks ties); otherwise the first
+/// table that has it. Returns the parameters and the table's name.
+pub fn table_by_shape(
+    model_name: &str,
+    layout: TlLayout,
+    m: usize,
+    k: usize,
+) -> Option<(TlParams, &'static str)> {
+    tables_for(model_name, layout)
+        .into_iter()
+        .find_map(|(name, text)| Some((find_entry(&embedded_entries(text), m, k)?, name)))
+}
+
+/// Checks parameters against a layout's constraints for shape `(m, k)`.
+pub fn check_for(layout: TlLayout, m: usize, k: usize, p: &TlParams) -> Result<()> {
+    match layout {
+        TlLayout::Tl1 => super::tl1::validate(m, k, p),
+        TlLayout::Tl2 => super::tl2::validate(m, k, p),
+    }
+}
+
+/// The parameters a TL1/TL2 matrix of shape `(m, k)` is packed with, and where they came from
+/// (for the plan): explicit entries (`--kernel-config`) first, then the built-in tables matched
+/// by shape ([`table_by_shape`]), then parameters derived for the shape. Every choice is checked
+/// against the layout. The one rule for every writer (convert, dummy).
+pub fn choose(
+    explicit: Option<&[KernelEntry]>,
+    model_name: &str,
+    layout: TlLayout,
+    m: usize,
+    k: usize,
+) -> std::result::Result<(TlParams, String), String> {
+    let check = |p: TlParams| check_for(layout, m, k, &p).map_err(|e| e.to_string());
+    if let Some(p) = explicit.and_then(|e| find_entry(e, m, k)) {
+        check(p)?;
+        return Ok((p, "from --kernel-config".into()));
+    }
+    if let Some((p, table)) = table_by_shape(model_name, layout, m, k) {
+        check(p)?;
+        return Ok((p, format!("built-in table {table}")));
+    }
+    let derived = match layout {
+        TlLayout::Tl1 => derive_tl1(m, k),
+        TlLayout::Tl2 => derive_tl2(m, k),
+    };
+    match derived {
+        Ok(p) => Ok((p, "derived".into())),
+        Err(e) => Err(format!(
+            "{e}; no {layout} parameters fit this shape (give them with --kernel-config FILE, or use i2_s)"
+        )),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Derivation for arbitrary shapes
 // ---------------------------------------------------------------------------

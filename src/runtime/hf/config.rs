@@ -278,11 +278,14 @@ impl HfConfig {
             }
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(f.bad("head_dim", format!("{head_dim} is not a positive even number")));
+            return Err(f.bad(
+                "head_dim",
+                format!("{head_dim} is not a positive even number"),
+            ));
         }
-        let rms_norm_eps = f
-            .f64_opt("rms_norm_eps")?
-            .unwrap_or(if bitnet_defaults { 1e-5 } else { 1e-6 }) as f32;
+        let rms_norm_eps =
+            f.f64_opt("rms_norm_eps")?
+                .unwrap_or(if bitnet_defaults { 1e-5 } else { 1e-6 }) as f32;
         let hidden_act = match f.str_opt("hidden_act")? {
             None if bitnet_defaults => HfActivation::Relu2,
             None => HfActivation::Silu,
@@ -402,7 +405,10 @@ fn rope(f: &Fields<'_>, bitnet_defaults: bool) -> Result<(f64, RopeScaling), HfE
                 return Err(p.bad("original_max_position_embeddings", "must be positive"));
             }
             if high_freq_factor == low_freq_factor {
-                return Err(p.bad("high_freq_factor", "equals low_freq_factor (division by zero)"));
+                return Err(p.bad(
+                    "high_freq_factor",
+                    "equals low_freq_factor (division by zero)",
+                ));
             }
             RopeScaling::Llama3 {
                 factor,

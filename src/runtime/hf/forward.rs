@@ -47,8 +47,38 @@ impl QuantActs {
     }
 }
 
-/// Exact `Σ a·b` of two int8 vectors (written so that the compiler vectorizes it).
-#[inline]
+/// The dot products of the matmuls and the attention, chosen once per process: AVX2 where the
+/// CPU has it, portable code otherwise. Both give the same results (integer sums are exact; the
+/// float ones add in the same lane order).
+#[derive(Clone, Copy)]
+pub(super) struct Dots {
+    /// Exact `Σ a·b` of two int8 vectors.
+    pub i8: fn(&[i8], &[i8]) -> i32,
+    /// `Σ a·b` in f32 over eight lanes.
+    pub f32: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Dots {
+    pub fn get() -> Dots {
+        static DOTS: std::sync::OnceLock<Dots> = std::sync::OnceLock::new();
+        *DOTS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Dots {
+                    i8: avx2::dot_i8,
+                    f32: avx2::dot_f32,
+                };
+            }
+            Dots {
+                i8: dot_i8,
+                f32: dot_f32,
+            }
+        })
+    }
+}
+
+/// Exact `Σ a·b` of two int8 vectors (portable).
+#[inline(always)]
 pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0i32; 16];
@@ -66,8 +96,8 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     sum
 }
 
-/// `Σ a·b` in f32 over eight lanes (lane sums added pairwise at the end).
-#[inline]
+/// `Σ a·b` in f32: eight lanes, added pairwise at the end, then the tail.
+#[inline(always)]
 pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0.0f32; 8];
@@ -85,6 +115,57 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
         + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::dot_i8`] with AVX2: 16 int8 pairs widened to i16 and multiplied-added into i32
+    /// lanes per step (exact), then the portable tail.
+    pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        assert!(is_x86_feature_detected!("avx2") && a.len() == b.len());
+        // SAFETY: AVX2 is present (checked above, cached by std).
+        unsafe { dot_i8_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len() / 16 * 16;
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 16 <= n <= len of both slices; unaligned loads.
+            let (va, vb) = unsafe {
+                (
+                    _mm_loadu_si128(a.as_ptr().add(i).cast()),
+                    _mm_loadu_si128(b.as_ptr().add(i).cast()),
+                )
+            };
+            let p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(va), _mm256_cvtepi8_epi16(vb));
+            acc = _mm256_add_epi32(acc, p);
+            i += 16;
+        }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256(acc, 1),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s) + super::dot_i8(&a[n..], &b[n..])
+    }
+
+    /// [`super::dot_f32`] compiled for AVX2 (the same lane order, so the same result).
+    pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        assert!(is_x86_feature_detected!("avx2"));
+        // SAFETY: AVX2 is present (checked above, cached by std).
+        unsafe { dot_f32_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+        super::dot_f32(a, b)
+    }
 }
 
 /// Transposes a `rows × n` matrix into `n × rows`.
@@ -108,6 +189,7 @@ pub(super) fn ternary_matmul(
     debug_assert_eq!(acts.k, p.cols);
     let n = acts.n();
     let epi = p.epilogue(&t);
+    let dot = Dots::get().i8;
     let mut rm = vec![0.0f32; p.rows * n];
     rm.par_chunks_mut(n * ROWS_PER_TASK)
         .enumerate()
@@ -117,7 +199,7 @@ pub(super) fn ternary_matmul(
                 for (j, out) in chunk.chunks_mut(n).enumerate() {
                     p.row_codes(&t, ci * ROWS_PER_TASK + j, buf, codes);
                     for (tok, o) in out.iter_mut().enumerate() {
-                        *o = epi.apply(dot_i8(codes, acts.row(tok)), acts.scale[tok]);
+                        *o = epi.apply(dot(codes, acts.row(tok)), acts.scale[tok]);
                     }
                 }
             },
@@ -130,6 +212,7 @@ pub(super) fn ternary_matmul(
 pub(super) fn float_matmul(t: &TensorRef<'_>, how: FloatRounding, x: &[f32], k: usize) -> Vec<f32> {
     let rows = t.shape[0];
     let n = x.len() / k;
+    let dot = Dots::get().f32;
     let mut rm = vec![0.0f32; rows * n];
     rm.par_chunks_mut(n * ROWS_PER_TASK)
         .enumerate()
@@ -140,7 +223,7 @@ pub(super) fn float_matmul(t: &TensorRef<'_>, how: FloatRounding, x: &[f32], k: 
                     t.read_f32((ci * ROWS_PER_TASK + j) * k, w);
                     round_row(w, how);
                     for (tok, o) in out.iter_mut().enumerate() {
-                        *o = dot_f32(w, &x[tok * k..(tok + 1) * k]);
+                        *o = dot(w, &x[tok * k..(tok + 1) * k]);
                     }
                 }
             },
@@ -197,6 +280,7 @@ pub(super) fn attention(
     let group = heads / kv_heads;
     let scale = (hd as f64).powf(-0.5) as f32;
     let (qw, kw) = (heads * hd, kv_heads * hd);
+    let dot = Dots::get().f32;
     let per_head: Vec<Vec<f32>> = (0..heads)
         .into_par_iter()
         .map(|h| {
@@ -207,7 +291,7 @@ pub(super) fn attention(
                 let qr = &q[t * qw + h * hd..t * qw + (h + 1) * hd];
                 let mut max = f32::NEG_INFINITY;
                 for (s, ps) in p.iter_mut().enumerate().take(t + 1) {
-                    *ps = dot_f32(qr, &k[s * kw + kh * hd..s * kw + (kh + 1) * hd]) * scale;
+                    *ps = dot(qr, &k[s * kw + kh * hd..s * kw + (kh + 1) * hd]) * scale;
                     max = max.max(*ps);
                 }
                 let mut sum = 0.0f32;

@@ -202,16 +202,16 @@ impl HfModel {
         };
         for (how, what) in [(opts.embd, EMBED), (opts.head, head_name)] {
             if how == FloatRounding::Q8_0 && h % 32 != 0 {
-                return Err(store
-                    .get(what)?
-                    .err(format!("rows of {h} values cannot be rounded as Q8_0 (blocks of 32)")));
+                return Err(store.get(what)?.err(format!(
+                    "rows of {h} values cannot be rounded as Q8_0 (blocks of 32)"
+                )));
             }
         }
 
         let norm = |name: String, len: usize| -> Result<Vec<f32>, HfError> {
             let t = store.get(&name)?;
             t.expect_shape(&[len])?;
-            t.to_f32_vec()
+            t.read_all_f32()
         };
         let sub_names = match c.arch {
             HfArch::OneBitLlm => Some(("self_attn.inner_attn_ln", "mlp.ffn_layernorm")),
@@ -224,7 +224,14 @@ impl HfModel {
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let proj = |name: &str, rows: usize, cols: usize| {
-                Projection::new(&store, format!("{p}.{name}.weight"), rows, cols, packed, divide)
+                Projection::new(
+                    &store,
+                    format!("{p}.{name}.weight"),
+                    rows,
+                    cols,
+                    packed,
+                    divide,
+                )
             };
             layers.push(Layer {
                 attn_norm: norm(format!("{p}.input_layernorm.weight"), h)?,
@@ -330,7 +337,10 @@ impl HfModel {
         let c = &self.config;
         let layer = self.layers.get(i).ok_or_else(|| HfError::Input {
             what: "num_hidden_layers".into(),
-            reason: format!("block {i} does not exist (the model has {})", self.n_layers()),
+            reason: format!(
+                "block {i} does not exist (the model has {})",
+                self.n_layers()
+            ),
         })?;
         self.check_rows(&format!("model.layers.{i} input"), x, n, c.hidden_size)?;
         let eps = c.rms_norm_eps;

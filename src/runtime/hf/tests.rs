@@ -245,10 +245,17 @@ fn hf_forward_is_embed_blocks_head() {
 }
 
 /// A temporary copy of a fixture whose config.json is edited by `edit`.
-fn edited_copy(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
+fn edited_copy(
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> tempfile::TempDir {
     let src = family(name);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
     let mut cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     edit(cfg.as_object_mut().unwrap());
@@ -275,7 +282,10 @@ fn hf_attention_bias_is_refused_by_name() {
         .err()
         .unwrap()
         .to_string();
-    assert!(msg.contains("config.json") && msg.contains("attention_bias"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("attention_bias"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -354,7 +364,12 @@ fn hf_llama3_rope_frequencies_follow_transformers() {
     };
     let got = rope_inv_freq(8, 10000.0, scaling);
     let s = (64.0 / (2.0 * std::f64::consts::PI / 0.1) - 1.0) / 3.0;
-    let want = [1.0, (1.0 - s) * 0.1 / 8.0 + s * 0.1, 0.01 / 8.0, 0.001 / 8.0];
+    let want = [
+        1.0,
+        (1.0 - s) * 0.1 / 8.0 + s * 0.1,
+        0.01 / 8.0,
+        0.001 / 8.0,
+    ];
     assert!((want[1] - 0.013043).abs() < 1e-6, "{}", want[1]);
     for (g, w) in got.iter().zip(want) {
         assert!(((*g as f64) - w).abs() <= 1e-6 * w, "{got:?} vs {want:?}");
@@ -376,7 +391,10 @@ fn hf_llama3_rope_frequencies_follow_transformers() {
     let c = m.config();
     assert_eq!(c.rope_scaling, scaling);
     assert_eq!(c.inv_freq(), rope_inv_freq(64, 500000.0, scaling));
-    assert_ne!(c.inv_freq(), rope_inv_freq(64, 500000.0, RopeScaling::Default));
+    assert_ne!(
+        c.inv_freq(),
+        rope_inv_freq(64, 500000.0, RopeScaling::Default)
+    );
 }
 
 #[test]
@@ -395,8 +413,7 @@ fn hf_unpack_follows_transformers_layout() {
         ),
         (
             "w.weight_scale".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &scale)
-                .unwrap(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &scale).unwrap(),
         ),
     ];
     safetensors::serialize_to_file(data, None, &dir.path().join("model.safetensors")).unwrap();
@@ -464,7 +481,10 @@ fn hf_rounding_options_change_the_head_and_embedding() {
     )
     .unwrap();
     assert_ne!(plain.embed(&tokens).unwrap(), q8.embed(&tokens).unwrap());
-    let (a, b) = (plain.forward(&tokens).unwrap(), q8.forward(&tokens).unwrap());
+    let (a, b) = (
+        plain.forward(&tokens).unwrap(),
+        q8.forward(&tokens).unwrap(),
+    );
     for (x, y) in a.iter().zip(&b) {
         assert_ne!(x, y);
         assert!(cosine(x, y) > 0.999, "{}", cosine(x, y));
@@ -504,7 +524,10 @@ fn hf_sharded_checkpoint_reads_like_one_file() {
     assert_eq!(one.forward(&tokens).unwrap(), two.forward(&tokens).unwrap());
 
     // A tensor the index names but its shard lacks is an error naming both.
-    map.insert("model.extra.weight".into(), "model-00001-of-00002.safetensors".into());
+    map.insert(
+        "model.extra.weight".into(),
+        "model-00001-of-00002.safetensors".into(),
+    );
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     std::fs::write(
         dir.path().join("model.safetensors.index.json"),
@@ -515,7 +538,10 @@ fn hf_sharded_checkpoint_reads_like_one_file() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("model.extra.weight") && e.contains("model-00001-of-00002"), "{e}");
+    assert!(
+        e.contains("model.extra.weight") && e.contains("model-00001-of-00002"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -527,5 +553,147 @@ fn hf_missing_untied_head_is_named() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("lm_head.weight") && e.contains("tie_word_embeddings"), "{e}");
+    assert!(
+        e.contains("lm_head.weight") && e.contains("tie_word_embeddings"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hf_dispatched_dots_equal_portable_ones() {
+    let d = forward::Dots::get();
+    let mut state = 12345u32;
+    let mut next = move || {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (state >> 16) as i32
+    };
+    for len in [0usize, 1, 15, 16, 17, 100, 512, 1537] {
+        let a: Vec<i8> = (0..len).map(|_| (next() % 3 - 1) as i8).collect();
+        let b: Vec<i8> = (0..len).map(|_| (next() % 256 - 128) as i8).collect();
+        let want: i32 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum();
+        assert_eq!((d.i8)(&a, &b), want, "len {len}");
+        assert_eq!(forward::dot_i8(&a, &b), want, "len {len}");
+        let fa: Vec<f32> = (0..len).map(|_| next() as f32 / 7.0 - 2000.0).collect();
+        let fb: Vec<f32> = (0..len).map(|_| next() as f32 / 13.0 - 1000.0).collect();
+        assert_eq!(
+            (d.f32)(&fa, &fb).to_bits(),
+            forward::dot_f32(&fa, &fb).to_bits()
+        );
+    }
+}
+
+/// Writes a random latent-weight checkpoint in the layout of 1bitLLM/bitnet_b1_58-large
+/// (`BitnetForCausalLM`, hidden 1536, intermediate 4096, 24 layers, 16 heads, vocab 32002, tied
+/// head), F16, streaming the tensors to disk (about 1.5 GB).
+fn write_large_random(dir: &Path) {
+    use std::io::Write;
+    let (h, inter, layers, vocab) = (1536usize, 4096usize, 24usize, 32002usize);
+    let cfg = serde_json::json!({
+        "architectures": ["BitnetForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": vocab,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "input_bits": 8, "weight_bits": 1, "torch_dtype": "float16"
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let mut specs: Vec<(String, Vec<usize>, f32, f32)> =
+        vec![(EMBED.into(), vec![vocab, h], 0.0, 0.5)];
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        for (n, shape) in [
+            ("input_layernorm", vec![h]),
+            ("post_attention_layernorm", vec![h]),
+            ("self_attn.inner_attn_ln", vec![h]),
+            ("mlp.ffn_layernorm", vec![inter]),
+        ] {
+            specs.push((format!("{p}.{n}.weight"), shape, 1.0, 0.1));
+        }
+        for (n, shape) in [
+            ("self_attn.q_proj", vec![h, h]),
+            ("self_attn.k_proj", vec![h, h]),
+            ("self_attn.v_proj", vec![h, h]),
+            ("self_attn.o_proj", vec![h, h]),
+            ("mlp.gate_proj", vec![inter, h]),
+            ("mlp.up_proj", vec![inter, h]),
+            ("mlp.down_proj", vec![h, inter]),
+        ] {
+            specs.push((format!("{p}.{n}.weight"), shape, 0.0, 0.05));
+        }
+    }
+    specs.push(("model.norm.weight".into(), vec![h], 1.0, 0.1));
+    let mut header = serde_json::Map::new();
+    let mut off = 0usize;
+    for (name, shape, _, _) in &specs {
+        let bytes = shape.iter().product::<usize>() * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [off, off + bytes]}),
+        );
+        off += bytes;
+    }
+    let mut text = Value::Object(header).to_string();
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let f = std::fs::File::create(dir.join("model.safetensors")).unwrap();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    w.write_all(&(text.len() as u64).to_le_bytes()).unwrap();
+    w.write_all(text.as_bytes()).unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for (_, shape, mean, spread) in &specs {
+        let mut left = shape.iter().product::<usize>();
+        while left > 0 {
+            buf.clear();
+            for _ in 0..left.min(1 << 19) {
+                // xorshift64*, uniform in [−1, 1), scaled.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let u =
+                    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+                let v = mean + spread * (2.0 * u - 1.0) * 1.7;
+                buf.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+            }
+            left -= left.min(1 << 19);
+            w.write_all(&buf).unwrap();
+        }
+    }
+    w.flush().unwrap();
+}
+
+/// Timing on a 0.7B model (ignored: writes 1.5 GB). Run with
+/// `cargo test --lib hf_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn hf_speed_large_random() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    write_large_random(dir.path());
+    eprintln!(
+        "wrote the checkpoint in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let t0 = std::time::Instant::now();
+    let m = HfModel::open(dir.path(), &HfOptions::default()).unwrap();
+    eprintln!("open: {:.2} s", t0.elapsed().as_secs_f64());
+    for n in [20usize, 40, 60] {
+        let tokens: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 1) % 32002).collect();
+        let t0 = std::time::Instant::now();
+        let logits = m.forward(&tokens).unwrap();
+        assert_eq!(logits.len(), n);
+        assert!(logits.iter().flatten().all(|v| v.is_finite()));
+        eprintln!("forward of {n} tokens: {:.2} s", t0.elapsed().as_secs_f64());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for l in status
+        .lines()
+        .filter(|l| l.starts_with("VmHWM") || l.starts_with("RssAnon") || l.starts_with("RssFile"))
+    {
+        eprintln!("{l}");
+    }
 }

@@ -29,6 +29,10 @@ struct Loc {
     end: usize,
 }
 
+/// A safetensors file of the checkpoint and, when an index names the shards, the tensors the
+/// index assigns to it.
+type Shard = (String, Option<Vec<String>>);
+
 /// The memory-mapped safetensors files of a checkpoint and their tensor tables.
 pub(super) struct Store {
     /// What errors about a missing tensor name: the single file or the index.
@@ -60,15 +64,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, HfError> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
-        let (origin, names): (PathBuf, Vec<(String, Option<Vec<String>>)>) = if single.exists() {
+        let (origin, names): (PathBuf, Vec<Shard>) = if single.exists() {
             (single, vec![("model.safetensors".into(), None)])
         } else if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(io(&index))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| HfError::Parse {
-                    file: index.clone(),
-                    reason: e.to_string(),
-                })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| HfError::Parse {
+                file: index.clone(),
+                reason: e.to_string(),
+            })?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -76,7 +79,7 @@ impl Store {
                     file: index.clone(),
                     reason: "no weight_map object".into(),
                 })?;
-            let mut by_file: Vec<(String, Option<Vec<String>>)> = Vec::new();
+            let mut by_file: Vec<Shard> = Vec::new();
             for (tensor, shard) in map {
                 let shard = shard.as_str().ok_or_else(|| HfError::Parse {
                     file: index.clone(),
@@ -85,7 +88,9 @@ impl Store {
                 if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
                     return Err(HfError::Parse {
                         file: index.clone(),
-                        reason: format!("weight_map[{tensor:?}] = {shard:?} is not a plain file name"),
+                        reason: format!(
+                            "weight_map[{tensor:?}] = {shard:?} is not a plain file name"
+                        ),
                     });
                 }
                 match by_file.iter_mut().find(|(f, _)| f == shard) {
@@ -112,17 +117,16 @@ impl Store {
             // SAFETY: the checkpoint is opened read-only; as for every memory-mapped reader,
             // the file must not be truncated while mapped.
             let map = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
-            let (header, meta) =
-                SafeTensors::read_metadata(&map).map_err(|e| HfError::Parse {
-                    file: path.clone(),
-                    reason: format!("not a valid safetensors file: {e}"),
-                })?;
+            let (header, meta) = SafeTensors::read_metadata(&map).map_err(|e| HfError::Parse {
+                file: path.clone(),
+                reason: format!("not a valid safetensors file: {e}"),
+            })?;
             let base = 8 + header;
             let idx = files.len();
             for (tname, info) in meta.tensors() {
                 // With an index, a tensor counts only in the shard the index names.
                 if let Some(w) = &wanted {
-                    if !w.iter().any(|t| *t == tname) {
+                    if !w.contains(&tname) {
                         continue;
                     }
                 }
@@ -151,7 +155,6 @@ impl Store {
             tensors,
         })
     }
-
 
     /// A tensor by name.
     pub fn get<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>, HfError> {
@@ -233,7 +236,7 @@ impl<'a> TensorRef<'a> {
     }
 
     /// The whole (small) tensor widened to f32.
-    pub fn to_f32_vec(&self) -> Result<Vec<f32>, HfError> {
+    pub fn read_all_f32(&self) -> Result<Vec<f32>, HfError> {
         self.expect_float()?;
         let mut v = vec![0.0; self.numel()];
         self.read_f32(0, &mut v);
@@ -328,7 +331,9 @@ impl Projection {
                 )));
             }
             if rows % 4 != 0 {
-                return Err(t.err(format!("{rows} output rows cannot be packed four to a byte")));
+                return Err(t.err(format!(
+                    "{rows} output rows cannot be packed four to a byte"
+                )));
             }
             t.expect_shape(&[rows / 4, cols])?;
             let sname = format!("{}_scale", name);
@@ -336,7 +341,7 @@ impl Projection {
             if s.numel() != 1 || s.shape.len() > 1 {
                 return Err(s.err(format!("shape {:?}, expected [1] or []", s.shape)));
             }
-            let ws = s.to_f32_vec()?[0];
+            let ws = s.read_all_f32()?[0];
             if !ws.is_finite() || ws == 0.0 {
                 return Err(s.err(format!("weight scale {ws} is not a finite nonzero number")));
             }
@@ -387,8 +392,10 @@ impl Projection {
             Codes::Latent { scale } => {
                 let s = *scale.get().expect("epilogue() computes the scale first");
                 t.read_f32(r * k, buf);
+                // clamp(round_half_even(w·s), −1, 1) is 1 above ½, −1 below −½, else 0.
                 for (o, &w) in out.iter_mut().zip(buf.iter()) {
-                    *o = (w * s).round_ties_even().clamp(-1.0, 1.0) as i8;
+                    let x = w * s;
+                    *o = i8::from(x > 0.5) - i8::from(x < -0.5);
                 }
             }
             Codes::Packed { .. } => {

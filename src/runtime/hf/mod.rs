@@ -15,10 +15,15 @@
 //!
 //! Memory: the safetensors files are memory-mapped and read a row at a time. No matrix is
 //! widened to f32 or unpacked as a whole: each matmul task turns one weight row into i8 codes
-//! (or one head row into f32) and uses it for all tokens. Beyond the map (page cache), a call
-//! holds only activations: a block about `n × (4·hidden + 3·intermediate)` floats plus int8
-//! copies, the head `2 · n × vocab` floats. Latent absmean scales are computed once per
-//! projection on first use (one extra read of that tensor) and cached (one f32 each).
+//! (or one head row into f32) and uses it for all tokens. Beyond the map (file-backed pages the
+//! kernel can drop), a call holds only activations: a block about
+//! `n × (4·hidden + 3·intermediate)` floats plus int8 copies, the head `2 · n × vocab` floats.
+//! Latent absmean scales are computed once per projection on first use (one extra read of that
+//! tensor) and cached (one f32 each). On a 0.7B random checkpoint (1bitLLM-large shapes, F16,
+//! 1.4 GB) three forward passes of 20, 40 and 60 tokens took about 2, 2 and 5 s on two shared
+//! cores, with 11 MB of anonymous memory at the end (the mapped file is the rest of the RSS).
+//! Nothing is cached between calls except those scales: every call re-derives the codes, so
+//! repeated calls cost the same.
 //!
 //! ```no_run
 //! use bitconv::runtime::hf::{HfModel, HfOptions};
@@ -120,7 +125,8 @@ pub enum FloatRounding {
     /// Rounded to f16 (nearest even).
     F16,
     /// ggml's Q8_0 round trip along each row (blocks of 32): `d = amax/127`,
-    /// `q = round(x/d)`, value `q · f16(d)`.
+    /// `q = round(x · (1/d))` (half away from zero, as ggml's reference quantizer), value
+    /// `q · f16(d)`. Needs `hidden_size % 32 == 0` (checked by [`HfModel::open`]).
     Q8_0,
 }
 

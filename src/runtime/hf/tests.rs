@@ -119,7 +119,7 @@ fn check(ckpt: &Path, golden: &str, floor_cos: f64, floor_top1: f64) {
     let golden = load_golden(&root().join(golden));
     let (min_cos, top1, rows) = measure(&model, &golden);
     eprintln!(
-        "{}: {rows} rows, min row cosine {min_cos:.6}, top-1 {top1:.4}",
+        "{}: {rows} rows, min row cosine {min_cos:.7}, top-1 {top1:.4}",
         ckpt.display()
     );
     assert!(
@@ -395,6 +395,27 @@ fn hf_llama3_rope_frequencies_follow_transformers() {
         c.inv_freq(),
         rope_inv_freq(64, 500000.0, RopeScaling::Default)
     );
+
+    // transformers 5 writes `rope_parameters`, theta inside.
+    let d = edited_copy("llama3-8b", |c| {
+        c.remove("rope_theta");
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "llama3", "rope_theta": 20000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64}),
+        );
+    });
+    let m = HfModel::open(d.path(), &HfOptions::default()).unwrap();
+    assert_eq!(m.config().rope_theta, 20000.0);
+    assert_eq!(m.config().rope_scaling, scaling);
+    let d = edited_copy("llama3-8b", |c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
+        );
+    });
+    assert_eq!(unsupported_field(d.path()).0, "rope_parameters.rope_type");
 }
 
 #[test]

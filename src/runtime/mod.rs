@@ -17,6 +17,7 @@
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
 
 pub mod bench;
+pub mod hf;
 pub mod logits;
 pub mod model;
 pub mod ops;

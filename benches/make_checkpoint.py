@@ -4,7 +4,7 @@
 Streams one tensor at a time (memory stays at one tensor), so multi-GB checkpoints can be
 made on small machines. Only numpy is needed.
 
-    python3 benches/make_checkpoint.py OUT_DIR [--shape large|3B|125M] [--dtype f32|f16] [--seed N]
+    python3 benches/make_checkpoint.py OUT_DIR [--shape large|3B|125M] [--dtype f32|f16] [--seed N] [--layers N]
 """
 import argparse, json, os, struct
 import numpy as np
@@ -22,8 +22,10 @@ def main():
     ap.add_argument("--shape", default="large", choices=SHAPES)
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, help="override the shape's layer count")
     a = ap.parse_args()
     h, f, n_layers, heads, vocab = SHAPES[a.shape]
+    n_layers = a.layers or n_layers
     np_dtype, st_dtype = (np.float32, "F32") if a.dtype == "f32" else (np.float16, "F16")
     tensors = [("model.embed_tokens.weight", (vocab, h)), ("model.norm.weight", (h,))]
     for l in range(n_layers):

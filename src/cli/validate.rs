@@ -70,7 +70,11 @@ pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
     for c in &rep.checks {
         println!(
             "  [{}] {:<28} {}",
-            if c.ok { " ok " } else { "FAIL" },
+            match (c.ok, c.informational) {
+                (true, false) => " ok ",
+                (false, false) => "FAIL",
+                (_, true) => "info",
+            },
             c.name,
             c.detail
         );

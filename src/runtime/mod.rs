@@ -32,7 +32,7 @@ pub use model::{
     Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat, WeightMemory,
 };
 pub use ops::RopeStyle;
-pub use reference::{Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
+pub use reference::{BlockTrace, Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
 pub use simd::{KernelChoice, Kernels};
 
 /// Errors of the runtime. Every message names the file, tensor or metadata key involved.

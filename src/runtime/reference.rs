@@ -330,8 +330,69 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         want: LogitsWanted,
     ) -> Result<&[f32], RuntimeError> {
-        let model = self.model;
-        let hp = model.hparams();
+        let hp = self.model.hparams();
+        self.forward_checked(tokens)?;
+        // Run on a worker of the current pool: the parallel loops inside then start without
+        // a cross-thread hand-off each.
+        let rows = if rayon::current_thread_index().is_some() {
+            self.forward_inner(tokens, want, None)
+        } else {
+            let this = &mut *self;
+            rayon::scope(|_| this.forward_inner(tokens, want, None))
+        };
+        Ok(&self.buf.logits[..rows * hp.n_vocab])
+    }
+
+    /// Runs `tokens` as one batch from position 0 (the session is reset first) and records the
+    /// residual stream at every block boundary, for block-by-block validation.
+    ///
+    /// `states[0]` of the result is the embedding output (the input of block 0), `states[i + 1]`
+    /// the output of block `i`, `mid[i]` block `i`'s stream after its attention (before its
+    /// FFN); each is `n × n_embd`, token-major. With `inputs` (`n_layer + 1` such buffers, from
+    /// another implementation), block `i` starts from `inputs[i]` instead of the previous
+    /// block's output, and the head from `inputs[n_layer]`: every block is then compared on the
+    /// same input, so a small difference cannot compound through the blocks after it. With
+    /// `mid_inputs` (`n_layer` buffers), each block's FFN likewise starts from the given stream.
+    pub fn forward_blocks(
+        &mut self,
+        tokens: &[u32],
+        inputs: Option<&[Vec<f32>]>,
+        mid_inputs: Option<&[Vec<f32>]>,
+    ) -> Result<BlockTrace, RuntimeError> {
+        let hp = self.model.hparams();
+        let n = tokens.len();
+        let want = n * hp.n_embd;
+        for (what, v, count) in [
+            ("block inputs", inputs, hp.n_layer + 1),
+            ("FFN inputs", mid_inputs, hp.n_layer),
+        ] {
+            if let Some(v) = v {
+                if v.len() != count || v.iter().any(|x| x.len() != want) {
+                    return Err(RuntimeError::Session(format!(
+                        "forward_blocks: expected {count} {what} of {want} values"
+                    )));
+                }
+            }
+        }
+        self.reset();
+        let mut tap = Tap {
+            inputs,
+            mid_inputs,
+            trace: BlockTrace::default(),
+        };
+        self.forward_checked(tokens)?;
+        let this = &mut *self;
+        let rows = rayon::scope(|_| this.forward_inner(tokens, LogitsWanted::All, Some(&mut tap)));
+        tap.trace.logits = self.buf.logits[..rows * hp.n_vocab]
+            .chunks_exact(hp.n_vocab)
+            .map(<[f32]>::to_vec)
+            .collect();
+        Ok(tap.trace)
+    }
+
+    /// The checks of [`Session::forward_borrowed`] on a batch.
+    fn forward_checked(&self, tokens: &[u32]) -> Result<(), RuntimeError> {
+        let hp = self.model.hparams();
         let n = tokens.len();
         if n == 0 {
             return Err(RuntimeError::Session("forward: empty batch".into()));
@@ -348,19 +409,16 @@ impl<'m> Session<'m> {
                 hp.n_vocab
             )));
         }
-        // Run on a worker of the current pool: the parallel loops inside then start without
-        // a cross-thread hand-off each.
-        let rows = if rayon::current_thread_index().is_some() {
-            self.forward_inner(tokens, want)
-        } else {
-            let this = &mut *self;
-            rayon::scope(|_| this.forward_inner(tokens, want))
-        };
-        Ok(&self.buf.logits[..rows * hp.n_vocab])
+        Ok(())
     }
 
     /// The forward pass proper; returns the number of logit rows written to `buf.logits`.
-    fn forward_inner(&mut self, tokens: &[u32], want: LogitsWanted) -> usize {
+    fn forward_inner(
+        &mut self,
+        tokens: &[u32],
+        want: LogitsWanted,
+        mut tap: Option<&mut Tap<'_>>,
+    ) -> usize {
         let model = self.model;
         let kern = self.kernels;
         let hp = model.hparams();
@@ -406,6 +464,9 @@ impl<'m> Session<'m> {
         sized(&mut b.u, n * hp.n_ff);
         let nm = emu.norm_mean();
         for (il, layer) in model.layers.iter().enumerate() {
+            if let Some(tap) = tap.as_deref_mut() {
+                tap.enter(il, &mut b.x);
+            }
             rms_norm_rows(&b.x, &layer.attn_norm, eps, nm, &mut b.cur, e);
             let mm = MatmulCtx {
                 kern,
@@ -459,6 +520,9 @@ impl<'m> Session<'m> {
             for (xv, ov) in b.x.iter_mut().zip(&b.o) {
                 *xv += *ov;
             }
+            if let Some(tap) = tap.as_deref_mut() {
+                tap.enter_mid(il, &mut b.x);
+            }
             rms_norm_rows(&b.x, &layer.ffn_norm, eps, nm, &mut b.cur, e);
             // act(gate)·up is applied inside the parallel loop, into `g`.
             mm.run(
@@ -477,6 +541,9 @@ impl<'m> Session<'m> {
             }
         }
         self.pos += n;
+        if let Some(tap) = tap {
+            tap.enter(model.layers.len(), &mut b.x);
+        }
 
         let (first, rows) = match want {
             LogitsWanted::None => return 0,
@@ -507,6 +574,43 @@ impl<'m> Session<'m> {
             None,
         );
         rows
+    }
+}
+
+/// The residual stream of one batch at every block boundary ([`Session::forward_blocks`]).
+#[derive(Clone, Debug, Default)]
+pub struct BlockTrace {
+    /// `n_layer + 1` buffers: the embedding output, then each block's output (`n × n_embd`).
+    pub states: Vec<Vec<f32>>,
+    /// Each block's stream after its attention and residual, before its FFN.
+    pub mid: Vec<Vec<f32>>,
+    /// The logits of every position.
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// What [`Session::forward_blocks`] records and replaces.
+struct Tap<'a> {
+    inputs: Option<&'a [Vec<f32>]>,
+    mid_inputs: Option<&'a [Vec<f32>]>,
+    trace: BlockTrace,
+}
+
+impl Tap<'_> {
+    /// Between block `i`'s attention and its FFN: records, then replaces with the given stream.
+    fn enter_mid(&mut self, i: usize, x: &mut [f32]) {
+        self.trace.mid.push(x.to_vec());
+        if let Some(m) = self.mid_inputs {
+            x.copy_from_slice(&m[i]);
+        }
+    }
+
+    /// At the boundary before block `i` (or the head, `i = n_layer`): records the stream the
+    /// file computed, then replaces it with the given input, if any.
+    fn enter(&mut self, i: usize, x: &mut [f32]) {
+        self.trace.states.push(x.to_vec());
+        if let Some(inp) = self.inputs {
+            x.copy_from_slice(&inp[i]);
+        }
     }
 }
 

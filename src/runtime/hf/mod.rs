@@ -38,6 +38,7 @@ mod forward;
 mod tests;
 mod weights;
 
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 pub use config::{rope_inv_freq, HfActivation, HfArch, HfConfig, LinearKind, RopeScaling};
@@ -174,6 +175,62 @@ pub struct HfTrace {
     pub logits: Vec<Vec<f32>>,
     /// Each block's output, `n × hidden` values (token-major), block 0 first.
     pub blocks: Vec<Vec<f32>>,
+}
+
+/// What a projection holds, independent of how its rows are ordered: rows × cols, a digest of
+/// the multiset of its rows' ternary codes (a Llama file stores q/k rows in another order than
+/// the checkpoint), how many rows it has, and the value of one code.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectionDigest {
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// FNV-1a digests of each row's codes, sorted.
+    pub row_hashes: Vec<u64>,
+    /// The weight one code `+1` stands for (the inverse absmean, or the packed scale).
+    pub unit: f32,
+}
+
+impl ProjectionDigest {
+    /// A digest from per-row hashes in any order.
+    pub fn new(rows: usize, cols: usize, mut row_hashes: Vec<u64>, unit: f32) -> ProjectionDigest {
+        row_hashes.sort_unstable();
+        ProjectionDigest {
+            rows,
+            cols,
+            row_hashes,
+            unit,
+        }
+    }
+
+    /// Rows of `self` without an equal row in `other` (multiset difference).
+    pub fn rows_missing_from(&self, other: &ProjectionDigest) -> usize {
+        let (mut i, mut j, mut missing) = (0, 0, 0);
+        let (a, b) = (&self.row_hashes, &other.row_hashes);
+        while i < a.len() {
+            if j >= b.len() || a[i] < b[j] {
+                missing += 1;
+                i += 1;
+            } else if a[i] > b[j] {
+                j += 1;
+            } else {
+                i += 1;
+                j += 1;
+            }
+        }
+        missing
+    }
+}
+
+/// FNV-1a over a row of ternary codes (`-1, 0, 1`).
+pub fn row_hash(codes: &[i8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in codes {
+        h ^= c as u8 as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 const EMBED: &str = "model.embed_tokens.weight";
@@ -340,6 +397,17 @@ impl HfModel {
     /// `n` rows, RoPE positions `0..n`): input `n × hidden`, output `n × hidden` (residual
     /// included).
     pub fn block(&self, i: usize, x: &[f32], n: usize) -> Result<Vec<f32>, HfError> {
+        Ok(self.block_traced(i, x, n)?.1)
+    }
+
+    /// [`HfModel::block`], also returning the stream after the attention and its residual
+    /// (before the FFN): `(mid, out)`.
+    pub fn block_traced(
+        &self,
+        i: usize,
+        x: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), HfError> {
         let c = &self.config;
         let layer = self.layers.get(i).ok_or_else(|| HfError::Input {
             what: "num_hidden_layers".into(),
@@ -376,6 +444,7 @@ impl HfModel {
         let o = ternary_matmul(st, &layer.o, &a)?;
         let mut x1 = x.to_vec();
         add_into(&mut x1, &o);
+        let mid = x1.clone();
 
         // FFN: x1 + down_proj(sub_norm(act(gate(m)) · up(m))), m = post_attention_layernorm(x1).
         let m = rms_norm_rows(&x1, &layer.ffn_norm, eps);
@@ -389,8 +458,48 @@ impl HfModel {
         let a = QuantActs::new(&g, c.intermediate_size, self.act_rule);
         let d = ternary_matmul(st, &layer.down, &a)?;
         add_into(&mut x1, &d);
-        Ok(x1)
+        Ok((mid, x1))
     }
+
+    /// A digest of block `i`'s projection `role` (`q`, `k`, `v`, `o`, `gate`, `up`, `down`):
+    /// the ternary codes row by row, and the value one code stands for.
+    pub fn projection_digest(&self, i: usize, role: &str) -> Result<ProjectionDigest, HfError> {
+        let layer = self.layers.get(i).ok_or_else(|| HfError::Input {
+            what: "num_hidden_layers".into(),
+            reason: format!("block {i} does not exist"),
+        })?;
+        let p = match role {
+            "q" => &layer.q,
+            "k" => &layer.k,
+            "v" => &layer.v,
+            "o" => &layer.o,
+            "gate" => &layer.gate,
+            "up" => &layer.up,
+            "down" => &layer.down,
+            _ => {
+                return Err(HfError::Input {
+                    what: "projection".into(),
+                    reason: format!("unknown role {role:?}"),
+                })
+            }
+        };
+        let t = self.store.get(&p.name)?;
+        let unit = p.epilogue(&t).unit();
+        let hashes: Vec<u64> = (0..p.rows)
+            .into_par_iter()
+            .map_init(
+                || (vec![0.0f32; p.cols], vec![0i8; p.cols]),
+                |(buf, codes), r| {
+                    p.row_codes(&t, r, buf, codes);
+                    row_hash(codes)
+                },
+            )
+            .collect();
+        Ok(ProjectionDigest::new(p.rows, p.cols, hashes, unit))
+    }
+
+    /// The checkpoint's own names and roles of every projection, block by block.
+    pub const ROLES: [&'static str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
 
     /// Final norm (`model.norm.weight`) and LM head (`lm_head.weight`, or the embedding when
     /// `tie_word_embeddings`), rows rounded as [`HfOptions::head`] says: `n × hidden` to

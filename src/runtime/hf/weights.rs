@@ -283,6 +283,14 @@ pub(super) enum Epilogue {
 }
 
 impl Epilogue {
+    /// The weight value one code `+1` stands for.
+    pub fn unit(self) -> f32 {
+        match self {
+            Epilogue::Mul(m) => m,
+            Epilogue::Div(d) => 1.0 / d,
+        }
+    }
+
     #[inline]
     pub fn apply(self, dot: i32, act_scale: f32) -> f32 {
         match self {

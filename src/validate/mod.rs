@@ -8,15 +8,15 @@
 //! digest of every projection's ternary codes and its scale, which catches a single flipped
 //! weight that logits alone could miss.
 
+pub mod blocks;
+pub mod reference;
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::Checkpoint;
-use crate::convert::{self, ConvertOptions, OutType};
-use crate::quant::absmean::AbsmeanMode;
 use crate::quant::layouts::KernelEntry;
 use crate::runtime::tokenize::GgufTokenizer;
 use crate::runtime::{
@@ -25,7 +25,7 @@ use crate::runtime::{
 };
 
 /// The calibration prompts built into the binary (`calibration/prompts.json`).
-pub const CALIBRATION: &str = include_str!("../calibration/prompts.json");
+pub const CALIBRATION: &str = include_str!("../../calibration/prompts.json");
 
 /// The prompts and the greedy length of the built-in calibration set.
 pub fn calibration_prompts() -> (Vec<String>, usize) {
@@ -67,6 +67,9 @@ pub enum ValidateError {
     /// Tokenization failed.
     #[error("{0}")]
     Tokenize(String),
+    /// The checkpoint could not be read as transformers reads it.
+    #[error(transparent)]
+    Reference(#[from] crate::runtime::hf::HfError),
 }
 
 /// Who made a golden.
@@ -113,6 +116,9 @@ pub struct Tolerances {
     pub min_top1_agreement: f64,
     /// Whether the greedy continuation must be the same.
     pub greedy_must_match: bool,
+    /// Largest mean KL divergence per prompt (nats), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mean_kl: Option<f64>,
 }
 
 /// Logit rows as base64 little-endian f32.
@@ -188,6 +194,13 @@ pub struct GoldenPrompt {
     /// Rows: one per prompt position, then one per greedy token fed.
     #[serde(default)]
     pub logits: Option<EncodedRows>,
+    /// The residual stream at every block boundary for the prompt's tokens (checkpoint goldens,
+    /// first prompt): `n_layer + 1` rows of `n × n_embd` values, the embedding output first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<EncodedRows>,
+    /// Each block's stream after its attention (`n_layer` rows of `n × n_embd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<EncodedRows>,
 }
 
 /// A digest of one projection's ternary content.
@@ -223,6 +236,11 @@ pub struct Golden {
     /// Digests of the ternary projections, when the producer recorded them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensors: Option<Vec<TensorDigest>>,
+    /// What the checkpoint says (checkpoint goldens computed by bitconv): the facts a file must
+    /// agree with. With it, the block states of the prompts decide, and logit comparisons are
+    /// reported but do not fail a file (a deep random model amplifies float-order differences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<reference::Reference>,
 }
 
 impl Golden {
@@ -311,7 +329,7 @@ fn load_for_validation(
 /// (bitnet.cpp's, llama.cpp's, bitconv's own, the numpy reference) is compared with bitnet.cpp's
 /// arithmetic and an f16 cache, as before.
 pub fn arithmetic_for(producer: &Producer) -> (Emulation, KvPrecision) {
-    if producer.name == "transformers" {
+    if producer.name == "transformers" || producer.name == CHECKPOINT_PRODUCER {
         (Emulation::Transformers, KvPrecision::F32)
     } else {
         (Emulation::BitnetCpp, KvPrecision::F16)
@@ -409,6 +427,8 @@ fn compute(
             greedy_text,
             mode: "sequential".into(),
             logits: Some(EncodedRows::encode(&rows)),
+            blocks: None,
+            mid: None,
         });
     }
     let arch = model.hparams().arch.name().to_string();
@@ -434,6 +454,7 @@ pub const COMPUTED_TOLERANCES: Tolerances = Tolerances {
     max_abs_diff: None,
     min_top1_agreement: 0.85,
     greedy_must_match: false,
+    max_mean_kl: None,
 };
 
 /// A golden from one GGUF file (kind `gguf`; its sha256 is recorded and checked).
@@ -472,52 +493,59 @@ pub fn golden_from_gguf(
             max_abs_diff: Some(1e-3),
             min_top1_agreement: 1.0,
             greedy_must_match: true,
+            max_mean_kl: None,
         },
         prompts: ps,
         tensors: Some(tensors),
+        reference: None,
     })
 }
 
-/// A golden from a checkpoint directory (kind `checkpoint`): the checkpoint is ternarized with
-/// the exact absmean into a temporary F16 file of fake-quantized weights (no packing layout
-/// involved), which the reference runtime then runs with I2_S arithmetic.
+/// The producer name of checkpoint goldens ([`golden_from_checkpoint`]).
+pub const CHECKPOINT_PRODUCER: &str = "bitconv-checkpoint-reader";
+
+/// A golden from a checkpoint directory (kind `checkpoint`), computed by reading the checkpoint
+/// the way transformers reads it ([`reference`]), independently of the converter: logits of
+/// every prompt, block states of the first, and the facts a file must agree with. Greedy
+/// continuations are not recorded (`n_greedy` is ignored).
 pub fn golden_from_checkpoint(
     dir: &Path,
-    opts: &RunOptions,
+    _opts: &RunOptions,
     prompts: &[String],
-    n_greedy: usize,
+    _n_greedy: usize,
 ) -> Result<Golden, ValidateError> {
-    let ck = Checkpoint::open(dir).map_err(convert::ConvertError::from)?;
-    let tmp = tempfile::tempdir().map_err(|e| ValidateError::Io {
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
-    let f16 = tmp.path().join("golden-source-f16.gguf");
-    let mut copts = ConvertOptions::new(OutType::F16);
-    copts.quant_embd = true;
-    copts.absmean = AbsmeanMode::Exact;
-    let plan = convert::plan(&ck, &copts)?;
-    convert::write(&ck, &plan, &copts, &f16, &())?;
-    let (ps, tensors, arch, n_vocab) = compute(&f16, opts, prompts, n_greedy)?;
+    let c = reference::compute(dir, prompts)?;
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let arch = c.reference.config.activation.clone();
     Ok(Golden {
         format: "bitconv-golden".into(),
         version: 1,
-        producer: producer(
-            "reference runtime on the checkpoint's fake-quantized weights (exact absmean, F16), \
-             I2_S arithmetic, one token per step",
-        ),
+        producer: Producer {
+            name: CHECKPOINT_PRODUCER.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            details: "config.json and safetensors read as transformers reads them (Hugging Face \
+                      names, rotate-half RoPE, absmean or packed ternary weights, int8 \
+                      activations, f32), prompts tokenized by the checkpoint's tokenizer.json; \
+                      shares only arithmetic with the converter and the GGUF runtime"
+                .into(),
+        },
         model: GoldenModel {
-            name: ck.dir_name(),
+            name,
             source: dir.display().to_string(),
             kind: "checkpoint".into(),
             sha256: None,
-            arch,
-            n_vocab,
+            arch: format!("checkpoint ({arch} FFN)"),
+            n_vocab: c.reference.config.n_vocab,
             weights: "ternary".into(),
         },
         tolerances: COMPUTED_TOLERANCES,
-        prompts: ps,
-        tensors: Some(tensors),
+        prompts: c.prompts,
+        tensors: None,
+        reference: Some(c.reference),
     })
 }
 
@@ -530,6 +558,9 @@ pub struct Check {
     pub ok: bool,
     /// Details.
     pub detail: String,
+    /// Reported, not required (logit comparisons where block states decide).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub informational: bool,
 }
 
 /// Agreement of one prompt's rows.
@@ -549,10 +580,66 @@ pub struct PromptStats {
     pub greedy_matched: usize,
     /// Greedy tokens in the golden.
     pub greedy_len: usize,
+    /// Mean KL divergence of the file's next-token distributions from the golden's (nats).
+    pub mean_kl: f64,
+    /// Its 99th percentile over rows.
+    pub p99_kl: f64,
+    /// Perplexity of the file on the fed tokens.
+    pub perplexity_file: f64,
+    /// Perplexity of the golden on the same tokens.
+    pub perplexity_golden: f64,
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+    row.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// Mean and 99th percentile over rows of `KL(golden ‖ file)`, as llama.cpp's
+/// `llama-perplexity --kl-divergence` reports them.
+pub fn kl_stats(golden: &[Vec<f32>], file: &[Vec<f32>]) -> (f64, f64) {
+    let mut kls: Vec<f64> = golden
+        .iter()
+        .zip(file)
+        .map(|(g, f)| {
+            let (lp, lq) = (log_softmax(g), log_softmax(f));
+            lp.iter()
+                .zip(&lq)
+                .map(|(&a, &b)| a.exp() * (a - b))
+                .sum::<f64>()
+                .max(0.0)
+        })
+        .collect();
+    if kls.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = kls.iter().sum::<f64>() / kls.len() as f64;
+    kls.sort_by(f64::total_cmp);
+    let idx = ((kls.len() as f64 * 0.99).ceil() as usize).clamp(1, kls.len()) - 1;
+    (mean, kls[idx])
+}
+
+/// Perplexity of `rows` (row `t` predicts `tokens[t + 1]`) on the tokens they predict.
+pub fn perplexity(rows: &[Vec<f32>], tokens: &[u32]) -> f64 {
+    let mut nll = 0.0;
+    let mut n = 0usize;
+    for (t, row) in rows.iter().enumerate() {
+        let Some(&next) = tokens.get(t + 1) else {
+            break;
+        };
+        nll -= log_softmax(row)[next as usize];
+        n += 1;
+    }
+    if n == 0 {
+        f64::NAN
+    } else {
+        (nll / n as f64).exp()
+    }
 }
 
 /// The outcome of a validation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     /// The file.
     pub file: String,
@@ -575,6 +662,17 @@ impl Report {
             name: name.into(),
             ok,
             detail,
+            informational: false,
+        });
+    }
+
+    /// A check that is reported but cannot fail the file.
+    fn inform(&mut self, name: &str, ok: bool, detail: String) {
+        self.checks.push(Check {
+            name: name.into(),
+            ok,
+            detail,
+            informational: true,
         });
     }
 }
@@ -651,8 +749,12 @@ pub fn validate(
         };
         rep.check("weights", bad.is_empty(), detail);
     }
+    if let Some(r) = &golden.reference {
+        blocks::check_facts(&mut rep, &model, r);
+    }
     let tok = GgufTokenizer::from_gguf(&model.gguf().header).ok();
     let tol = golden.tolerances;
+    let decides = golden.reference.is_none();
     let arith = arithmetic_for(&golden.producer);
     rep.arithmetic = format!("{:?} emulation, {:?} KV cache", arith.0, arith.1);
     for p in &golden.prompts {
@@ -672,6 +774,7 @@ pub fn validate(
                 );
             }
         }
+        blocks::check_blocks(&mut rep, &model, p, golden_path)?;
         let Some(enc) = &p.logits else { continue };
         let want = enc.decode().map_err(|what| ValidateError::Golden {
             path: golden_path.to_path_buf(),
@@ -691,6 +794,9 @@ pub fn validate(
             agree += (argmax(a) == argmax(b)) as usize;
         }
         let top1 = agree as f64 / n.max(1) as f64;
+        let kl = kl_stats(&want[..n], &got);
+        let ppl = |rows: &[Vec<f32>]| perplexity(rows, &feed);
+        let (ppl_file, ppl_golden) = (ppl(&got), ppl(&want[..n]));
         let start = p.token_ids.len().saturating_sub(1);
         let greedy_matched = p
             .greedy_ids
@@ -699,7 +805,28 @@ pub fn validate(
             .take_while(|(i, &g)| got.get(start + i).is_some_and(|r| argmax(r) as u32 == g))
             .count();
         let label = |s: &str| format!("{s} ({:?})", truncate(&p.text, 32));
-        rep.check(
+        let mut out = std::mem::take(&mut rep);
+        let mut check = |name: &str, ok: bool, detail: String| {
+            if decides {
+                out.check(name, ok, detail)
+            } else {
+                out.inform(name, ok, detail)
+            }
+        };
+        check(
+            &label("KL divergence"),
+            tol.max_mean_kl.is_none_or(|m| kl.0 <= m),
+            format!(
+                "mean {:.3e}, p99 {:.3e} nats per row{}; perplexity file {ppl_file:.3}, golden \
+                 {ppl_golden:.3}",
+                kl.0,
+                kl.1,
+                tol.max_mean_kl
+                    .map(|m| format!(" (need mean ≤ {m})"))
+                    .unwrap_or_default()
+            ),
+        );
+        check(
             &label("cosine"),
             min_cos >= tol.min_cosine,
             format!(
@@ -708,13 +835,13 @@ pub fn validate(
             ),
         );
         if let Some(m) = tol.max_abs_diff {
-            rep.check(
+            check(
                 &label("max |Δ|"),
                 max_abs <= m,
                 format!("{max_abs:.4} (need ≤ {m})"),
             );
         }
-        rep.check(
+        check(
             &label("top-1"),
             top1 >= tol.min_top1_agreement,
             format!(
@@ -723,7 +850,7 @@ pub fn validate(
             ),
         );
         if tol.greedy_must_match {
-            rep.check(
+            check(
                 &label("greedy"),
                 greedy_matched == p.greedy_ids.len(),
                 format!(
@@ -732,6 +859,7 @@ pub fn validate(
                 ),
             );
         }
+        rep = out;
         rep.prompts.push(PromptStats {
             text: p.text.clone(),
             rows: n,
@@ -740,6 +868,10 @@ pub fn validate(
             top1_agreement: top1,
             greedy_matched,
             greedy_len: p.greedy_ids.len(),
+            mean_kl: kl.0,
+            p99_kl: kl.1,
+            perplexity_file: ppl_file,
+            perplexity_golden: ppl_golden,
         });
     }
     Ok(rep)

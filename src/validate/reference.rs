@@ -1,0 +1,382 @@
+//! The golden of a checkpoint, read the way Hugging Face transformers reads it.
+//!
+//! Nothing here goes through the converter: the forward pass is [`crate::runtime::hf`] (Hugging
+//! Face names, `config.json` semantics, rotate-half RoPE on q/k in their stored order, absmean
+//! or packed weights), the prompts are tokenized by the checkpoint's own `tokenizer.json`
+//! through the `tokenizers` crate, and the facts a file must agree with (hyperparameters, RoPE
+//! frequencies, special tokens, vocabulary, merges, every projection's ternary codes) are read
+//! from the checkpoint's own files. What it shares with the file's runtime is arithmetic only
+//! (`runtime::ops`).
+//!
+//! Besides logits, the golden keeps the residual stream of the first prompt at every block
+//! boundary (and after every attention), so a file can be checked block by block: each of its
+//! blocks is fed the golden's input to that block, and a float-order difference in one block
+//! cannot compound through the ones after it (see [`super::blocks`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::runtime::hf::{HfActivation, HfError, HfModel, HfOptions, ProjectionDigest};
+
+use super::{EncodedRows, GoldenPrompt, ValidateError};
+
+/// The hyperparameters of a checkpoint as transformers interprets its `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RefConfig {
+    /// `num_hidden_layers`.
+    pub n_layer: usize,
+    /// `hidden_size`.
+    pub n_embd: usize,
+    /// `intermediate_size`.
+    pub n_ff: usize,
+    /// `num_attention_heads`.
+    pub n_head: usize,
+    /// `num_key_value_heads`.
+    pub n_head_kv: usize,
+    /// `head_dim`.
+    pub head_dim: usize,
+    /// `vocab_size`.
+    pub n_vocab: usize,
+    /// `rms_norm_eps`.
+    pub rms_eps: f32,
+    /// The RoPE inverse frequencies (`rope_theta` and `rope_scaling` applied).
+    pub inv_freq: Vec<f32>,
+    /// `silu` or `relu2`.
+    pub activation: String,
+    /// Whether the LM head is the token embedding.
+    pub tied: bool,
+}
+
+/// One projection's ternary content (see [`ProjectionDigest`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RefProjection {
+    /// Block index.
+    pub block: usize,
+    /// `q`, `k`, `v`, `o`, `gate`, `up` or `down`.
+    pub role: String,
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// sha256 of the sorted per-row code digests (the rows' order does not count).
+    pub codes: String,
+    /// The weight one code stands for.
+    pub unit: f32,
+}
+
+/// What a checkpoint says, recorded in its golden for the checks that do not need logits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Reference {
+    /// How the checkpoint was read.
+    pub reader: String,
+    /// Hyperparameters.
+    pub config: RefConfig,
+    /// BOS id, if the tokenizer has one.
+    pub bos_id: Option<u32>,
+    /// Every id the checkpoint calls end of sequence.
+    pub eos_ids: Vec<u32>,
+    /// The token strings by id (`tokenizer.json`'s vocabulary and added tokens); ids the
+    /// tokenizer does not define are empty strings.
+    pub vocab: Vec<String>,
+    /// sha256 of the BPE merges, one `left right` line each, when the tokenizer has merges.
+    pub merges_sha256: Option<String>,
+    /// Every projection.
+    pub projections: Vec<RefProjection>,
+}
+
+/// The digest of a projection as recorded in a golden.
+pub fn codes_digest(d: &ProjectionDigest) -> String {
+    let mut h = Sha256::new();
+    for v in &d.row_hashes {
+        h.update(v.to_le_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// sha256 of merges given as `left right` strings.
+pub fn merges_digest<'a>(merges: impl Iterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    for m in merges {
+        h.update(m.as_bytes());
+        h.update(b"\n");
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The checkpoint's tokenizer (`tokenizer.json`) and the special tokens its files name.
+pub struct CheckpointTokenizer {
+    file: PathBuf,
+    inner: tokenizers::Tokenizer,
+    /// BOS id.
+    pub bos: Option<u32>,
+    /// `add_bos_token` of `tokenizer_config.json`, if set.
+    pub add_bos: Option<bool>,
+    /// EOS ids.
+    pub eos: Vec<u32>,
+}
+
+fn json_file(path: &Path) -> Result<Option<serde_json::Value>, ValidateError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ValidateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// A special token given as a string or as `{"content": …}`.
+fn token_text(v: &serde_json::Value) -> Option<&str> {
+    v.as_str()
+        .or_else(|| v.get("content").and_then(|c| c.as_str()))
+}
+
+fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl CheckpointTokenizer {
+    /// Opens `DIR/tokenizer.json` with `tokenizer_config.json`, `config.json` and
+    /// `generation_config.json` for the special tokens.
+    pub fn open(dir: &Path) -> Result<CheckpointTokenizer, ValidateError> {
+        let file = dir.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(ValidateError::Tokenize(format!(
+                "{}: no tokenizer.json: the golden tokenizes the prompts with the checkpoint's own \
+                 tokenizer.json (tokenizer.model alone is not read yet)",
+                dir.display()
+            )));
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(&file)
+            .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", file.display())))?;
+        let tc = json_file(&dir.join("tokenizer_config.json"))?;
+        let class = tc
+            .as_ref()
+            .and_then(|c| c.get("tokenizer_class"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if matches!(class, "LlamaTokenizer" | "LlamaTokenizerFast") {
+            // transformers' Llama tokenizer keeps only the BPE model of tokenizer.json and sets
+            // its own pipeline: no normalizer, a Metaspace pre-tokenizer that prepends "▁"
+            // ("always" with legacy behaviour, "first" without it; "never" when
+            // add_prefix_space is false).
+            use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+            let get = |k: &str| tc.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_bool());
+            let scheme = match (get("add_prefix_space").unwrap_or(true), get("legacy")) {
+                (false, _) => PrependScheme::Never,
+                (true, Some(true)) => PrependScheme::Always,
+                (true, _) => PrependScheme::First,
+            };
+            let _ = inner.with_normalizer(None::<tokenizers::NormalizerWrapper>);
+            let _ = inner.with_pre_tokenizer(Some(Metaspace::new('▁', scheme, false)));
+        }
+        let cfg = json_file(&dir.join("config.json"))?;
+        let gen = json_file(&dir.join("generation_config.json"))?;
+        let id_of_text = |key: &str| -> Option<u32> {
+            let t = tc.as_ref()?.get(key).and_then(token_text)?;
+            inner.token_to_id(t)
+        };
+        let bos = id_of_text("bos_token").or_else(|| {
+            ids_of(cfg.as_ref().and_then(|c| c.get("bos_token_id")))
+                .first()
+                .copied()
+        });
+        let mut eos: Vec<u32> = Vec::new();
+        eos.extend(id_of_text("eos_token"));
+        for src in [&cfg, &gen] {
+            eos.extend(ids_of(src.as_ref().and_then(|c| c.get("eos_token_id"))));
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        let add_bos = tc
+            .as_ref()
+            .and_then(|c| c.get("add_bos_token"))
+            .and_then(|v| v.as_bool());
+        Ok(CheckpointTokenizer {
+            file,
+            inner,
+            bos,
+            add_bos,
+            eos,
+        })
+    }
+
+    /// Token ids of `text` as transformers' tokenizer call gives them (special tokens added by
+    /// the tokenizer's post-processor; BOS added when `add_bos_token` asks for it and the
+    /// post-processor did not).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ValidateError> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", self.file.display())))?;
+        let mut ids = enc.get_ids().to_vec();
+        if let (Some(true), Some(b)) = (self.add_bos, self.bos) {
+            if ids.first() != Some(&b) {
+                ids.insert(0, b);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The token strings by id, `n` entries (undefined ids empty).
+    pub fn vocab(&self, n: usize) -> Vec<String> {
+        let mut v = vec![String::new(); n];
+        for (tok, id) in self.inner.get_vocab(true) {
+            if let Some(slot) = v.get_mut(id as usize) {
+                *slot = tok;
+            }
+        }
+        v
+    }
+
+    /// The digest of the BPE merges, if the model is BPE with merges.
+    pub fn merges_sha256(&self) -> Result<Option<String>, ValidateError> {
+        let text = std::fs::read_to_string(&self.file).map_err(|e| ValidateError::Io {
+            path: self.file.clone(),
+            source: e,
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", self.file.display())))?;
+        let Some(merges) = v.pointer("/model/merges").and_then(|m| m.as_array()) else {
+            return Ok(None);
+        };
+        if merges.is_empty() {
+            return Ok(None);
+        }
+        let lines: Vec<String> = merges
+            .iter()
+            .map(|m| match m {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(p) => p
+                    .iter()
+                    .map(|x| x.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => String::new(),
+            })
+            .collect();
+        Ok(Some(merges_digest(lines.iter().map(String::as_str))))
+    }
+}
+
+/// What [`compute`] returns: the prompts (logits, and block states for the first) and the
+/// facts.
+pub struct Computed {
+    /// One per prompt.
+    pub prompts: Vec<GoldenPrompt>,
+    /// The facts.
+    pub reference: Reference,
+}
+
+fn hf_err(e: HfError) -> ValidateError {
+    ValidateError::Reference(e)
+}
+
+/// Reads the checkpoint in `dir` as transformers does and computes the golden's prompts and
+/// facts. Prompt 0 also records its block states.
+pub fn compute(dir: &Path, prompts: &[String]) -> Result<Computed, ValidateError> {
+    let hf = HfModel::open(dir, &HfOptions::default()).map_err(hf_err)?;
+    let tok = CheckpointTokenizer::open(dir)?;
+    let c = hf.config();
+    let n_vocab = c.vocab_size;
+    let mut out = Vec::new();
+    for (pi, text) in prompts.iter().enumerate() {
+        let ids = tok.encode(text)?;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ValidateError::Tokenize(format!(
+                "{}: prompt {text:?} has token id {bad}, not below vocab_size {n_vocab}",
+                dir.display()
+            )));
+        }
+        let n = ids.len();
+        let (logits, blocks, mid) = if pi == 0 {
+            let mut x = hf.embed(&ids).map_err(hf_err)?;
+            let mut states = vec![x.clone()];
+            let mut mids = Vec::new();
+            for i in 0..hf.n_layers() {
+                let (m, o) = hf.block_traced(i, &x, n).map_err(hf_err)?;
+                mids.push(m);
+                states.push(o.clone());
+                x = o;
+            }
+            let logits = hf.head(&x, n).map_err(hf_err)?;
+            (
+                logits,
+                Some(EncodedRows::encode(&states)),
+                Some(EncodedRows::encode(&mids)),
+            )
+        } else {
+            (hf.forward(&ids).map_err(hf_err)?.concat(), None, None)
+        };
+        let rows: Vec<Vec<f32>> = logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect();
+        out.push(GoldenPrompt {
+            text: text.clone(),
+            token_ids: ids,
+            greedy_ids: Vec::new(),
+            greedy_text: String::new(),
+            mode: "batched".into(),
+            logits: Some(EncodedRows::encode(&rows)),
+            blocks,
+            mid,
+        });
+    }
+    let mut projections = Vec::new();
+    for i in 0..hf.n_layers() {
+        for role in HfModel::ROLES {
+            let d = hf.projection_digest(i, role).map_err(hf_err)?;
+            projections.push(RefProjection {
+                block: i,
+                role: role.to_string(),
+                rows: d.rows,
+                cols: d.cols,
+                codes: codes_digest(&d),
+                unit: d.unit,
+            });
+        }
+    }
+    let reference = Reference {
+        reader: "bitconv's reading of the checkpoint as transformers reads it (config.json, \
+                 safetensors, tokenizer.json)"
+            .into(),
+        config: RefConfig {
+            n_layer: c.num_hidden_layers,
+            n_embd: c.hidden_size,
+            n_ff: c.intermediate_size,
+            n_head: c.num_attention_heads,
+            n_head_kv: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            n_vocab,
+            rms_eps: c.rms_norm_eps,
+            inv_freq: c.inv_freq(),
+            activation: match c.hidden_act {
+                HfActivation::Silu => "silu",
+                HfActivation::Relu2 => "relu2",
+            }
+            .into(),
+            tied: c.tie_word_embeddings,
+        },
+        bos_id: tok.bos,
+        eos_ids: tok.eos.clone(),
+        vocab: tok.vocab(n_vocab),
+        merges_sha256: tok.merges_sha256()?,
+        projections,
+    };
+    Ok(Computed {
+        prompts: out,
+        reference,
+    })
+}

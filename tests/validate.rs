@@ -5,7 +5,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use bitconv::gguf::MappedGguf;
+use bitconv::gguf::{GgufWriter, MappedGguf, TensorSpec, Value};
+use bitconv::runtime::tokenize::GgufTokenizer;
+use bitconv::runtime::{Arch, LoadOptions, Model, RuntimeError};
+use common::mutate::{self, Mistake};
 
 fn bin(args: &[&str]) -> Output {
     common::bitconv().args(args).output().unwrap()
@@ -280,4 +283,453 @@ fn seeded_sampling_is_reproducible() {
     };
     assert_eq!(run("5"), run("5"));
     assert_ne!(run("5"), run("6"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests/common/mutate.rs: every mistake changes exactly what it says and nothing else. (Whether
+// `validate` catches each one is tested on top of the helper.)
+
+/// `name` (`tiny` or a family fixture) converted to `q` in `tmp`.
+fn converted(tmp: &Path, name: &str, q: &str) -> PathBuf {
+    let out = tmp.join(format!("{name}-{q}.gguf"));
+    let dir = match name {
+        "tiny" => common::tiny().join("ckpt-fp16"),
+        f => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/families")
+            .join(f),
+    };
+    let mut args = vec!["convert", s(&dir), "--quant", q, "-q", "-o", s(&out)];
+    if name != "tiny" {
+        args.extend(["--tokenizer-pre", "llama-bpe"]);
+    }
+    ok(&bin(&args));
+    out
+}
+
+/// `m` injected into `src`: the mutant's path and the helper's description.
+fn mutant(src: &Path, m: Mistake) -> (PathBuf, String) {
+    let dst = src.with_extension(format!("{m:?}.gguf"));
+    let what =
+        mutate::inject(src, &dst, m).unwrap_or_else(|e| panic!("{m:?} on {}: {e}", src.display()));
+    (dst, what)
+}
+
+fn load(p: &Path) -> Result<Model, RuntimeError> {
+    let opts = LoadOptions {
+        ternary_as_i2s: true,
+        ..Default::default()
+    };
+    Model::load(p, &opts)
+}
+
+fn loads(p: &Path, what: &str) -> Model {
+    load(p).unwrap_or_else(|e| panic!("{what}: the mutant does not load: {e}"))
+}
+
+fn kv(p: &Path, key: &str) -> Option<Value> {
+    MappedGguf::open(p).unwrap().header.get(key).cloned()
+}
+
+/// The keys (added, removed or changed) and the tensors (other bytes, shape or type, or
+/// removed) in which `b` differs from `a`.
+fn changes(a: &Path, b: &Path) -> (Vec<String>, Vec<String>) {
+    let (a, b) = (MappedGguf::open(a).unwrap(), MappedGguf::open(b).unwrap());
+    let (a, ah, bh) = (&a, &a.header, &b.header);
+    let mut keys: Vec<String> = (ah.kv.iter().filter(|(k, v)| bh.get(k) != Some(v)))
+        .chain(bh.kv.iter().filter(|(k, _)| ah.get(k).is_none()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    assert!(bh.tensors.iter().all(|t| ah.tensor(&t.name).is_some()));
+    let tensors = (ah.tensors.iter())
+        .filter(|t| match bh.tensor(&t.name) {
+            None => true,
+            Some(u) => (&u.dims, u.ty) != (&t.dims, t.ty) || b.tensor_bytes(u) != a.tensor_bytes(t),
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    (keys, tensors)
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Decoded codes and scale of tensor `name`.
+fn codes(p: &Path, name: &str) -> (Vec<i8>, f32) {
+    let g = MappedGguf::open(p).unwrap();
+    mutate::ternary_codes(&g, g.header.tensor(name).unwrap()).unwrap()
+}
+
+#[test]
+fn mutate_all_lists_every_mistake_once() {
+    let set: std::collections::HashSet<_> = mutate::ALL.iter().collect();
+    assert_eq!((set.len(), mutate::ALL.len()), (14, 14));
+}
+
+#[test]
+fn mutate_metadata_mistakes_change_one_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = converted(tmp.path(), "llama3-8b", "i2_s");
+    let tiny = converted(tmp.path(), "tiny", "i2_s");
+    let (rope, eps) = ("rope.freq_base", "attention.layer_norm_rms_epsilon");
+    let (bos, eos) = (
+        "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.eos_token_id",
+    );
+    for (src, m, key, want) in [
+        (
+            &llama,
+            Mistake::RopeTheta,
+            format!("llama.{rope}"),
+            Value::F32(1e6),
+        ),
+        (
+            &tiny,
+            Mistake::RopeTheta,
+            format!("bitnet.{rope}"),
+            Value::F32(2e4),
+        ),
+        (
+            &llama,
+            Mistake::RmsEps,
+            format!("llama.{eps}"),
+            Value::F32(1e-6),
+        ),
+        (
+            &tiny,
+            Mistake::RmsEps,
+            format!("bitnet.{eps}"),
+            Value::F32(1e-6),
+        ),
+        // Absent in the llama file (added), true in tiny's.
+        (&llama, Mistake::BosOff, bos.into(), Value::Bool(false)),
+        (&tiny, Mistake::BosOff, bos.into(), Value::Bool(false)),
+        // 486 + 1 wraps to 0 in the 487-token vocabulary.
+        (
+            &llama,
+            Mistake::SpecialTokenMoved,
+            eos.into(),
+            Value::U32(0),
+        ),
+        (&tiny, Mistake::SpecialTokenMoved, eos.into(), Value::U32(3)),
+    ] {
+        let (mt, what) = mutant(src, m);
+        assert_eq!(changes(src, &mt), (vec![key.clone()], vec![]), "{what}");
+        assert_eq!(kv(&mt, &key), Some(want), "{what}");
+        loads(&mt, &what);
+    }
+}
+
+#[test]
+fn mutate_head_count_kv_leaves_k_and_v_the_wrong_shape_so_the_file_does_not_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    // GQA 8/2 -> 8; MHA 4/4 -> 2.
+    for (name, key, want) in [
+        ("llama3-8b", "llama.attention.head_count_kv", 8),
+        ("tiny", "bitnet.attention.head_count_kv", 2),
+    ] {
+        let src = converted(tmp.path(), name, "i2_s");
+        let (mt, what) = mutant(&src, Mistake::HeadCountKv);
+        assert_eq!(changes(&src, &mt), (strings(&[key]), vec![]), "{what}");
+        assert_eq!(kv(&mt, key), Some(Value::U32(want)));
+        let err = load(&mt).unwrap_err().to_string();
+        assert!(err.contains("blk.0.attn_k.weight"), "{err}");
+    }
+}
+
+#[test]
+fn mutate_tokenizer_mistakes_swap_two_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["llama3-8b", "tiny"] {
+        let src = converted(tmp.path(), name, "i2_s");
+        let (mt, what) = mutant(&src, Mistake::VocabSwapped);
+        let (keys, tensors) = changes(&src, &mt);
+        assert!(keys.contains(&"tokenizer.ggml.tokens".to_string()) && tensors.is_empty());
+        for key in ["tokens", "scores", "token_type"] {
+            let key = format!("tokenizer.ggml.{key}");
+            let (Some(Value::Array(_, a)), Some(Value::Array(_, mut b))) =
+                (kv(&src, &key), kv(&mt, &key))
+            else {
+                assert!(!keys.contains(&key));
+                continue;
+            };
+            b.swap(300, 301);
+            assert_eq!(a, b, "{what}: {key}");
+        }
+        let m = loads(&mt, &what);
+        GgufTokenizer::from_gguf(&m.gguf().header).unwrap();
+    }
+    let llama = tmp.path().join("llama3-8b-i2_s.gguf");
+    let (mt, what) = mutant(&llama, Mistake::MergesReordered);
+    let key = "tokenizer.ggml.merges";
+    assert_eq!(changes(&llama, &mt), (strings(&[key]), vec![]), "{what}");
+    let (Some(Value::Array(_, a)), Some(Value::Array(_, mut b))) = (kv(&llama, key), kv(&mt, key))
+    else {
+        panic!("no merges")
+    };
+    b.swap(0, 1);
+    assert_eq!(a, b);
+    let m = loads(&mt, &what);
+    GgufTokenizer::from_gguf(&m.gguf().header).unwrap();
+}
+
+#[test]
+fn mutate_activation_swapped_renames_the_architecture_or_flips_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, from, to, arch) in [
+        ("bitnet-2b4t-bf16", "bitnet-b1.58", "bitnet", Arch::Bitnet),
+        ("tiny", "bitnet", "bitnet-b1.58", Arch::BitnetB158),
+    ] {
+        let src = converted(tmp.path(), name, "i2_s");
+        let (mt, what) = mutant(&src, Mistake::ActivationSwapped);
+        let (a, b) = (
+            MappedGguf::open(&src).unwrap(),
+            MappedGguf::open(&mt).unwrap(),
+        );
+        let renamed = |k: &str| match k.strip_prefix(&format!("{from}.")) {
+            Some(rest) => format!("{to}.{rest}"),
+            None => k.to_string(),
+        };
+        let want: Vec<_> = (a.header.kv.iter())
+            .map(|(k, v)| match k.as_str() {
+                "general.architecture" => (k.clone(), Value::String(to.into())),
+                _ => (renamed(k), v.clone()),
+            })
+            .collect();
+        assert_eq!(b.header.kv, want, "{what}");
+        assert_eq!(changes(&src, &mt).1, Vec::<String>::new());
+        assert_eq!(loads(&mt, &what).hparams().arch, arch);
+    }
+    // A file with `{arch}.hidden_activation`: only that key flips.
+    let src = tmp.path().join("tiny-i2_s.gguf");
+    let with_key = tmp.path().join("act.gguf");
+    let g = MappedGguf::open(&src).unwrap();
+    let mut kvs = g.header.kv.clone();
+    kvs.push((
+        "bitnet.hidden_activation".into(),
+        Value::String("silu".into()),
+    ));
+    let specs = (g.header.tensors.iter())
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut w = GgufWriter::new(std::fs::File::create(&with_key).unwrap(), &kvs, specs).unwrap();
+    for t in &g.header.tensors {
+        w.write_tensor(&t.name, g.tensor_bytes(t)).unwrap();
+    }
+    w.finish().unwrap();
+    let (mt, what) = mutant(&with_key, Mistake::ActivationSwapped);
+    let key = "bitnet.hidden_activation";
+    assert_eq!(changes(&with_key, &mt), (strings(&[key]), vec![]), "{what}");
+    assert_eq!(kv(&mt, key), Some(Value::String("relu2".into())));
+}
+
+#[test]
+fn mutate_tensor_mistakes_change_one_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = converted(tmp.path(), "llama3-8b", "i2_s");
+    let b158 = converted(tmp.path(), "bitnet-2b4t-bf16", "i2_s");
+
+    let (mt, what) = mutant(&llama, Mistake::TiedHeadOnUntied);
+    assert_eq!(changes(&llama, &mt), (vec![], strings(&["output.weight"])));
+    assert!(MappedGguf::open(&mt)
+        .unwrap()
+        .header
+        .tensor("output.weight")
+        .is_none());
+    assert!(loads(&mt, &what).is_tied());
+
+    let (mt, what) = mutant(&b158, Mistake::SubNormDropped);
+    let name = "blk.0.attn_sub_norm.weight";
+    assert_eq!(changes(&b158, &mt), (vec![], strings(&[name])));
+    let g = MappedGguf::open(&mt).unwrap();
+    let ones = 1f32.to_le_bytes().repeat(512);
+    assert_eq!(g.tensor_bytes(g.header.tensor(name).unwrap()), ones);
+    loads(&mt, &what);
+
+    // Embeddings of F16 (i2_s), F32 (tl1) and Q8_0, and the untouched head (tq2_0).
+    let q8 = tmp.path().join("llama-q8-embd.gguf");
+    let fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/families/llama3-8b");
+    ok(&bin(&[
+        "convert",
+        s(&fix),
+        "--token-embedding-type",
+        "q8_0",
+        "--tokenizer-pre",
+        "llama-bpe",
+        "-q",
+        "-o",
+        s(&q8),
+    ]));
+    for src in [
+        llama.clone(),
+        converted(tmp.path(), "llama3-8b", "tl1"),
+        converted(tmp.path(), "llama3-8b", "tq2_0"),
+        q8,
+    ] {
+        let q = src.file_name().unwrap().to_string_lossy().into_owned();
+        let (mt, what) = mutant(&src, Mistake::EmbeddingRowsSwapped);
+        let name = "token_embd.weight";
+        assert_eq!(changes(&src, &mt), (vec![], strings(&[name])), "{what}");
+        let (a, b) = (loads(&src, &what), loads(&mt, &what));
+        let (ea, eb) = (a.matrix_data(a.tok_embd()), b.matrix_data(b.tok_embd()));
+        let rb = ea.len() / 487;
+        let row = |e: &[u8], r: usize| e[r * rb..(r + 1) * rb].to_vec();
+        assert_eq!(
+            (row(eb, 10), row(eb, 11)),
+            (row(ea, 11), row(ea, 10)),
+            "{q}"
+        );
+        assert_ne!(row(ea, 10), row(ea, 11));
+        assert_eq!(
+            (&eb[..10 * rb], &eb[12 * rb..]),
+            (&ea[..10 * rb], &ea[12 * rb..])
+        );
+    }
+}
+
+/// Every ternary type: decoding and re-packing gives the file's bytes, and flipping a code
+/// changes exactly that code.
+#[test]
+fn mutate_code_flipped_changes_one_code_in_every_ternary_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = "blk.0.ffn_up.weight";
+    let mut files: Vec<PathBuf> = ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"]
+        .iter()
+        .map(|q| converted(tmp.path(), "llama3-8b", q))
+        .collect();
+    // bitnet.cpp's and llama.cpp's own files, copied (the mutant goes beside its source).
+    for f in [
+        "bitnet-cpp/from-fp16/ggml-model-i2_s.gguf",
+        "bitnet-cpp/from-fp16/ggml-model-f32.gguf",
+        "llama-cpp/tiny-tq1_0.gguf",
+        "llama-cpp/tiny-tq2_0.gguf",
+        "llama-cpp/tiny-f32.gguf",
+    ] {
+        let dst = tmp.path().join(f.replace('/', "-"));
+        std::fs::copy(common::tiny().join(f), &dst).unwrap();
+        files.push(dst);
+    }
+    for src in files {
+        let q = src.file_name().unwrap().to_string_lossy().into_owned();
+        let g = MappedGguf::open(&src).unwrap();
+        for t in g
+            .header
+            .tensors
+            .iter()
+            .filter(|t| mutate::is_projection(&t.name))
+        {
+            let (c, s) = mutate::ternary_codes(&g, t).unwrap();
+            let again = mutate::pack_ternary(&g, t, &c, s).unwrap();
+            assert!(
+                again == g.tensor_bytes(t),
+                "{q}: {} does not round-trip",
+                t.name
+            );
+        }
+        let (mt, what) = mutant(&src, Mistake::CodeFlipped);
+        assert_eq!(changes(&src, &mt), (vec![], strings(&[up])), "{what}");
+        let ((a, sa), (b, sb)) = (codes(&src, up), codes(&mt, up));
+        let k = g.header.tensor(up).unwrap().dims[0] as usize;
+        let diff: Vec<_> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!((diff, sa), (vec![3 * k + 5], sb), "{q}: {what}");
+        assert_eq!(b[3 * k + 5], if a[3 * k + 5] == 1 { -1 } else { 1 });
+        // The files differ only inside that tensor's bytes.
+        let (fa, fb) = (std::fs::read(&src).unwrap(), std::fs::read(&mt).unwrap());
+        let t = g.header.tensor(up).unwrap();
+        let span = g.header.data_start + t.offset..g.header.data_start + t.offset + t.nbytes;
+        assert_eq!(fa.len(), fb.len(), "{q}");
+        assert!((0..fa.len()).all(|i| fa[i] == fb[i] || span.contains(&(i as u64))));
+        loads(&mt, &what);
+    }
+}
+
+#[test]
+fn mutate_scale_inverted_keeps_the_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for q in ["i2_s", "tl2", "tq2_0", "f16", "f32"] {
+        let src = converted(tmp.path(), "llama3-8b", q);
+        let (mt, what) = mutant(&src, Mistake::ScaleInverted);
+        let projections: Vec<String> = (MappedGguf::open(&src).unwrap().header.tensors.iter())
+            .map(|t| t.name.clone())
+            .filter(|n| mutate::is_projection(n))
+            .collect();
+        assert_eq!(projections.len(), 14);
+        assert_eq!(changes(&src, &mt), (vec![], projections.clone()), "{what}");
+        for name in &projections {
+            let ((a, sa), (b, sb)) = (codes(&src, name), codes(&mt, name));
+            assert!(a == b, "{q}: codes of {name} changed");
+            // TQ2_0 and F16 hold the scale as f16.
+            assert!(
+                (sb * sa - 1.0).abs() < 1e-3,
+                "{q}: {name} scale {sa} -> {sb}"
+            );
+        }
+        loads(&mt, &what);
+    }
+}
+
+#[test]
+fn mutate_rope_permutation_missing_undoes_the_llama_permutation() {
+    let tmp = tempfile::tempdir().unwrap();
+    for q in ["i2_s", "tq2_0", "f32"] {
+        let src = converted(tmp.path(), "llama3-8b", q);
+        let (mt, what) = mutant(&src, Mistake::RopePermutationMissing);
+        let names = ["attn_q", "attn_k"]
+            .iter()
+            .flat_map(|p| (0..2).map(move |i| format!("blk.{i}.{p}.weight")));
+        let mut names: Vec<String> = names.collect();
+        let (keys, mut tensors) = changes(&src, &mt);
+        names.sort();
+        tensors.sort();
+        assert_eq!((keys, tensors), (vec![], names.clone()), "{what}");
+        for name in &names {
+            // The converter's permutation (GGUF row h·d + 2j + t <- HF row h·d + t·d/2 + j)
+            // applied to the mutant gives the file back.
+            let heads = if name.contains("attn_q") { 8 } else { 2 };
+            let ((a, sa), (b, sb)) = (codes(&src, name), codes(&mt, name));
+            let (k, m) = (512, a.len() / 512);
+            let d = m / heads;
+            let from = |r: usize| r / d * d + r % d % 2 * (d / 2) + r % d / 2;
+            let permuted: Vec<i8> = (0..m)
+                .flat_map(|r| &b[from(r) * k..][..k])
+                .copied()
+                .collect();
+            assert!(permuted == a && sa == sb, "{q}: {name}");
+        }
+        loads(&mt, &what);
+    }
+}
+
+#[test]
+fn mutate_not_applicable_is_an_error_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b158 = converted(tmp.path(), "bitnet-2b4t-bf16", "i2_s");
+    let tiny = converted(tmp.path(), "tiny", "i2_s");
+    let llama = converted(tmp.path(), "llama3-8b", "i2_s");
+    for (src, m) in [
+        (&tiny, Mistake::RopePermutationMissing),
+        (&b158, Mistake::RopePermutationMissing),
+        (&llama, Mistake::ActivationSwapped),
+        (&tiny, Mistake::MergesReordered),
+        (&tiny, Mistake::TiedHeadOnUntied),
+        (&b158, Mistake::TiedHeadOnUntied),
+        (&llama, Mistake::SubNormDropped),
+    ] {
+        let dst = tmp.path().join("never.gguf");
+        let e = mutate::inject(src, &dst, m);
+        assert!(
+            e.is_err() && !dst.exists(),
+            "{m:?} on {}: {e:?}",
+            src.display()
+        );
+    }
+    // A tensor that is not ternary is not decoded as if it were.
+    let g = MappedGguf::open(&llama).unwrap();
+    let e = mutate::ternary_codes(&g, g.header.tensor("token_embd.weight").unwrap());
+    assert!(e.unwrap_err().contains("neither 0 nor"));
 }

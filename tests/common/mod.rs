@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mock_hub;
+pub mod mutate;
 
 use std::path::PathBuf;
 use std::process::Command;

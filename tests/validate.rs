@@ -733,3 +733,74 @@ fn mutate_not_applicable_is_an_error_and_writes_nothing() {
     let e = mutate::ternary_codes(&g, g.header.tensor("token_embd.weight").unwrap());
     assert!(e.unwrap_err().contains("neither 0 nor"));
 }
+
+/// The check that must catch each mistake (validation may fail other checks too).
+fn catcher(m: Mistake) -> &'static str {
+    match m {
+        Mistake::RopeTheta | Mistake::RmsEps | Mistake::ActivationSwapped => "config",
+        Mistake::TiedHeadOnUntied => "config",
+        Mistake::HeadCountKv => "load",
+        Mistake::RopePermutationMissing | Mistake::SubNormDropped => "blocks",
+        Mistake::ScaleInverted | Mistake::CodeFlipped => "weights",
+        Mistake::BosOff => "tokens",
+        Mistake::SpecialTokenMoved | Mistake::VocabSwapped | Mistake::MergesReordered => {
+            "tokenizer"
+        }
+        Mistake::EmbeddingRowsSwapped => "embedding rows",
+    }
+}
+
+/// Every injected conversion mistake fails validation against the checkpoint's independent
+/// golden (exit 1), and the check that catches it is named; the correct file passes. Each
+/// mistake applies to at least one of the fixtures (tiny: bitnet arch, SentencePiece; 2B-4T:
+/// bitnet-b1.58, GQA, ReLU²; Llama3-8B: llama arch, permuted q/k, untied head, BPE merges).
+#[test]
+fn injected_mistakes_fail_validation_and_name_the_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut caught = std::collections::HashSet::new();
+    for name in ["tiny", "bitnet-2b4t-bf16", "llama3-8b"] {
+        let file = converted(tmp.path(), name, "i2_s");
+        let dir = match name {
+            "tiny" => common::tiny().join("ckpt-fp16"),
+            f => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/families")
+                .join(f),
+        };
+        let g = tmp.path().join(format!("{name}.golden.json"));
+        ok(&bin(&["golden", s(&dir), "-o", s(&g)]));
+        ok(&bin(&["validate", s(&file), "--golden", s(&g)]));
+        for &m in mutate::ALL {
+            let dst = tmp.path().join(format!("{name}-{m:?}.gguf"));
+            if mutate::inject(&file, &dst, m).is_err() {
+                continue; // not applicable to this fixture
+            }
+            let o = bin(&["validate", s(&dst), "--golden", s(&g), "--json"]);
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "{name} {m:?}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let failing: Vec<&str> = rep["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["ok"] == false && c.get("informational").is_none())
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            eprintln!("{name} {m:?}: failing {failing:?}");
+            assert!(
+                failing.iter().any(|c| c.starts_with(catcher(m))),
+                "{name} {m:?}: expected {:?} among the failing checks {failing:?}",
+                catcher(m)
+            );
+            caught.insert(m);
+            std::fs::remove_file(&dst).unwrap();
+        }
+    }
+    for m in mutate::ALL {
+        assert!(caught.contains(m), "{m:?} applied to no fixture");
+    }
+}

@@ -288,14 +288,33 @@ impl ModelConfig {
                  (BitnetForCausalLM, BitNetForCausalLM, LlamaForCausalLM)"
             )));
         };
-        let rope_linear_factor = raw.rope_scaling.as_ref().and_then(|rs| {
-            let ty = rs.get("type").or_else(|| rs.get("rope_type"))?.as_str()?;
-            if ty == "linear" {
-                rs.get("factor")?.as_f64()
-            } else {
-                None
+        // RoPE scaling: linear is written as a frequency scale; every other type changes the
+        // frequencies in ways the file cannot express yet, so it is refused, never ignored.
+        let rope_linear_factor = match raw.rope_scaling.as_ref() {
+            None | Some(serde_json::Value::Null) => None,
+            Some(rs) => {
+                let ty = rs
+                    .get("rope_type")
+                    .or_else(|| rs.get("type"))
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("default");
+                match ty {
+                    "default" => None,
+                    "linear" => {
+                        Some(rs.get("factor").and_then(|f| f.as_f64()).ok_or_else(|| {
+                            invalid("rope_scaling.factor: missing or not a number".into())
+                        })?)
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "rope_scaling.rope_type {other:?} is not supported by the converter \
+                             (only linear scaling can be written); converting without it would \
+                             give the unscaled model"
+                        )))
+                    }
+                }
             }
-        });
+        };
         let tie = raw.tie_word_embeddings.unwrap_or(arch != Arch::Llama);
         Ok(ModelConfig {
             hf_architecture,

@@ -5,7 +5,7 @@
 
 use crate::gguf::Value;
 use crate::quant::layouts::i2s;
-use crate::runtime::hf::{row_hash, ProjectionDigest};
+use crate::runtime::hf::{row_hash, row_sketch, ProjectionDigest};
 use crate::runtime::{
     argmax, cosine, Activation, KvPrecision, Model, Session, SessionOptions, WeightFormat,
 };
@@ -79,8 +79,50 @@ fn gguf_u32(model: &Model, key: &str) -> Option<u32> {
         .map(|v| v as u32)
 }
 
+/// Largest difference of an embedding row's sketch, relative to the row's norm (a Q8_0 row
+/// moves it by about 0.005; a different row by about 1).
+pub const MAX_SKETCH_ERR: f32 = 0.1;
+
+/// Compares every token embedding row of the file with the checkpoint's, by sketch.
+fn check_embedding_rows(rep: &mut Report, model: &Model, r: &Reference) {
+    let want = match r.embedding.decode() {
+        Ok(w) => w,
+        Err(e) => return rep.check("embedding rows", false, format!("golden: {e}")),
+    };
+    let e = model.tok_embd();
+    let store = model.store();
+    let mut row = vec![0f32; e.cols()];
+    let mut bad = Vec::new();
+    for (id, w) in want.iter().enumerate().take(e.rows()) {
+        e.dequantize_row(store, id, &mut row);
+        let got = row_sketch(&row);
+        let tol = MAX_SKETCH_ERR * w[0].max(f32::MIN_POSITIVE);
+        if got.iter().zip(w).any(|(a, b)| (a - b).abs() > tol) {
+            bad.push(id);
+        }
+    }
+    let n = want.len().min(e.rows());
+    rep.check(
+        "embedding rows",
+        bad.is_empty(),
+        if bad.is_empty() {
+            format!(
+                "{n} token embedding rows agree with the checkpoint's ({})",
+                e.file_type()
+            )
+        } else {
+            format!(
+                "{} of {n} rows differ from the checkpoint's, first ids {:?}",
+                bad.len(),
+                &bad[..bad.len().min(8)]
+            )
+        },
+    );
+}
+
 /// Checks what the file says against what the checkpoint says.
 pub fn check_facts(rep: &mut Report, model: &Model, r: &Reference) {
+    check_embedding_rows(rep, model, r);
     let hp = model.hparams();
     let c = &r.config;
     let mut bad = Vec::new();

@@ -84,6 +84,9 @@ pub struct Reference {
     pub merges_sha256: Option<String>,
     /// Every projection.
     pub projections: Vec<RefProjection>,
+    /// [`row_sketch`](crate::runtime::hf::row_sketch) of every token embedding row
+    /// (`n_vocab × 5` values: norm, then four sketches).
+    pub embedding: EncodedRows,
 }
 
 /// The digest of a projection as recorded in a golden.
@@ -374,6 +377,13 @@ pub fn compute(dir: &Path, prompts: &[String]) -> Result<Computed, ValidateError
         vocab: tok.vocab(n_vocab),
         merges_sha256: tok.merges_sha256()?,
         projections,
+        embedding: EncodedRows::encode(
+            &hf.embedding_sketches()
+                .map_err(hf_err)?
+                .iter()
+                .map(|s| s.to_vec())
+                .collect::<Vec<_>>(),
+        ),
     };
     Ok(Computed {
         prompts: out,

@@ -40,6 +40,11 @@ pub enum HfActivation {
 pub enum RopeScaling {
     /// `rope_scaling: null` or type `default`: `inv_freq[i] = θ^(−2i/d)`.
     Default,
+    /// Type `linear`: every inverse frequency divided by `factor` (positions scaled).
+    Linear {
+        /// `factor`.
+        factor: f64,
+    },
     /// Type `llama3` (Llama 3.1), as transformers' `_compute_llama3_parameters`.
     Llama3 {
         /// `factor`.
@@ -417,6 +422,13 @@ fn rope(f: &Fields<'_>, bitnet_defaults: bool) -> Result<(f64, RopeScaling), HfE
                 original_max_position_embeddings,
             }
         }
+        Some("linear") => {
+            let factor = p.f64_req("factor")?;
+            if factor <= 0.0 {
+                return Err(p.bad("factor", format!("{factor} is not positive")));
+            }
+            RopeScaling::Linear { factor }
+        }
         Some(other) => return Err(p.unsupported(type_key, format!("{other:?}"))),
     };
     Ok((theta, scaling))
@@ -501,6 +513,7 @@ pub fn rope_inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f
             let inv = 1.0f32 / (theta.powf(e as f64) as f32);
             match scaling {
                 RopeScaling::Default => inv,
+                RopeScaling::Linear { factor } => (inv as f64 / factor) as f32,
                 RopeScaling::Llama3 {
                     factor,
                     low_freq_factor,

@@ -223,6 +223,31 @@ impl ProjectionDigest {
     }
 }
 
+/// Sketches per embedding row ([`row_sketch`]).
+pub const SKETCHES: usize = 4;
+
+/// A row's norm and its dot products with [`SKETCHES`] fixed ±1 vectors (signs from a hash of
+/// the sketch and column index): enough to tell rows apart (two different rows' sketches differ
+/// by about their norm) while a rounding of the row (Q8_0, F16) moves them by about the rounding
+/// error's norm.
+pub fn row_sketch(row: &[f32]) -> [f32; SKETCHES + 1] {
+    let mut out = [0f64; SKETCHES + 1];
+    for (j, &v) in row.iter().enumerate() {
+        let v = v as f64;
+        out[0] += v * v;
+        for (k, o) in out[1..].iter_mut().enumerate() {
+            let h = (j as u64 ^ ((k as u64 + 1) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if (h >> 63) == 0 {
+                *o += v;
+            } else {
+                *o -= v;
+            }
+        }
+    }
+    out[0] = out[0].sqrt();
+    out.map(|x| x as f32)
+}
+
 /// FNV-1a over a row of ternary codes (`-1, 0, 1`).
 pub fn row_hash(codes: &[i8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -496,6 +521,22 @@ impl HfModel {
             )
             .collect();
         Ok(ProjectionDigest::new(p.rows, p.cols, hashes, unit))
+    }
+
+    /// [`row_sketch`] of every row of the token embedding, as stored (no rounding).
+    pub fn embedding_sketches(&self) -> Result<Vec<[f32; SKETCHES + 1]>, HfError> {
+        let t = self.store.get(EMBED)?;
+        let h = self.hidden();
+        Ok((0..self.n_vocab())
+            .into_par_iter()
+            .map_init(
+                || vec![0.0f32; h],
+                |row, id| {
+                    t.read_f32(id * h, row);
+                    row_sketch(row)
+                },
+            )
+            .collect())
     }
 
     /// The checkpoint's own names and roles of every projection, block by block.

@@ -804,3 +804,40 @@ fn injected_mistakes_fail_validation_and_name_the_check() {
         assert!(caught.contains(m), "{m:?} applied to no fixture");
     }
 }
+
+/// Hidden size 384 (not a multiple of 256): the tied embedding is written as Q8_0, as
+/// bitnet.cpp does. The golden reads the checkpoint's own embedding; the file's rounding is
+/// checked against its own bound, so the correct file passes, at convert time and later with
+/// plain `validate OUT`.
+#[test]
+fn q8_0_tied_embedding_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("h384");
+    common::random_checkpoint(&dir, 384, 1024, 2, 6, 1002, 384);
+    let out = tmp.path().join("h384.gguf");
+    ok(&bin(&["convert", s(&dir), "--quant", "i2_s", "-q", "-o", s(&out), "--validate"]));
+    let g = MappedGguf::open(&out).unwrap();
+    let e = g.header.tensor("token_embd.weight").unwrap();
+    assert_eq!(e.ty, bitconv::gguf::GgmlType::Q8_0);
+    ok(&bin(&["validate", s(&out)]));
+}
+
+/// bitnet_b1_58-3B's widths (hidden 3200, FFN 8640: `ffn_down` rows start inside I2_S blocks,
+/// and the tied embedding is Q8_0), two layers: i2_s, tl1 and tl2 convert and validate against
+/// the checkpoint, then `golden` from the file, `validate` against it and `run` work without
+/// flags or side files.
+#[test]
+fn bitnet_3b_widths_convert_validate_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w3b");
+    common::random_checkpoint(&dir, 3200, 8640, 2, 32, 1002, 3);
+    for q in ["i2_s", "tl1", "tl2"] {
+        let out = tmp.path().join(format!("w3b-{q}.gguf"));
+        ok(&bin(&["convert", s(&dir), "--quant", q, "-q", "-o", s(&out), "--validate"]));
+        let g = tmp.path().join(format!("w3b-{q}.file-golden.json"));
+        ok(&bin(&["golden", s(&out), "-o", s(&g)]));
+        ok(&bin(&["validate", s(&out), "--golden", s(&g)]));
+        let text = ok(&bin(&["run", s(&out), "-p", "Once upon a time", "-n", "4"]));
+        assert!(!text.is_empty(), "{q}: run printed nothing");
+    }
+}

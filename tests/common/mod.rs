@@ -16,3 +16,98 @@ pub fn tiny() -> PathBuf {
 pub fn bitconv() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bitconv"))
 }
+
+/// Writes a random 1bitLLM-style checkpoint (`BitnetForCausalLM`, fp16 latent weights, tied
+/// embedding, SiLU) of the given shape into `dir`, with the tiny checkpoint's tokenizer files
+/// (vocabulary `vocab` ≥ 1002; ids past the tokenizer's pieces are padding). Streams tensor by
+/// tensor; values are small uniform noise (norm weights around 1).
+pub fn random_checkpoint(
+    dir: &std::path::Path,
+    hidden: usize,
+    ff: usize,
+    layers: usize,
+    heads: usize,
+    vocab: usize,
+    seed: u64,
+) {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, hidden]),
+        ("model.norm.weight".into(), vec![hidden]),
+    ];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        for (n, s) in [
+            ("input_layernorm", vec![hidden]),
+            ("post_attention_layernorm", vec![hidden]),
+            ("self_attn.inner_attn_ln", vec![hidden]),
+            ("mlp.ffn_layernorm", vec![ff]),
+            ("self_attn.q_proj", vec![hidden, hidden]),
+            ("self_attn.k_proj", vec![hidden, hidden]),
+            ("self_attn.v_proj", vec![hidden, hidden]),
+            ("self_attn.o_proj", vec![hidden, hidden]),
+            ("mlp.gate_proj", vec![ff, hidden]),
+            ("mlp.up_proj", vec![ff, hidden]),
+            ("mlp.down_proj", vec![hidden, ff]),
+        ] {
+            tensors.push((format!("{p}{n}.weight"), s));
+        }
+    }
+    let mut header = serde_json::Map::new();
+    let mut off = 0usize;
+    for (n, s) in &tensors {
+        let len = s.iter().product::<usize>() * 2;
+        header.insert(
+            n.clone(),
+            serde_json::json!({"dtype": "F16", "shape": s, "data_offsets": [off, off + len]}),
+        );
+        off += len;
+    }
+    let mut hb = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    while hb.len() % 8 != 0 {
+        hb.push(b' ');
+    }
+    let f = std::fs::File::create(dir.join("model.safetensors")).unwrap();
+    let mut w = std::io::BufWriter::new(f);
+    w.write_all(&(hb.len() as u64).to_le_bytes()).unwrap();
+    w.write_all(&hb).unwrap();
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut buf = Vec::new();
+    for (_, s) in &tensors {
+        buf.clear();
+        for _ in 0..s.iter().product::<usize>() {
+            let v = if s.len() == 1 {
+                1.0 + 0.05 * next()
+            } else {
+                0.035 * next()
+            };
+            buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        w.write_all(&buf).unwrap();
+    }
+    w.flush().unwrap();
+    let cfg = serde_json::json!({
+        "architectures": ["BitnetForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": vocab,
+        "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": true, "torch_dtype": "float16",
+        "bos_token_id": 1, "eos_token_id": 2,
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    for t in [
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(tiny().join("ckpt-fp16").join(t), dir.join(t)).unwrap();
+    }
+}

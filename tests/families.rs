@@ -441,3 +441,39 @@ fn fetch_list_names_every_family() {
         );
     }
 }
+
+/// Every family in every output type: `convert --validate` passes against the checkpoint's
+/// independent golden (block by block), then a plain `validate OUT` passes with nothing but the
+/// golden convert wrote beside it (TL files carry their kernel parameters).
+#[test]
+fn every_family_and_type_validates_at_convert_time_and_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, pre_bitnet, pre_mainline) in FAMILIES {
+        for q in ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"] {
+            let pre = if q.starts_with("tq") {
+                pre_mainline
+            } else {
+                pre_bitnet
+            };
+            let out = tmp.path().join(format!("{name}-{q}.gguf"));
+            let fix = fixture(name);
+            ok(&common::bitconv()
+                .args(["convert", s(&fix), "--quant", q, "--tokenizer-pre", pre])
+                .args(["-q", "--validate", "-o", s(&out)])
+                .output()
+                .unwrap());
+            let alone = tmp.path().join(format!("alone-{name}-{q}"));
+            std::fs::create_dir(&alone).unwrap();
+            let moved = alone.join("model.gguf");
+            std::fs::rename(&out, &moved).unwrap();
+            let mut g = out.as_os_str().to_owned();
+            g.push(".golden.json");
+            std::fs::rename(&g, alone.join("model.gguf.golden.json")).unwrap();
+            let rep = ok(&common::bitconv()
+                .args(["validate", s(&moved)])
+                .output()
+                .unwrap());
+            assert!(rep.contains("[ ok ] blocks"), "{name} {q}: {rep}");
+        }
+    }
+}

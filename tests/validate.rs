@@ -815,7 +815,16 @@ fn q8_0_tied_embedding_passes() {
     let dir = tmp.path().join("h384");
     common::random_checkpoint(&dir, 384, 1024, 2, 6, 1002, 384);
     let out = tmp.path().join("h384.gguf");
-    ok(&bin(&["convert", s(&dir), "--quant", "i2_s", "-q", "-o", s(&out), "--validate"]));
+    ok(&bin(&[
+        "convert",
+        s(&dir),
+        "--quant",
+        "i2_s",
+        "-q",
+        "-o",
+        s(&out),
+        "--validate",
+    ]));
     let g = MappedGguf::open(&out).unwrap();
     let e = g.header.tensor("token_embd.weight").unwrap();
     assert_eq!(e.ty, bitconv::gguf::GgmlType::Q8_0);
@@ -833,11 +842,88 @@ fn bitnet_3b_widths_convert_validate_and_run() {
     common::random_checkpoint(&dir, 3200, 8640, 2, 32, 1002, 3);
     for q in ["i2_s", "tl1", "tl2"] {
         let out = tmp.path().join(format!("w3b-{q}.gguf"));
-        ok(&bin(&["convert", s(&dir), "--quant", q, "-q", "-o", s(&out), "--validate"]));
+        ok(&bin(&[
+            "convert",
+            s(&dir),
+            "--quant",
+            q,
+            "-q",
+            "-o",
+            s(&out),
+            "--validate",
+        ]));
         let g = tmp.path().join(format!("w3b-{q}.file-golden.json"));
         ok(&bin(&["golden", s(&out), "-o", s(&g)]));
         ok(&bin(&["validate", s(&out), "--golden", s(&g)]));
         let text = ok(&bin(&["run", s(&out), "-p", "Once upon a time", "-n", "4"]));
         assert!(!text.is_empty(), "{q}: run printed nothing");
     }
+}
+
+/// Bad input: a corrupt golden, a checkpoint without tokenizer files, a text that is empty or
+/// not UTF-8: each a clear error naming the file, exit 2. (A golden for another model:
+/// `another_models_golden_fails`.) And `--text` validates on the user's own text.
+#[test]
+fn bad_validation_inputs_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = converted(tmp.path(), "tiny", "i2_s");
+    let ck = common::tiny().join("ckpt-fp16");
+    let two = |o: &Output, want: &str| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{want}: {err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let bad = tmp.path().join("corrupt.json");
+    std::fs::write(&bad, "{\"format\": \"bitconv-golden\", \"version\": 1").unwrap();
+    two(
+        &bin(&["validate", s(&file), "--golden", s(&bad)]),
+        "corrupt.json",
+    );
+    let notok = tmp.path().join("notok");
+    std::fs::create_dir(&notok).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(ck.join(f), notok.join(f)).unwrap();
+    }
+    let g = tmp.path().join("g.json");
+    two(&bin(&["golden", s(&notok), "-o", s(&g)]), "tokenizer.json");
+    assert!(!g.exists());
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, " \n").unwrap();
+    two(
+        &bin(&[
+            "validate",
+            s(&file),
+            "--checkpoint",
+            s(&ck),
+            "--text",
+            s(&empty),
+        ]),
+        "empty.txt: the text is empty",
+    );
+    let binary = tmp.path().join("binary.txt");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00]).unwrap();
+    two(
+        &bin(&[
+            "validate",
+            s(&file),
+            "--checkpoint",
+            s(&ck),
+            "--text",
+            s(&binary),
+        ]),
+        "binary.txt: not UTF-8",
+    );
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "Once upon a time there was a quick brown fox.").unwrap();
+    let rep = ok(&bin(&[
+        "validate",
+        s(&file),
+        "--checkpoint",
+        s(&ck),
+        "--text",
+        s(&text),
+    ]));
+    assert!(rep.contains("KL divergence (\"Once upon a time"), "{rep}");
+    assert!(rep.contains("[ ok ] blocks"), "{rep}");
 }

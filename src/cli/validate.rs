@@ -16,6 +16,15 @@ pub struct Args {
     /// writes it].
     #[arg(short, long)]
     golden: Option<PathBuf>,
+    /// Compute the golden now from this checkpoint directory (read as transformers reads it),
+    /// instead of reading a golden file.
+    #[arg(long, value_name = "DIR", conflicts_with = "golden")]
+    checkpoint: Option<PathBuf>,
+    /// Validate on this UTF-8 text (one prompt; at most its first 4096 characters) instead of
+    /// the calibration prompts: KL divergence, perplexity and the block-by-block check on the
+    /// user's own text. Needs --checkpoint.
+    #[arg(long, value_name = "FILE", requires = "checkpoint")]
+    text: Option<PathBuf>,
     /// TL1/TL2 kernel parameters for a TL file.
     #[arg(long, value_name = "FILE")]
     kernel_config: Option<PathBuf>,
@@ -41,21 +50,45 @@ pub fn default_golden(file: &Path) -> PathBuf {
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
     super::runopts::init_kernel(a.kernel)?;
-    let gpath = a.golden.clone().unwrap_or_else(|| default_golden(&a.file));
-    anyhow::ensure!(
-        gpath.is_file(),
-        "no golden file {} (make one with `bitconv golden CHECKPOINT_DIR -o {}` or pass --golden)",
-        gpath.display(),
-        gpath.display()
-    );
-    let golden = Golden::read(&gpath)?;
     let opts = RunOptions {
         tl_params: load_tl_params(a.kernel_config.as_deref())?,
+    };
+    let (golden, gpath) = if let Some(dir) = &a.checkpoint {
+        let prompts = match &a.text {
+            Some(t) => vec![read_text(t)?],
+            None => validate::calibration_prompts().0,
+        };
+        let g = validate::golden_from_checkpoint(dir, &opts, &prompts, 0)
+            .with_context(|| format!("cannot compute the golden of {}", dir.display()))?;
+        (g, dir.clone())
+    } else {
+        let gpath = a.golden.clone().unwrap_or_else(|| default_golden(&a.file));
+        anyhow::ensure!(
+            gpath.is_file(),
+            "no golden file {} (make one with `bitconv golden CHECKPOINT_DIR -o {}`, pass \
+             --golden, or compare with the checkpoint directly with --checkpoint DIR)",
+            gpath.display(),
+            gpath.display()
+        );
+        (Golden::read(&gpath)?, gpath)
     };
     let rep = validate::validate(&a.file, &golden, &gpath, &opts)
         .with_context(|| format!("cannot validate {}", a.file.display()))?;
     print_report(&rep, a.json)?;
     Ok(rep.pass)
+}
+
+/// The text of `--text`: UTF-8, not empty, at most 4096 characters.
+fn read_text(p: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", p.display()))?;
+    anyhow::ensure!(
+        !text.trim().is_empty(),
+        "{}: the text is empty",
+        p.display()
+    );
+    Ok(text.chars().take(4096).collect())
 }
 
 /// Prints a report as text or JSON.

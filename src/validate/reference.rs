@@ -296,8 +296,11 @@ pub fn compute(dir: &Path, prompts: &[String]) -> Result<Computed, ValidateError
     let tok = CheckpointTokenizer::open(dir)?;
     let c = hf.config();
     let n_vocab = c.vocab_size;
-    let mut out = Vec::new();
-    for (pi, text) in prompts.iter().enumerate() {
+    // Every prompt in one pass over the weights: the sequences are concatenated for the
+    // projections and attend only to themselves.
+    let mut all_ids = Vec::new();
+    let mut lens = Vec::new();
+    for text in prompts {
         let ids = tok.encode(text)?;
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ValidateError::Tokenize(format!(
@@ -305,37 +308,56 @@ pub fn compute(dir: &Path, prompts: &[String]) -> Result<Computed, ValidateError
                 dir.display()
             )));
         }
-        let n = ids.len();
-        let (logits, blocks, mid) = if pi == 0 {
-            let mut x = hf.embed(&ids).map_err(hf_err)?;
-            let mut states = vec![x.clone()];
-            let mut mids = Vec::new();
-            for i in 0..hf.n_layers() {
-                let (m, o) = hf.block_traced(i, &x, n).map_err(hf_err)?;
-                mids.push(m);
-                states.push(o.clone());
-                x = o;
-            }
-            let logits = hf.head(&x, n).map_err(hf_err)?;
-            (
-                logits,
-                Some(EncodedRows::encode(&states)),
-                Some(EncodedRows::encode(&mids)),
-            )
-        } else {
-            (hf.forward(&ids).map_err(hf_err)?.concat(), None, None)
-        };
-        let rows: Vec<Vec<f32>> = logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect();
+        if ids.is_empty() {
+            return Err(ValidateError::Tokenize(format!(
+                "{}: prompt {text:?} has no tokens",
+                dir.display()
+            )));
+        }
+        lens.push(ids.len());
+        all_ids.extend(ids);
+    }
+    let h = hf.hidden();
+    let first = lens.first().copied().unwrap_or(0) * h;
+    let mut states = Vec::new();
+    let mut mids = Vec::new();
+    let mut x = if all_ids.is_empty() {
+        Vec::new()
+    } else {
+        hf.embed(&all_ids).map_err(hf_err)?
+    };
+    if !all_ids.is_empty() {
+        states.push(x[..first].to_vec());
+        for i in 0..hf.n_layers() {
+            let (m, o) = hf.block_seqs(i, &x, &lens).map_err(hf_err)?;
+            mids.push(m[..first].to_vec());
+            states.push(o[..first].to_vec());
+            x = o;
+        }
+    }
+    let logits = if all_ids.is_empty() {
+        Vec::new()
+    } else {
+        hf.head(&x, all_ids.len()).map_err(hf_err)?
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (pi, (text, &len)) in prompts.iter().zip(&lens).enumerate() {
+        let rows: Vec<Vec<f32>> = logits[start * n_vocab..(start + len) * n_vocab]
+            .chunks_exact(n_vocab)
+            .map(<[f32]>::to_vec)
+            .collect();
         out.push(GoldenPrompt {
             text: text.clone(),
-            token_ids: ids,
+            token_ids: all_ids[start..start + len].to_vec(),
             greedy_ids: Vec::new(),
             greedy_text: String::new(),
             mode: "batched".into(),
             logits: Some(EncodedRows::encode(&rows)),
-            blocks,
-            mid,
+            blocks: (pi == 0).then(|| EncodedRows::encode(&states)),
+            mid: (pi == 0).then(|| EncodedRows::encode(&mids)),
         });
+        start += len;
     }
     let mut projections = Vec::new();
     for i in 0..hf.n_layers() {

@@ -190,20 +190,37 @@ pub(super) fn ternary_matmul(
     let n = acts.n();
     let epi = p.epilogue(&t);
     let dot = Dots::get().i8;
+    let want_hashes = !p.has_row_hashes();
     let mut rm = vec![0.0f32; p.rows * n];
+    let mut hashes = vec![0u64; if want_hashes { p.rows } else { 0 }];
+    let hash_chunks: Vec<&mut [u64]> = if want_hashes {
+        hashes.chunks_mut(ROWS_PER_TASK).collect()
+    } else {
+        Vec::new()
+    };
+    let mut hash_chunks: Vec<Option<&mut [u64]>> = hash_chunks.into_iter().map(Some).collect();
+    hash_chunks.resize_with(p.rows.div_ceil(ROWS_PER_TASK), || None);
     rm.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(hash_chunks.par_iter_mut())
         .enumerate()
         .for_each_init(
             || (vec![0.0f32; p.cols], vec![0i8; p.cols]),
-            |(buf, codes), (ci, chunk)| {
+            |(buf, codes), (ci, (chunk, hc))| {
                 for (j, out) in chunk.chunks_mut(n).enumerate() {
                     p.row_codes(&t, ci * ROWS_PER_TASK + j, buf, codes);
+                    if let Some(h) = hc.as_deref_mut() {
+                        h[j] = super::row_hash(codes);
+                    }
                     for (tok, o) in out.iter_mut().enumerate() {
                         *o = epi.apply(dot(codes, acts.row(tok)), acts.scale[tok]);
                     }
                 }
             },
         );
+    if want_hashes {
+        p.set_row_hashes(hashes);
+    }
+    store.release(&p.name);
     Ok(transpose(&rm, p.rows, n))
 }
 

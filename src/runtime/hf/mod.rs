@@ -433,6 +433,20 @@ impl HfModel {
         x: &[f32],
         n: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), HfError> {
+        self.block_seqs(i, x, &[n])
+    }
+
+    /// [`HfModel::block_traced`] on several independent sequences at once: `x` holds their
+    /// rows one sequence after the other (`seqs` gives their lengths; each starts at position
+    /// 0 and attends only to itself). The projections read each weight row once for all of
+    /// them.
+    pub fn block_seqs(
+        &self,
+        i: usize,
+        x: &[f32],
+        seqs: &[usize],
+    ) -> Result<(Vec<f32>, Vec<f32>), HfError> {
+        let n: usize = seqs.iter().sum();
         let c = &self.config;
         let layer = self.layers.get(i).ok_or_else(|| HfError::Input {
             what: "num_hidden_layers".into(),
@@ -451,17 +465,24 @@ impl HfModel {
         let mut q = ternary_matmul(st, &layer.q, &a)?;
         let mut k = ternary_matmul(st, &layer.k, &a)?;
         let v = ternary_matmul(st, &layer.v, &a)?;
-        rope_rows(&mut q, n, c.head_dim, &self.inv_freq);
-        rope_rows(&mut k, n, c.head_dim, &self.inv_freq);
-        let mut att = attention(
-            &q,
-            &k,
-            &v,
-            n,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            c.head_dim,
-        );
+        let (qw, kw) = (c.q_dim(), c.kv_dim());
+        let mut att = Vec::with_capacity(n * qw);
+        let mut start = 0;
+        for &len in seqs {
+            let (qs, ks) = (start * qw..(start + len) * qw, start * kw..(start + len) * kw);
+            rope_rows(&mut q[qs.clone()], len, c.head_dim, &self.inv_freq);
+            rope_rows(&mut k[ks.clone()], len, c.head_dim, &self.inv_freq);
+            att.extend(attention(
+                &q[qs],
+                &k[ks.clone()],
+                &v[ks],
+                len,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+            ));
+            start += len;
+        }
         if let Some(w) = &layer.attn_sub_norm {
             att = rms_norm_rows(&att, w, eps);
         }
@@ -510,6 +531,9 @@ impl HfModel {
         };
         let t = self.store.get(&p.name)?;
         let unit = p.epilogue(&t).unit();
+        if let Some(h) = p.row_hashes() {
+            return Ok(ProjectionDigest::new(p.rows, p.cols, h, unit));
+        }
         let hashes: Vec<u64> = (0..p.rows)
             .into_par_iter()
             .map_init(
@@ -520,6 +544,7 @@ impl HfModel {
                 },
             )
             .collect();
+        self.store.release(&p.name);
         Ok(ProjectionDigest::new(p.rows, p.cols, hashes, unit))
     }
 
@@ -527,7 +552,7 @@ impl HfModel {
     pub fn embedding_sketches(&self) -> Result<Vec<[f32; SKETCHES + 1]>, HfError> {
         let t = self.store.get(EMBED)?;
         let h = self.hidden();
-        Ok((0..self.n_vocab())
+        let out = (0..self.n_vocab())
             .into_par_iter()
             .map_init(
                 || vec![0.0f32; h],
@@ -536,7 +561,9 @@ impl HfModel {
                     row_sketch(row)
                 },
             )
-            .collect())
+            .collect();
+        self.store.release(EMBED);
+        Ok(out)
     }
 
     /// The checkpoint's own names and roles of every projection, block by block.
@@ -549,7 +576,9 @@ impl HfModel {
         self.check_rows("head input", x, n, self.hidden())?;
         let hn = rms_norm_rows(x, &self.final_norm, self.config.rms_norm_eps);
         let t = self.store.get(self.head_name)?;
-        Ok(float_matmul(&t, self.opts.head, &hn, self.hidden()))
+        let out = float_matmul(&t, self.opts.head, &hn, self.hidden());
+        self.store.release(self.head_name);
+        Ok(out)
     }
 
     /// Embedding, every block, head: one row of `n_vocab` logits per position.

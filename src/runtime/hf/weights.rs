@@ -157,6 +157,29 @@ impl Store {
     }
 
     /// A tensor by name.
+    /// Drops tensor `name`'s pages from this process's resident set (they stay in the page
+    /// cache): reading a checkpoint through the map then holds one tensor's pages at a time,
+    /// whatever the model's size. A no-op where unsupported or for an unknown name.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(loc) = self.tensors.get(name) {
+            const PAGE: usize = 4096;
+            let map = &self.files[loc.file].1;
+            let start = loc.start.div_ceil(PAGE) * PAGE;
+            let end = (loc.end / PAGE * PAGE).min(map.len());
+            if end > start {
+                // SAFETY: a read-only file mapping; MADV_DONTNEED only drops pages, which the
+                // kernel faults back in from the file on the next access, so no reference into
+                // the map observes different bytes.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = name;
+    }
+
     pub fn get<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>, HfError> {
         let loc = self
             .tensors
@@ -317,6 +340,8 @@ pub(super) struct Projection {
     pub rows: usize,
     pub cols: usize,
     codes: Codes,
+    /// Each row's [`super::row_hash`], kept by the first matmul that decodes every row.
+    hashes: OnceLock<Vec<u64>>,
 }
 
 impl Projection {
@@ -377,7 +402,23 @@ impl Projection {
             rows,
             cols,
             codes,
+            hashes: OnceLock::new(),
         })
+    }
+
+    /// The rows' code digests, if a matmul recorded them.
+    pub fn row_hashes(&self) -> Option<Vec<u64>> {
+        self.hashes.get().cloned()
+    }
+
+    /// Records the rows' code digests (the first time only).
+    pub fn set_row_hashes(&self, h: Vec<u64>) {
+        let _ = self.hashes.set(h);
+    }
+
+    /// Whether the rows' digests are recorded.
+    pub fn has_row_hashes(&self) -> bool {
+        self.hashes.get().is_some()
     }
 
     /// The epilogue, computing the absmean scale of latent weights on first use.

@@ -23,6 +23,7 @@ def main():
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layers", type=int, help="override the shape's layer count")
+    ap.add_argument("--shards", type=int, default=1, help="write N shards and an index")
     a = ap.parse_args()
     h, f, n_layers, heads, vocab = SHAPES[a.shape]
     n_layers = a.layers or n_layers
@@ -45,23 +46,43 @@ def main():
         ]
     tensors.sort()
     itemsize = np.dtype(np_dtype).itemsize
-    header, off = {}, 0
-    for name, shape in tensors:
-        n = int(np.prod(shape)) * itemsize
-        header[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [off, off + n]}
-        off += n
-    hb = json.dumps(header).encode()
-    hb += b" " * (-len(hb) % 8)
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(a.seed)
-    with open(os.path.join(a.out, "model.safetensors"), "wb") as fo:
-        fo.write(struct.pack("<Q", len(hb)) + hb)
-        for name, shape in tensors:
-            if len(shape) == 1:
-                x = (1.0 + 0.05 * rng.standard_normal(shape)).astype(np_dtype)
-            else:
-                x = (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np_dtype)
-            fo.write(x.tobytes())
+    # Split into shards of about equal size, in name order (as transformers' save does).
+    total = sum(int(np.prod(s)) * itemsize for _, s in tensors)
+    per = total / a.shards
+    groups, cur, size = [], [], 0
+    for t in tensors:
+        cur.append(t)
+        size += int(np.prod(t[1])) * itemsize
+        if size >= per * (len(groups) + 1) and len(groups) < a.shards - 1:
+            groups.append(cur)
+            cur = []
+    groups.append(cur)
+    weight_map, off_total = {}, 0
+    for gi, group in enumerate(groups):
+        fname = "model.safetensors" if a.shards == 1 else f"model-{gi + 1:05d}-of-{len(groups):05d}.safetensors"
+        header, off = {}, 0
+        for name, shape in group:
+            n = int(np.prod(shape)) * itemsize
+            header[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [off, off + n]}
+            off += n
+            weight_map[name] = fname
+        hb = json.dumps(header).encode()
+        hb += b" " * (-len(hb) % 8)
+        with open(os.path.join(a.out, fname), "wb") as fo:
+            fo.write(struct.pack("<Q", len(hb)) + hb)
+            for name, shape in group:
+                if len(shape) == 1:
+                    x = (1.0 + 0.05 * rng.standard_normal(shape)).astype(np_dtype)
+                else:
+                    x = (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np_dtype)
+                fo.write(x.tobytes())
+        off_total += off
+    if a.shards > 1:
+        with open(os.path.join(a.out, "model.safetensors.index.json"), "w") as fo:
+            json.dump({"metadata": {"total_size": off_total}, "weight_map": weight_map}, fo, indent=2)
+    off = off_total
     cfg = {
         "architectures": ["BitnetForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "hidden_size": h, "intermediate_size": f, "num_hidden_layers": n_layers,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::mock_hub::{MockHub, MockRepo};
@@ -227,4 +227,48 @@ fn readme_session() {
         hub.url(),
         text(&o)
     );
+}
+
+/// The headline, at real size (a benchmark, not CI): serves the checkpoint directory named by
+/// `BITCONV_HEADLINE_CHECKPOINT` (made by `benches/headline_3b.sh`: bitnet_b1_58-3B's shapes,
+/// fp32, 3 shards) as `1bitLLM/bitnet_b1_58-3B` from memory maps, then runs
+/// `bitconv fetch 1bitLLM/bitnet_b1_58-3B --quant tl1` (the binary in `BITCONV_BIN`, default the
+/// test build) under `/usr/bin/time -v` in `BITCONV_HEADLINE_WORK`, printing its output and
+/// timing. `cargo test --release --test fetch headline -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn headline_3b() {
+    let Ok(dir) = std::env::var("BITCONV_HEADLINE_CHECKPOINT") else {
+        eprintln!("SKIPPED: set BITCONV_HEADLINE_CHECKPOINT (see benches/headline_3b.sh)");
+        return;
+    };
+    let work =
+        PathBuf::from(std::env::var("BITCONV_HEADLINE_WORK").unwrap_or("target/headline".into()));
+    let quant = std::env::var("BITCONV_HEADLINE_QUANT").unwrap_or("tl1".into());
+    std::fs::create_dir_all(&work).unwrap();
+    let t = std::time::Instant::now();
+    let hub = MockHub::start(vec![MockRepo::from_dir_mapped(
+        "1bitLLM/bitnet_b1_58-3B",
+        Path::new(&dir),
+    )]);
+    eprintln!(
+        "hub up (files hashed) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let bin = std::env::var("BITCONV_BIN").unwrap_or(env!("CARGO_BIN_EXE_bitconv").into());
+    let cache = work.join("cache");
+    let o = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(bin)
+        .current_dir(&work)
+        .args(["fetch", "1bitLLM/bitnet_b1_58-3B", "--quant", &quant])
+        .env("HF_ENDPOINT", hub.url())
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", work.join("hf-home"))
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    println!("{}", text(&o));
+    assert!(o.status.success(), "the headline command failed");
 }

@@ -28,13 +28,37 @@ use std::time::Duration;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+/// The bytes of a file or response: in memory, or a mapped file (for benchmarks that serve
+/// checkpoints of many gigabytes).
+#[derive(Clone)]
+pub struct Content(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl std::ops::Deref for Content {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Content({} bytes)", self.len())
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(v: Vec<u8>) -> Content {
+        Content(Arc::new(v))
+    }
+}
+
 /// One file of a mock repository.
 #[derive(Clone, Debug)]
 pub struct MockFile {
     /// Repository-relative path.
     pub path: String,
     /// Content.
-    pub content: Arc<Vec<u8>>,
+    pub content: Content,
     /// Stored with LFS (ETag = sha256, served through the CDN when there is one).
     pub lfs: bool,
     /// sha256 of the content (hex).
@@ -46,14 +70,19 @@ pub struct MockFile {
 impl MockFile {
     /// A file; `lfs` decides its ETag kind.
     pub fn new(path: &str, content: Vec<u8>, lfs: bool) -> MockFile {
-        let sha256 = hex(&Sha256::digest(&content));
+        MockFile::with_content(path, content.into(), lfs)
+    }
+
+    /// A file whose bytes are any [`Content`].
+    pub fn with_content(path: &str, content: Content, lfs: bool) -> MockFile {
+        let sha256 = hex(&Sha256::digest(&content[..]));
         let mut h = Sha1::new();
         h.update(format!("blob {}\0", content.len()).as_bytes());
-        h.update(&content);
+        h.update(&content[..]);
         let oid = hex(&h.finalize());
         MockFile {
             path: path.to_owned(),
-            content: Arc::new(content),
+            content,
             lfs,
             sha256,
             oid,
@@ -123,6 +152,32 @@ impl MockRepo {
                 || name.ends_with(".model")
                 || content.len() > 10_000;
             repo.files.push(MockFile::new(&name, content, lfs));
+        }
+        repo
+    }
+
+    /// As [`MockRepo::from_dir`], but files over 1 MB are served from a memory map instead of
+    /// being read into memory (checkpoints of many gigabytes, for benchmarks).
+    pub fn from_dir_mapped(id: &str, dir: &Path) -> MockRepo {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("mock repo dir")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        let mut repo = MockRepo::new(id, TINY_COMMIT);
+        for p in names {
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            let len = std::fs::metadata(&p).unwrap().len();
+            let content: Content = if len > 1 << 20 {
+                let f = std::fs::File::open(&p).unwrap();
+                // SAFETY: a benchmark's own input, not modified while served.
+                Content(Arc::new(unsafe { memmap2::Mmap::map(&f) }.unwrap()))
+            } else {
+                std::fs::read(&p).unwrap().into()
+            };
+            let lfs = name.ends_with(".safetensors") || name.ends_with(".model") || len > 10_000;
+            repo.files.push(MockFile::with_content(&name, content, lfs));
         }
         repo
     }
@@ -411,7 +466,7 @@ impl MockHub {
 struct Response {
     status: u16,
     headers: Vec<(String, String)>,
-    body: Arc<Vec<u8>>,
+    body: Content,
     /// Byte range of `body` to send.
     range: (usize, usize),
     /// Send no body (HEAD) but keep Content-Length.
@@ -425,7 +480,7 @@ impl Response {
         Response {
             status,
             headers: Vec::new(),
-            body: Arc::new(Vec::new()),
+            body: Vec::new().into(),
             range: (0, 0),
             head: false,
             drop_after: None,
@@ -440,7 +495,7 @@ impl Response {
 
     fn body(mut self, body: Vec<u8>) -> Response {
         self.range = (0, body.len());
-        self.body = Arc::new(body);
+        self.body = body.into();
         self
     }
 
@@ -751,26 +806,27 @@ fn write_response(mut stream: TcpStream, shared: &Shared, resp: Response) -> std
 /// Writes the response body (corrupted, cut short or throttled as the faults say).
 fn write_body(stream: &mut TcpStream, shared: &Shared, resp: &Response) -> std::io::Result<()> {
     let (start, end) = resp.range;
-    {
-        let mut body = resp.body[start..end].to_vec();
-        if resp.corrupt && !body.is_empty() {
-            let mid = body.len() / 2;
-            body[mid] ^= 0xff;
+    let body = &resp.body[start..end];
+    let limit = resp.drop_after.unwrap_or(body.len()).min(body.len());
+    let mid = body.len() / 2;
+    let throttle = *shared.throttle.lock().unwrap();
+    let (chunk, delay) = throttle.unwrap_or((1 << 20, Duration::ZERO));
+    // In pieces, so a mapped body of gigabytes is never copied whole.
+    let mut at = 0;
+    while at < limit {
+        if at > 0 && !delay.is_zero() {
+            thread::sleep(delay);
         }
-        let limit = resp.drop_after.unwrap_or(body.len()).min(body.len());
-        let throttle = *shared.throttle.lock().unwrap();
-        match throttle {
-            Some((chunk, delay)) => {
-                for (i, piece) in body[..limit].chunks(chunk.max(1)).enumerate() {
-                    if i > 0 {
-                        thread::sleep(delay);
-                    }
-                    stream.write_all(piece)?;
-                    stream.flush()?;
-                }
-            }
-            None => stream.write_all(&body[..limit])?,
+        let end = (at + chunk.max(1)).min(limit);
+        let mut piece = body[at..end].to_vec();
+        if resp.corrupt && (at..end).contains(&mid) {
+            piece[mid - at] ^= 0xff;
         }
+        stream.write_all(&piece)?;
+        if throttle.is_some() {
+            stream.flush()?;
+        }
+        at = end;
     }
     Ok(())
 }

@@ -469,7 +469,10 @@ impl HfModel {
         let mut att = Vec::with_capacity(n * qw);
         let mut start = 0;
         for &len in seqs {
-            let (qs, ks) = (start * qw..(start + len) * qw, start * kw..(start + len) * kw);
+            let (qs, ks) = (
+                start * qw..(start + len) * qw,
+                start * kw..(start + len) * kw,
+            );
             rope_rows(&mut q[qs.clone()], len, c.head_dim, &self.inv_freq);
             rope_rows(&mut k[ks.clone()], len, c.head_dim, &self.inv_freq);
             att.extend(attention(

@@ -172,7 +172,11 @@ impl Store {
                 // kernel faults back in from the file on the next access, so no reference into
                 // the map observes different bytes.
                 let _ = unsafe {
-                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
                 };
             }
         }

@@ -74,6 +74,21 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The sha256 of a file as lowercase hex, read in pieces (a model file is never held whole).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf)? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,9 +157,8 @@ pub fn run(a: Args) -> super::Outcome {
         )
     };
     let t_validate = t2.elapsed().as_secs_f64();
-    let sha = bitconv::gguf::inspect::sha256_hex(
-        &std::fs::read(&out).with_context(|| format!("cannot read {}", out.display()))?,
-    );
+    let sha = bitconv::util::sha256_file(&out)
+        .with_context(|| format!("cannot read {}", out.display()))?;
     let downloaded: u64 = snap
         .files
         .iter()

@@ -466,7 +466,7 @@ pub fn golden_from_gguf(
     n_greedy: usize,
 ) -> Result<Golden, ValidateError> {
     let (ps, tensors, arch, n_vocab) = compute(path, opts, prompts, n_greedy)?;
-    let bytes = std::fs::read(path).map_err(|e| ValidateError::Io {
+    let sha = crate::util::sha256_file(path).map_err(|e| ValidateError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -483,7 +483,7 @@ pub fn golden_from_gguf(
                 .unwrap_or_default(),
             source: path.display().to_string(),
             kind: "gguf".into(),
-            sha256: Some(format!("{:x}", Sha256::digest(&bytes))),
+            sha256: Some(sha),
             arch,
             n_vocab,
             weights: "ternary".into(),
@@ -694,9 +694,8 @@ pub fn validate(
         prompts: Vec::new(),
     };
     if let Some(want) = &golden.model.sha256 {
-        match std::fs::read(file) {
-            Ok(bytes) => {
-                let got = format!("{:x}", Sha256::digest(&bytes));
+        match crate::util::sha256_file(file) {
+            Ok(got) => {
                 rep.check("sha256", &got == want, format!("file {got}, golden {want}"));
             }
             Err(e) => rep.check("sha256", false, format!("cannot read the file: {e}")),

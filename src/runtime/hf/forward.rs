@@ -23,6 +23,8 @@ pub(super) struct QuantActs {
     pub k: usize,
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
+    /// `Σ q` of each row.
+    pub sum: Vec<i32>,
 }
 
 impl QuantActs {
@@ -32,10 +34,17 @@ impl QuantActs {
         let n = x.len() / k;
         let mut q = vec![0i8; n * k];
         let mut scale = vec![0.0f32; n];
-        for ((xr, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(&mut scale) {
+        let mut sum = vec![0i32; n];
+        for (((xr, qr), s), su) in x
+            .chunks_exact(k)
+            .zip(q.chunks_exact_mut(k))
+            .zip(&mut scale)
+            .zip(&mut sum)
+        {
             *s = ops::quantize_i8s_with(xr, qr, rule).0;
+            *su = qr.iter().map(|&v| i32::from(v)).sum();
         }
-        QuantActs { k, q, scale }
+        QuantActs { k, q, scale, sum }
     }
 
     fn n(&self) -> usize {
@@ -52,10 +61,11 @@ impl QuantActs {
 /// float ones add in the same lane order).
 #[derive(Clone, Copy)]
 pub(super) struct Dots {
-    /// Exact `Σ a·b` of two int8 vectors.
-    pub i8: fn(&[i8], &[i8]) -> i32,
     /// `Σ a·b` in f32 over eight lanes.
     pub f32: fn(&[f32], &[f32]) -> f32,
+    /// Exact `Σ u·b` of unsigned codes `u ≤ 2` and int8 `b` (ternary `t = u − 1`, so
+    /// `Σ t·b = Σ u·b − Σ b`).
+    pub u8i8: fn(&[u8], &[i8]) -> i32,
 }
 
 impl Dots {
@@ -65,35 +75,23 @@ impl Dots {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 return Dots {
-                    i8: avx2::dot_i8,
                     f32: avx2::dot_f32,
+                    u8i8: avx2::dot_u8i8,
                 };
             }
             Dots {
-                i8: dot_i8,
                 f32: dot_f32,
+                u8i8: dot_u8i8,
             }
         })
     }
 }
 
-/// Exact `Σ a·b` of two int8 vectors (portable).
+/// Exact `Σ u·b` (portable): see [`Dots::u8i8`].
 #[inline(always)]
-pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut lanes = [0i32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..16 {
-            lanes[l] += i32::from(x[l]) * i32::from(y[l]);
-        }
-    }
-    let mut sum: i32 = lanes.iter().sum();
-    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
-        sum += i32::from(x) * i32::from(y);
-    }
-    sum
+pub(super) fn dot_u8i8(u: &[u8], b: &[i8]) -> i32 {
+    debug_assert_eq!(u.len(), b.len());
+    u.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
 }
 
 /// `Σ a·b` in f32: eight lanes, added pairwise at the end, then the tail.
@@ -121,30 +119,31 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// [`super::dot_i8`] with AVX2: 16 int8 pairs widened to i16 and multiplied-added into i32
-    /// lanes per step (exact), then the portable tail.
-    pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-        assert!(is_x86_feature_detected!("avx2") && a.len() == b.len());
+    /// [`super::dot_u8i8`] with AVX2: 32 pairs per step through `vpmaddubsw` (each i16 sum
+    /// of two products is at most 2·2·128 in magnitude, so exact), widened by `vpmaddwd`.
+    pub fn dot_u8i8(u: &[u8], b: &[i8]) -> i32 {
+        assert!(is_x86_feature_detected!("avx2") && u.len() == b.len());
         // SAFETY: AVX2 is present (checked above, cached by std).
-        unsafe { dot_i8_avx2(a, b) }
+        unsafe { dot_u8i8_avx2(u, b) }
     }
 
     #[target_feature(enable = "avx2")]
-    unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
-        let n = a.len() / 16 * 16;
+    unsafe fn dot_u8i8_avx2(u: &[u8], b: &[i8]) -> i32 {
+        let n = u.len() / 32 * 32;
+        let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_si256();
         let mut i = 0;
         while i < n {
-            // SAFETY: i + 16 <= n <= len of both slices; unaligned loads.
-            let (va, vb) = unsafe {
+            // SAFETY: i + 32 <= n <= len of both slices; unaligned loads.
+            let (vu, vb) = unsafe {
                 (
-                    _mm_loadu_si128(a.as_ptr().add(i).cast()),
-                    _mm_loadu_si128(b.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(u.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(b.as_ptr().add(i).cast()),
                 )
             };
-            let p = _mm256_madd_epi16(_mm256_cvtepi8_epi16(va), _mm256_cvtepi8_epi16(vb));
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(vu, vb), ones);
             acc = _mm256_add_epi32(acc, p);
-            i += 16;
+            i += 32;
         }
         let s = _mm_add_epi32(
             _mm256_castsi256_si128(acc),
@@ -152,7 +151,7 @@ mod avx2 {
         );
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s) + super::dot_i8(&a[n..], &b[n..])
+        _mm_cvtsi128_si32(s) + super::dot_u8i8(&u[n..], &b[n..])
     }
 
     /// [`super::dot_f32`] compiled for AVX2 (the same lane order, so the same result).
@@ -189,7 +188,7 @@ pub(super) fn ternary_matmul(
     debug_assert_eq!(acts.k, p.cols);
     let n = acts.n();
     let epi = p.epilogue(&t);
-    let dot = Dots::get().i8;
+    let dot = Dots::get().u8i8;
     let want_hashes = !p.has_row_hashes();
     let mut rm = vec![0.0f32; p.rows * n];
     let mut hashes = vec![0u64; if want_hashes { p.rows } else { 0 }];
@@ -204,15 +203,19 @@ pub(super) fn ternary_matmul(
         .zip(hash_chunks.par_iter_mut())
         .enumerate()
         .for_each_init(
-            || (vec![0.0f32; p.cols], vec![0i8; p.cols]),
-            |(buf, codes), (ci, (chunk, hc))| {
+            || (vec![0.0f32; p.cols], vec![0i8; p.cols], vec![0u8; p.cols]),
+            |(buf, codes, ucodes), (ci, (chunk, hc))| {
                 for (j, out) in chunk.chunks_mut(n).enumerate() {
                     p.row_codes(&t, ci * ROWS_PER_TASK + j, buf, codes);
                     if let Some(h) = hc.as_deref_mut() {
                         h[j] = super::row_hash(codes);
                     }
+                    for (u, &c) in ucodes.iter_mut().zip(codes.iter()) {
+                        *u = (c + 1) as u8;
+                    }
                     for (tok, o) in out.iter_mut().enumerate() {
-                        *o = epi.apply(dot(codes, acts.row(tok)), acts.scale[tok]);
+                        let d = dot(ucodes, acts.row(tok)) - acts.sum[tok];
+                        *o = epi.apply(d, acts.scale[tok]);
                     }
                 }
             },

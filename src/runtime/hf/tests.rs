@@ -588,7 +588,7 @@ fn hf_dispatched_dots_equal_portable_ones() {
         state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
         (state >> 16) as i32
     };
-    for len in [0usize, 1, 15, 16, 17, 100, 512, 1537] {
+    for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100, 512, 1537] {
         let a: Vec<i8> = (0..len).map(|_| (next() % 3 - 1) as i8).collect();
         let b: Vec<i8> = (0..len).map(|_| (next() % 256 - 128) as i8).collect();
         let want: i32 = a
@@ -596,8 +596,13 @@ fn hf_dispatched_dots_equal_portable_ones() {
             .zip(&b)
             .map(|(&x, &y)| i32::from(x) * i32::from(y))
             .sum();
-        assert_eq!((d.i8)(&a, &b), want, "len {len}");
-        assert_eq!(forward::dot_i8(&a, &b), want, "len {len}");
+        let u: Vec<u8> = a.iter().map(|&x| (x + 1) as u8).collect();
+        let sum_b: i32 = b.iter().map(|&y| i32::from(y)).sum();
+        assert_eq!((d.u8i8)(&u, &b) - sum_b, want, "len {len}");
+        assert_eq!(forward::dot_u8i8(&u, &b) - sum_b, want, "len {len}");
+        // The extreme the AVX2 pairing must hold exactly: every code 2, every activation -128.
+        let (u2, b2) = (vec![2u8; len], vec![-128i8; len]);
+        assert_eq!((d.u8i8)(&u2, &b2), -256 * len as i32, "len {len}");
         let fa: Vec<f32> = (0..len).map(|_| next() as f32 / 7.0 - 2000.0).collect();
         let fb: Vec<f32> = (0..len).map(|_| next() as f32 / 13.0 - 1000.0).collect();
         assert_eq!(

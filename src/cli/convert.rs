@@ -171,6 +171,19 @@ pub fn run(a: Args) -> super::Outcome {
             summary.seconds,
             summary.input_bytes as f64 / 1e6 / summary.seconds.max(1e-9)
         );
+        let limited: Vec<&str> = plan
+            .tensors
+            .iter()
+            .filter(|t| t.spec.ty.bitnet_cpp_limit(t.k as u64).is_some())
+            .map(|t| t.spec.name.as_str())
+            .collect();
+        if let Some(first) = limited.first() {
+            println!(
+                "note: {} tensors ({first}, …): {}",
+                limited.len(),
+                GgmlType::I2_S.bitnet_cpp_limit(1).unwrap_or_default()
+            );
+        }
         if let Some(r) = &report {
             super::validate::print_report(r, false)?;
         }

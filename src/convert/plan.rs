@@ -310,6 +310,10 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
                     ));
                     GgmlType::F16
                 }
+                OutType::I2S if (m * k) % 128 == 0 && k % 128 != 0 => {
+                    note = GgmlType::I2_S.bitnet_cpp_limit(k as u64).map(String::from);
+                    GgmlType::I2_S
+                }
                 OutType::I2S if (m * k) % 128 != 0 => {
                     return Err(ConvertError::Unsupported {
                         tensor: name,

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
-use super::MappedGguf;
+use super::{GgmlType, MappedGguf};
 
 /// How many leading array items reports show.
 pub const ARRAY_PREVIEW: usize = 16;
@@ -53,6 +53,9 @@ pub fn report_json(g: &MappedGguf, hash: bool) -> Json {
             }
             if let Some(s) = g.ternary_scale(t) {
                 m.insert("scale".into(), json!(s as f64));
+            }
+            if let Some(why) = t.dims.first().and_then(|&k| t.ty.bitnet_cpp_limit(k)) {
+                m.insert("bitnet_cpp".into(), json!(why));
             }
             Json::Object(m)
         })
@@ -114,6 +117,22 @@ pub fn report_text(g: &MappedGguf, hash: bool) -> String {
             t.offset,
             t.nbytes,
             extra
+        );
+    }
+    let limited = h
+        .tensors
+        .iter()
+        .filter(|t| {
+            t.dims
+                .first()
+                .is_some_and(|&k| t.ty.bitnet_cpp_limit(k).is_some())
+        })
+        .count();
+    if limited > 0 {
+        let _ = writeln!(
+            s,
+            "note: {limited} tensors: {}",
+            GgmlType::I2_S.bitnet_cpp_limit(1).unwrap_or_default()
         );
     }
     s

@@ -153,6 +153,15 @@ pub fn checked_pad_to(x: u64, align: u64) -> Option<u64> {
 }
 
 impl GgmlType {
+    /// Why bitnet.cpp cannot run a tensor of this type with rows of `k` values, if it cannot
+    /// (bitconv's runtime can): its I2_S kernels walk each row in whole 128-value blocks.
+    pub fn bitnet_cpp_limit(self, k: u64) -> Option<&'static str> {
+        (self == GgmlType::I2_S && k % 128 != 0).then_some(
+            "bitnet.cpp cannot run I2_S rows that are not a multiple of 128 values (bitconv can; \
+             tl1/tl2 run there)",
+        )
+    }
+
     /// This type's row of the table.
     pub fn info(self) -> &'static TypeInfo {
         // The table is in declaration order, so the enum discriminant indexes it.

@@ -83,7 +83,8 @@ static KNOWN: &[KnownRepo] = &[
         local_name: "bitnet_b1_58-3B",
         family: "bitnet",
         output_types: NO_TQ,
-        note: "K in {3200, 8640}: not multiples of 256, so no tq1_0/tq2_0",
+        note: "K in {3200, 8640}: not multiples of 256, so no tq1_0/tq2_0; i2_s: bitnet.cpp \
+               cannot run I2_S rows of 8640 values (bitconv can; tl1/tl2 run there)",
     },
     KnownRepo {
         repo: "HF1BitLLM/Llama3-8B-1.58-100B-tokens",

@@ -91,7 +91,10 @@ impl Dots {
 #[inline(always)]
 pub(super) fn dot_u8i8(u: &[u8], b: &[i8]) -> i32 {
     debug_assert_eq!(u.len(), b.len());
-    u.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
+    u.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
 }
 
 /// `Σ a·b` in f32: eight lanes, added pairwise at the end, then the tail.

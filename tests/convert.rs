@@ -866,3 +866,54 @@ fn bf16_checkpoints_convert_to_tl1_and_tl2() {
         }
     }
 }
+
+/// A config value that changes the computation and is not implemented is a clear error naming
+/// the field, in `convert` and in `golden` (the independent reading refuses it too); a
+/// `rope_scaling` of type `llama3` is implemented by the golden and refused by the converter
+/// (it cannot write it), never silently ignored.
+#[test]
+fn unsupported_config_values_are_refused_by_name() {
+    for (field, value, convert_err, golden_err) in [
+        ("attention_bias", "true", "attention_bias", "attention_bias"),
+        ("mlp_bias", "true", "mlp_bias", "mlp_bias"),
+        (
+            "rope_scaling",
+            r#"{"rope_type": "yarn", "factor": 4.0}"#,
+            "rope_scaling",
+            "rope_scaling",
+        ),
+        (
+            "rope_scaling",
+            r#"{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#,
+            "rope_scaling",
+            "",
+        ),
+    ] {
+        let (_tmp, dir) = tiny_copy("ckpt-fp16");
+        let cfg_path = dir.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg[field] = serde_json::from_str(value).unwrap();
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let (out, o) = convert(&dir, &["--quant", "i2_s"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{field}={value}: {err}");
+        assert!(err.contains(convert_err), "{field}={value}: {err}");
+        assert!(!out.exists());
+        let g = dir.parent().unwrap().join("g.json");
+        let o = common::bitconv()
+            .args(["golden", &s(&dir), "-o", &s(&g)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if golden_err.is_empty() {
+            assert!(
+                o.status.success(),
+                "{field}={value}: the golden implements it: {err}"
+            );
+        } else {
+            assert_eq!(o.status.code(), Some(2), "{field}={value}: {err}");
+            assert!(err.contains(golden_err), "{field}={value}: {err}");
+        }
+    }
+}

@@ -272,3 +272,36 @@ fn headline_3b() {
     println!("{}", text(&o));
     assert!(o.status.success(), "the headline command failed");
 }
+
+/// fetch reads config.json before the weights: a type that cannot be written as asked (TQ2_0
+/// on rows of 384 values, which become F16) is refused with the plan's reason and nothing but
+/// the small files is downloaded; `--allow-fallback` accepts it, and the result validates.
+#[test]
+fn fetch_refuses_a_fallback_before_downloading_the_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("h384");
+    common::random_checkpoint(&ck, 384, 1024, 1, 6, 1002, 7);
+    let hub = MockHub::start(vec![MockRepo::from_dir("org/h384", &ck)]);
+    let cache = tmp.path().join("cache");
+    let o = fetch(
+        &hub.url(),
+        &cache,
+        tmp.path(),
+        &["org/h384", "--quant", "tq2_0"],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("--allow-fallback") && t.contains("384"), "{t}");
+    assert!(
+        hub.body_gets("org/h384", "model.safetensors").is_empty(),
+        "the weights were downloaded before the plan was checked"
+    );
+    let o = fetch(
+        &hub.url(),
+        &cache,
+        tmp.path(),
+        &["org/h384", "--quant", "tq2_0", "--allow-fallback"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("PASS"), "{}", text(&o));
+}

@@ -152,6 +152,12 @@ struct RawConfig {
     rope_scaling: Option<serde_json::Value>,
     #[serde(default)]
     quantization_config: Option<QuantizationConfig>,
+    #[serde(default)]
+    attention_bias: Option<bool>,
+    #[serde(default)]
+    mlp_bias: Option<bool>,
+    #[serde(default)]
+    partial_rotary_factor: Option<f64>,
 }
 
 /// A model description read from `config.json`.
@@ -237,6 +243,23 @@ impl ModelConfig {
                 ))
             })
         };
+        // Fields that change the computation and that no GGUF file of these architectures can
+        // express: refused by name, never ignored.
+        for (key, on) in [
+            ("attention_bias", raw.attention_bias),
+            ("mlp_bias", raw.mlp_bias),
+        ] {
+            if on == Some(true) {
+                return Err(invalid(format!(
+                    "{key}: true is not supported (the ternary architectures have no biases)"
+                )));
+            }
+        }
+        if let Some(p) = raw.partial_rotary_factor.filter(|&p| p != 1.0) {
+            return Err(invalid(format!(
+                "partial_rotary_factor: {p} is not supported (RoPE over the whole head only)"
+            )));
+        }
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
         let intermediate_size = need(raw.intermediate_size, "intermediate_size")?;
         let num_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;

@@ -71,6 +71,11 @@ pub struct Args {
     /// Store the token embedding as F16.
     #[arg(long)]
     quant_embd: bool,
+    /// Accept a conversion that cannot be written as asked (TQ1_0/TQ2_0 rows that are not a
+    /// multiple of 256 values become F16). Without it, fetch refuses such a request after
+    /// reading config.json, before the weights are downloaded.
+    #[arg(long)]
+    allow_fallback: bool,
     /// Print one JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -80,6 +85,60 @@ pub struct Args {
     /// Worker threads [default: all cores].
     #[arg(short = 't', long)]
     threads: Option<usize>,
+}
+
+/// The plan of every ternary projection from `config.json` alone: printed (unless quiet), and
+/// refused when the requested type cannot be written as asked and `--allow-fallback` is not
+/// given, or when no layout holds a shape.
+fn precheck(config: &std::path::Path, quant: OutType, name: &str, a: &Args) -> anyhow::Result<()> {
+    let cfg = bitconv::checkpoint::ModelConfig::from_file(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let (h, ff) = (cfg.hidden_size as usize, cfg.intermediate_size as usize);
+    let q = (cfg.num_heads * cfg.head_dim) as usize;
+    let kv = (cfg.num_kv_heads * cfg.head_dim) as usize;
+    let copts = ConvertOptions::new(quant);
+    let mut lines = Vec::new();
+    let mut fallbacks = Vec::new();
+    for (role, m, k) in [
+        ("attn_q", q, h),
+        ("attn_k", kv, h),
+        ("attn_v", kv, h),
+        ("attn_output", h, q),
+        ("ffn_gate", ff, h),
+        ("ffn_up", ff, h),
+        ("ffn_down", h, ff),
+    ] {
+        let c = convert::projection_type(quant, &copts, name, m, k).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {role} ({m}×{k}) cannot be written as {quant}: {e}",
+                config.display()
+            )
+        })?;
+        if c.fallback {
+            fallbacks.push(format!("{role} ({m}×{k})"));
+        }
+        lines.push(format!(
+            "  {role:<12} {:<6} {m}×{k}  {}",
+            c.ty.name(),
+            c.note.unwrap_or_default()
+        ));
+    }
+    if !(a.quiet || a.json) {
+        eprintln!(
+            "plan from config.json ({} layers, {quant}):\n{}",
+            cfg.num_layers,
+            lines.join("\n")
+        );
+    }
+    anyhow::ensure!(
+        fallbacks.is_empty() || a.allow_fallback,
+        "{}: {quant} cannot be written as asked for {} (written as F16 instead); nothing was \
+         downloaded beyond the small files. Pass --allow-fallback to accept, or choose another \
+         --quant (i2_s, tl1, tl2)",
+        config.display(),
+        fallbacks.join(", ")
+    );
+    Ok(())
 }
 
 pub fn run(a: Args) -> super::Outcome {
@@ -103,12 +162,21 @@ pub fn run(a: Args) -> super::Outcome {
         downloads: usize::from(a.downloads),
         ..FetchOptions::default()
     };
-    let snap = hub::snapshot(&cfg, &repo, &a.revision, &opts)?;
-    let t_download = t0.elapsed().as_secs_f64();
-
     let name = hub::find_known(&repo)
         .map(|k| k.local_name.to_string())
         .unwrap_or_else(|| repo.rsplit('/').next().unwrap_or(&repo).to_string());
+    // The small files first: the plan is checked before gigabytes of weights move.
+    let small = FetchOptions {
+        filter: std::sync::Arc::new(|p: &str| {
+            hub::conversion_files(p) && !p.ends_with(".safetensors")
+        }),
+        ..opts.clone()
+    };
+    let pre = hub::snapshot(&cfg, &repo, &a.revision, &small)?;
+    precheck(&pre.dir.join("config.json"), a.quant, &name, &a)?;
+    let snap = hub::snapshot(&cfg, &repo, &a.revision, &opts)?;
+    let t_download = t0.elapsed().as_secs_f64();
+
     let out = a.output.clone().unwrap_or_else(|| {
         PathBuf::from("models")
             .join(&name)

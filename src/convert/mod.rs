@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use plan::{float_type, plan, Plan, PlannedTensor, Source};
+pub use plan::{float_type, plan, projection_type, Plan, PlannedTensor, ProjectionChoice, Source};
 pub use plan_kv::metadata_for;
 pub use run::{write, Progress, Summary};
 

@@ -302,49 +302,22 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
                 )));
             };
             let _ = p;
-            let ty = match out {
-                OutType::Tq1_0 | OutType::Tq2_0 if k % 256 != 0 => {
-                    note = Some(format!(
-                        "{} needs rows that are a multiple of 256 values; written as F16 (as llama.cpp's converter does)",
-                        out.weight_type()
-                    ));
-                    GgmlType::F16
+            let choice = projection_type(out, opts, &model_name, m, k).map_err(|reason| {
+                ConvertError::Unsupported {
+                    tensor: name.clone(),
+                    m,
+                    k,
+                    reason,
                 }
-                OutType::I2S if (m * k) % 128 == 0 && k % 128 != 0 => {
-                    note = GgmlType::I2_S.bitnet_cpp_limit(k as u64).map(String::from);
-                    GgmlType::I2_S
+            })?;
+            note = choice.note;
+            tl = choice.tl;
+            if let Some(params) = choice.tl {
+                if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
+                    kernel_entries.push(KernelEntry { m, k, params });
                 }
-                OutType::I2S if (m * k) % 128 != 0 => {
-                    return Err(ConvertError::Unsupported {
-                        tensor: name,
-                        m,
-                        k,
-                        reason: "I2_S needs M·K to be a multiple of 128".into(),
-                    })
-                }
-                OutType::Tl1 | OutType::Tl2 => {
-                    let layout = if out == OutType::Tl1 {
-                        TlLayout::Tl1
-                    } else {
-                        TlLayout::Tl2
-                    };
-                    let (params, origin) =
-                        params::choose(opts.kernel_config.as_deref(), &model_name, layout, m, k)
-                            .map_err(|reason| ConvertError::Unsupported {
-                                tensor: name.clone(),
-                                m,
-                                k,
-                                reason,
-                            })?;
-                    note = Some(format!("{params} ({origin})"));
-                    tl = Some(params);
-                    if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
-                        kernel_entries.push(KernelEntry { m, k, params });
-                    }
-                    out.weight_type()
-                }
-                _ => out.weight_type(),
-            };
+            }
+            let ty = choice.ty;
             (ty, source)
         } else {
             let ty = float_type(&name, shape.len(), k, out, opts, has_output);
@@ -418,6 +391,73 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         tensors,
         kernel_entries,
         file_size,
+    })
+}
+
+/// How one ternary projection of shape `M × K` is written for output `out`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectionChoice {
+    /// The tensor type.
+    pub ty: GgmlType,
+    /// TL kernel parameters (TL1/TL2).
+    pub tl: Option<TlParams>,
+    /// What the plan says about it (a fallback, where the parameters came from, a runtime that
+    /// cannot run it).
+    pub note: Option<String>,
+    /// Whether the type is not the one asked for (TQ1_0/TQ2_0 rows that are not a multiple of
+    /// 256 values are written as F16, as llama.cpp's converter does).
+    pub fallback: bool,
+}
+
+/// The one rule for a ternary projection's type: the requested type where its layout holds
+/// the shape, F16 for TQ1_0/TQ2_0 rows that are not a multiple of 256, an error where nothing
+/// fits (I2_S needs `M·K` to be a multiple of 128; TL needs kernel parameters).
+pub fn projection_type(
+    out: OutType,
+    opts: &ConvertOptions,
+    model_name: &str,
+    m: usize,
+    k: usize,
+) -> Result<ProjectionChoice, String> {
+    let plain = |ty: GgmlType, note: Option<String>| ProjectionChoice {
+        ty,
+        tl: None,
+        note,
+        fallback: false,
+    };
+    Ok(match out {
+        OutType::Tq1_0 | OutType::Tq2_0 if k % 256 != 0 => ProjectionChoice {
+            ty: GgmlType::F16,
+            tl: None,
+            note: Some(format!(
+                "{} needs rows that are a multiple of 256 values; written as F16 (as llama.cpp's converter does)",
+                out.weight_type()
+            )),
+            fallback: true,
+        },
+        OutType::I2S if (m * k) % 128 != 0 => {
+            return Err("I2_S needs M·K to be a multiple of 128".into())
+        }
+        OutType::I2S => plain(
+            GgmlType::I2_S,
+            GgmlType::I2_S.bitnet_cpp_limit(k as u64).map(String::from),
+        ),
+        OutType::Tl1 | OutType::Tl2 => {
+            let layout = if out == OutType::Tl1 {
+                TlLayout::Tl1
+            } else {
+                TlLayout::Tl2
+            };
+            let (params, origin) =
+                params::choose(opts.kernel_config.as_deref(), model_name, layout, m, k)?;
+            ProjectionChoice {
+                ty: out.weight_type(),
+                tl: Some(params),
+                note: Some(format!("{params} ({origin})")),
+                fallback: false,
+            }
+        }
+        _ => plain(out.weight_type(), None),
     })
 }
 

@@ -325,7 +325,7 @@ fn hf_other_unimplemented_fields_are_refused_by_name() {
         ),
         (
             "rope_scaling",
-            serde_json::json!({"type": "linear", "factor": 2.0}),
+            serde_json::json!({"type": "dynamic", "factor": 2.0}),
             "rope_scaling.type",
         ),
         (
@@ -721,5 +721,15 @@ fn hf_speed_large_random() {
         .filter(|l| l.starts_with("VmHWM") || l.starts_with("RssAnon") || l.starts_with("RssFile"))
     {
         eprintln!("{l}");
+    }
+}
+
+#[test]
+fn hf_linear_rope_scaling_divides_every_frequency() {
+    use super::config::{rope_inv_freq, RopeScaling};
+    let plain = rope_inv_freq(64, 10000.0, RopeScaling::Default);
+    let scaled = rope_inv_freq(64, 10000.0, RopeScaling::Linear { factor: 4.0 });
+    for (a, b) in plain.iter().zip(&scaled) {
+        assert_eq!(*b, (*a as f64 / 4.0) as f32);
     }
 }

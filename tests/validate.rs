@@ -927,3 +927,49 @@ fn bad_validation_inputs_are_clear_errors() {
     assert!(rep.contains("KL divergence (\"Once upon a time"), "{rep}");
     assert!(rep.contains("[ ok ] blocks"), "{rep}");
 }
+
+/// A checkpoint with only `tokenizer.model` (no `tokenizer.json`) is tokenized the way
+/// transformers builds its Llama tokenizer from the SentencePiece model: the same ids as from
+/// `tokenizer.json` and as the numpy golden's (checked against transformers 5.25 by hand).
+#[test]
+fn golden_from_tokenizer_model_alone_tokenizes_like_tokenizer_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spm = tmp.path().join("spm");
+    std::fs::create_dir(&spm).unwrap();
+    let ck = common::tiny().join("ckpt-fp16");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(ck.join(f), spm.join(f)).unwrap();
+    }
+    let read = |p: &Path| -> Vec<Vec<u64>> {
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        g["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p["token_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let (a, b) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
+    ok(&bin(&["golden", s(&spm), "-o", s(&a)]));
+    ok(&bin(&["golden", s(&ck), "-o", s(&b)]));
+    let (ids_model, ids_json) = (read(&a), read(&b));
+    assert_eq!(ids_model, ids_json);
+    assert_eq!(ids_model[0], read(&golden("tiny.numpy.json"))[0]);
+    // And a file converted from the checkpoint validates against it.
+    let file = converted(tmp.path(), "tiny", "i2_s");
+    ok(&bin(&["validate", s(&file), "--golden", s(&a)]));
+}

@@ -156,23 +156,29 @@ impl CheckpointTokenizer {
     /// Opens `DIR/tokenizer.json` with `tokenizer_config.json`, `config.json` and
     /// `generation_config.json` for the special tokens.
     pub fn open(dir: &Path) -> Result<CheckpointTokenizer, ValidateError> {
-        let file = dir.join("tokenizer.json");
-        if !file.is_file() {
-            return Err(ValidateError::Tokenize(format!(
-                "{}: no tokenizer.json: the golden tokenizes the prompts with the checkpoint's own \
-                 tokenizer.json (tokenizer.model alone is not read yet)",
-                dir.display()
-            )));
-        }
-        let mut inner = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", file.display())))?;
+        let mut file = dir.join("tokenizer.json");
         let tc = json_file(&dir.join("tokenizer_config.json"))?;
         let class = tc
             .as_ref()
             .and_then(|c| c.get("tokenizer_class"))
             .and_then(|v| v.as_str())
             .unwrap_or("");
-        if matches!(class, "LlamaTokenizer" | "LlamaTokenizerFast") {
+        let spm = dir.join("tokenizer.model");
+        let (mut inner, from_model) = if file.is_file() {
+            let t = tokenizers::Tokenizer::from_file(&file)
+                .map_err(|e| ValidateError::Tokenize(format!("{}: {e}", file.display())))?;
+            (t, false)
+        } else if spm.is_file() {
+            file = spm;
+            (sentencepiece_bpe(&file)?, true)
+        } else {
+            return Err(ValidateError::Tokenize(format!(
+                "{}: no tokenizer.json or tokenizer.model: the golden tokenizes the prompts with \
+                 the checkpoint's own tokenizer",
+                dir.display()
+            )));
+        };
+        if from_model || matches!(class, "LlamaTokenizer" | "LlamaTokenizerFast") {
             // transformers' Llama tokenizer keeps only the BPE model of tokenizer.json and sets
             // its own pipeline: no normalizer, a Metaspace pre-tokenizer that prepends "▁"
             // ("always" with legacy behaviour, "first" without it; "never" when
@@ -208,7 +214,10 @@ impl CheckpointTokenizer {
         let add_bos = tc
             .as_ref()
             .and_then(|c| c.get("add_bos_token"))
-            .and_then(|v| v.as_bool());
+            .and_then(|v| v.as_bool())
+            // transformers' Llama tokenizer adds BOS unless told otherwise.
+            .or(from_model.then_some(true));
+        let bos = bos.or_else(|| from_model.then(|| inner.token_to_id("<s>")).flatten());
         Ok(CheckpointTokenizer {
             file,
             inner,
@@ -248,6 +257,9 @@ impl CheckpointTokenizer {
 
     /// The digest of the BPE merges, if the model is BPE with merges.
     pub fn merges_sha256(&self) -> Result<Option<String>, ValidateError> {
+        if self.file.extension().is_some_and(|e| e == "model") {
+            return Ok(None); // a SentencePiece model stores no merges
+        }
         let text = std::fs::read_to_string(&self.file).map_err(|e| ValidateError::Io {
             path: self.file.clone(),
             source: e,
@@ -274,6 +286,75 @@ impl CheckpointTokenizer {
             .collect();
         Ok(Some(merges_digest(lines.iter().map(String::as_str))))
     }
+}
+
+/// A BPE `tokenizer.model` as transformers turns it into a tokenizer when no `tokenizer.json`
+/// exists: every piece with its position as id; merges from every split of a piece into two
+/// pieces of the vocabulary, ordered by the merged piece's id, then the lengths of the two
+/// parts; byte fallback, unknown pieces fused; control pieces special. (The pre-tokenizer is set
+/// by the caller, as for Llama tokenizers.)
+fn sentencepiece_bpe(path: &Path) -> Result<tokenizers::Tokenizer, ValidateError> {
+    use crate::checkpoint::sentencepiece::{ModelProto, ModelType, PieceType};
+    let bad = |e: String| ValidateError::Tokenize(format!("{}: {e}", path.display()));
+    let proto = ModelProto::load(path).map_err(|e| bad(e.to_string()))?;
+    if proto.trainer_spec.model_type != ModelType::Bpe {
+        return Err(bad(format!(
+            "a {:?} SentencePiece model; only BPE models are read without tokenizer.json",
+            proto.trainer_spec.model_type
+        )));
+    }
+    if proto.pieces.is_empty() {
+        return Err(bad("the model has no pieces".into()));
+    }
+    let mut vocab: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for (i, p) in proto.pieces.iter().enumerate() {
+        vocab.insert(p.piece.clone(), i as u32);
+    }
+    // (merged id, left length, right length, left id, right id, left, right)
+    let mut merges: Vec<(u32, usize, usize, u32, u32, String, String)> = Vec::new();
+    for p in &proto.pieces {
+        let id = vocab[&p.piece];
+        let mut local = Vec::new();
+        for (cut, _) in p.piece.char_indices().skip(1) {
+            let (l, r) = p.piece.split_at(cut);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                local.push((
+                    id,
+                    l.chars().count(),
+                    r.chars().count(),
+                    li,
+                    ri,
+                    l.to_string(),
+                    r.to_string(),
+                ));
+            }
+        }
+        local.sort_by_key(|m| (m.3, m.4));
+        merges.extend(local);
+    }
+    // A stable sort on (merged id, left length, right length), as Python's sorted.
+    merges.sort_by_key(|m| (m.0, m.1, m.2));
+    let merges: Vec<(String, String)> = merges.into_iter().map(|m| (m.5, m.6)).collect();
+    let bpe = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(
+            vocab
+                .into_iter()
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
+        .fuse_unk(true)
+        .byte_fallback(true)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut t = tokenizers::Tokenizer::new(bpe);
+    let special: Vec<tokenizers::AddedToken> = proto
+        .pieces
+        .iter()
+        .filter(|p| matches!(p.kind, PieceType::Control | PieceType::Unknown))
+        .map(|p| tokenizers::AddedToken::from(p.piece.clone(), true))
+        .collect();
+    let _ = t.add_special_tokens(special);
+    Ok(t)
 }
 
 /// What [`compute`] returns: the prompts (logits, and block states for the first) and the

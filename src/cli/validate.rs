@@ -97,6 +97,9 @@ pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
         return super::print_json(&serde_json::to_value(rep)?);
     }
     println!("validate {} against {}", rep.file, rep.golden);
+    if !rep.against.is_empty() {
+        println!("  against: {}", rep.against);
+    }
     if !rep.arithmetic.is_empty() {
         println!("  arithmetic: {}", rep.arithmetic);
     }
@@ -110,6 +113,15 @@ pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
             },
             c.name,
             c.detail
+        );
+    }
+    if let Some(o) = &rep.overall {
+        println!(
+            "  all prompts: {} rows, mean KL divergence {:.3e} nats (worst p99 {:.3e}), top-1 {:.1}%",
+            o.rows,
+            o.mean_kl,
+            o.p99_kl,
+            o.top1_agreement * 100.0
         );
     }
     println!("{}", if rep.pass { "PASS" } else { "FAIL" });

@@ -530,7 +530,7 @@ pub fn golden_from_checkpoint(
             version: env!("CARGO_PKG_VERSION").into(),
             details: "config.json and safetensors read as transformers reads them (Hugging Face \
                       names, rotate-half RoPE, absmean or packed ternary weights, int8 \
-                      activations, f32), prompts tokenized by the checkpoint's tokenizer.json; \
+                      activations, f32), prompts tokenized by the checkpoint's own tokenizer; \
                       shares only arithmetic with the converter and the GGUF runtime"
                 .into(),
         },
@@ -654,6 +654,24 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Per-prompt agreement.
     pub prompts: Vec<PromptStats>,
+    /// What the file was compared with: the golden's producer and source.
+    pub against: String,
+    /// Over every compared row of every prompt: mean KL divergence, the largest per-prompt
+    /// 99th percentile, top-1 agreement.
+    pub overall: Option<Overall>,
+}
+
+/// Logit agreement over all prompts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overall {
+    /// Rows compared.
+    pub rows: usize,
+    /// Mean KL divergence per row (nats).
+    pub mean_kl: f64,
+    /// The largest per-prompt 99th percentile.
+    pub p99_kl: f64,
+    /// Share of rows whose argmax agrees.
+    pub top1_agreement: f64,
 }
 
 impl Report {
@@ -689,9 +707,7 @@ pub fn validate(
         file: file.display().to_string(),
         golden: golden_path.display().to_string(),
         pass: true,
-        arithmetic: String::new(),
-        checks: Vec::new(),
-        prompts: Vec::new(),
+        ..Report::default()
     };
     if let Some(want) = &golden.model.sha256 {
         match crate::util::sha256_file(file) {
@@ -757,6 +773,14 @@ pub fn validate(
     let decides = golden.reference.is_none();
     let arith = arithmetic_for(&golden.producer);
     rep.arithmetic = format!("{:?} emulation, {:?} KV cache", arith.0, arith.1);
+    rep.against = format!(
+        "{} golden by {} {} ({}) from {}",
+        golden.model.kind,
+        golden.producer.name,
+        golden.producer.version,
+        golden.producer.details,
+        golden.model.source
+    );
     for p in &golden.prompts {
         if let Some(tok) = &tok {
             if let Ok(ids) = tok.encode(&p.text, true) {
@@ -878,6 +902,22 @@ pub fn validate(
             p99_kl: kl.1,
             perplexity_file: ppl_file,
             perplexity_golden: ppl_golden,
+        });
+    }
+    if !rep.prompts.is_empty() {
+        let rows: usize = rep.prompts.iter().map(|p| p.rows).sum();
+        let w = |f: &dyn Fn(&PromptStats) -> f64| {
+            rep.prompts
+                .iter()
+                .map(|p| f(p) * p.rows as f64)
+                .sum::<f64>()
+                / rows.max(1) as f64
+        };
+        rep.overall = Some(Overall {
+            rows,
+            mean_kl: w(&|p| p.mean_kl),
+            p99_kl: rep.prompts.iter().map(|p| p.p99_kl).fold(0.0, f64::max),
+            top1_agreement: w(&|p| p.top1_agreement),
         });
     }
     Ok(rep)

@@ -550,3 +550,37 @@ fn dummy_models_validate_against_their_own_goldens() {
         );
     }
 }
+
+/// TL dummies record their kernel parameters: `golden`, `validate` and `run` work on them with
+/// no flag and no kernel_config.ini anywhere near.
+#[test]
+fn tl_dummies_need_no_kernel_config_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    for q in ["tl1", "tl2"] {
+        let (out, o) = dummy(
+            tmp.path(),
+            &["--size", "125M", "--layers", "2", "--quant", q],
+        );
+        ok(&o);
+        let alone = tmp.path().join(format!("alone-{q}"));
+        std::fs::create_dir(&alone).unwrap();
+        let file = alone.join("m.gguf");
+        std::fs::rename(&out, &file).unwrap();
+        let f = file.to_str().unwrap();
+        let g = alone.join("m.gguf.golden.json");
+        let g = g.to_str().unwrap();
+        let p = tmp.path().join("prompts.json");
+        std::fs::write(
+            &p,
+            r#"{"prompts": ["Once upon a time"], "greedy_tokens": 4}"#,
+        )
+        .unwrap();
+        for args in [
+            vec!["golden", f, "-o", g, "--prompts", p.to_str().unwrap()],
+            vec!["validate", f],
+            vec!["run", f, "-p", "Once upon a time", "-n", "4"],
+        ] {
+            ok(&common::bitconv().args(&args).output().unwrap());
+        }
+    }
+}

@@ -25,6 +25,6 @@ rm -rf "$work/run" && mkdir -p "$work/run"
 cargo build --release --quiet
 BITCONV_BIN="$PWD/target/release/bitconv" BITCONV_HEADLINE_CHECKPOINT="$ck" \
   BITCONV_HEADLINE_WORK="$work/run" BITCONV_HEADLINE_QUANT="$quant" \
-  cargo test --release --quiet --test fetch headline_3b -- --ignored --nocapture 2>&1 \
+  cargo test --release --quiet --test it headline_3b -- --ignored --nocapture 2>&1 \
   | grep -v "^running\|^test \|^$" \
   | grep -E -v "^\s+(Command being timed|User time|System time|Percent of CPU|Average|Major|Minor|Voluntary|Involuntary|Swaps|File system|Socket|Signals|Page size|Exit status)"

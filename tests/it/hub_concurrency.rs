@@ -2,14 +2,14 @@
 //! separate processes: both succeed, and every file is downloaded exactly once (the second
 //! waits on the blob lock, then finds the blob complete).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::mock_hub::{MockHub, MockRepo};
 use bitconv::hub::{self, FetchOptions, HubConfig, RetryPolicy};
-use common::mock_hub::{MockHub, MockRepo};
 
 const CHILD_URL: &str = "BITCONV_HUB_TEST_CHILD_URL";
 const CHILD_CACHE: &str = "BITCONV_HUB_TEST_CHILD_CACHE";
@@ -95,7 +95,7 @@ fn two_processes_fetch_the_same_repo() {
     let spawn = || {
         Command::new(&exe)
             .args([
-                "child_fetch_entry",
+                "hub_concurrency::child_fetch_entry",
                 "--exact",
                 "--test-threads=1",
                 "--nocapture",

@@ -2,7 +2,7 @@
 //! Face transformers (`tests/data/families/make_families.py`), converted to every applicable
 //! output type and validated against transformers' own forward pass (`golden/families/`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

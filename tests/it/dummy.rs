@@ -1,7 +1,7 @@
 //! `bitconv dummy`: planned sizes equal written sizes, the layouts read the files back,
 //! reproducibility, and bad input.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -6,15 +6,15 @@
 //! - a cache written by Python, downloading from the mock hub (`HF_ENDPOINT`), serves our
 //!   offline fetch and our online fetch without any download.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
 use bitconv::hub::{self, FetchOptions, HubConfig, RetryPolicy};
-use common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
 use sha2::{Digest, Sha256};
 
 fn python() -> Option<String> {

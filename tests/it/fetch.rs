@@ -1,12 +1,12 @@
 //! `bitconv fetch` end to end against the mock Hub on 127.0.0.1 (the library's download
 //! behaviour — resume, sha256, retries, locking, names, tokens — is tested in hub_*.rs).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::mock_hub::{MockHub, MockRepo};
+use crate::common::mock_hub::{MockHub, MockRepo};
 
 /// `bitconv fetch` with the Hub at `url`, the cache in `cache` and nothing else from the
 /// environment that could reach a real Hub.
@@ -210,7 +210,7 @@ fn list_and_help_read_well() {
 }
 
 /// Prints a whole `bitconv fetch` session against the mock Hub (the README's example):
-/// `cargo test --test fetch readme_session -- --ignored --nocapture`.
+/// `cargo test --test it readme_session -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn readme_session() {
@@ -234,7 +234,7 @@ fn readme_session() {
 /// fp32, 3 shards) as `1bitLLM/bitnet_b1_58-3B` from memory maps, then runs
 /// `bitconv fetch 1bitLLM/bitnet_b1_58-3B --quant tl1` (the binary in `BITCONV_BIN`, default the
 /// test build) under `/usr/bin/time -v` in `BITCONV_HEADLINE_WORK`, printing its output and
-/// timing. `cargo test --release --test fetch headline -- --ignored --nocapture`.
+/// timing. `cargo test --release --test it headline -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn headline_3b() {

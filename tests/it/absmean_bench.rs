@@ -1,7 +1,7 @@
 //! Throughput of the absmean and ternarization paths on a large synthetic tensor.
 //!
 //! Not a timed assertion: run with
-//! `cargo test --release --test absmean_bench -- --ignored --nocapture`.
+//! `cargo test --release --test it absmean_bench:: -- --ignored --nocapture`.
 
 use std::time::Instant;
 

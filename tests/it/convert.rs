@@ -1,7 +1,7 @@
 //! `bitconv convert`: byte equality with the reference files, the exact-mean variant, the
 //! Python `gguf` cross-check, and bad input.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,14 +1,14 @@
 //! `bitconv golden`, `bitconv validate`, `convert --validate` and `bitconv run`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common::mutate::{self, Mistake};
 use bitconv::gguf::{GgufWriter, MappedGguf, TensorSpec, Value};
 use bitconv::runtime::tokenize::GgufTokenizer;
 use bitconv::runtime::{Arch, LoadOptions, Model, RuntimeError};
-use common::mutate::{self, Mistake};
 
 fn bin(args: &[&str]) -> Output {
     common::bitconv().args(args).output().unwrap()

@@ -1,6 +1,6 @@
 //! GGUF reader/writer: agreement with the reference dumps, byte-exact round trips, and bad input.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

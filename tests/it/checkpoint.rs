@@ -1,6 +1,6 @@
 //! Checkpoint reading: single and sharded safetensors, the index check, config.json, bad input.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,15 +1,15 @@
 //! `bitconv::hub::snapshot` against the mock hub: cache layout, cache reuse, offline mode,
 //! resume, verification, retries, errors, hostile listings and token safety.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
 use bitconv::hub::{self, FetchOptions, HubConfig, HubError, RetryPolicy};
-use common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "hf_TESTsecretTOKEN0123456789";

@@ -1,7 +1,7 @@
 //! Decode speed of the reference runtime on a random model with the shapes of
 //! `1bitLLM/bitnet_b1_58-large` (hidden 1536, FFN 4096, 24 layers, 16 heads, vocab 32002, I2_S
 //! projections, F16 embedding). Not a pass/fail test: run it with
-//! `cargo test --release --test runtime_perf -- --ignored --nocapture`.
+//! `cargo test --release --test it runtime_perf:: -- --ignored --nocapture`.
 
 use std::fs::File;
 use std::io::BufWriter;

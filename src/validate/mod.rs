@@ -506,7 +506,7 @@ pub fn golden_from_gguf(
 pub const CHECKPOINT_PRODUCER: &str = "bitconv-checkpoint-reader";
 
 /// A golden from a checkpoint directory (kind `checkpoint`), computed by reading the checkpoint
-/// the way transformers reads it ([`reference`]), independently of the converter: logits of
+/// the way transformers reads it ([`reference`](mod@reference)), independently of the converter: logits of
 /// every prompt, block states of the first, and the facts a file must agree with. Greedy
 /// continuations are not recorded (`n_greedy` is ignored).
 pub fn golden_from_checkpoint(

@@ -15,7 +15,13 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     /// Creates the temporary file beside `target`.
+    ///
+    /// A target that exists must be a regular file, or a symbolic link to one, which is then
+    /// written through (the link's destination is replaced, the link stays). Anything else (a
+    /// directory, a character device such as `/dev/null`, a FIFO, a socket) is refused before
+    /// any work is done: renaming over it would replace a device node with a regular file.
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        let target = &resolve_target(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -74,6 +80,41 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The path to write for `target`: the target itself, or the final destination of a symbolic
+/// link; an error where what exists there is not a regular file.
+fn resolve_target(target: &Path) -> io::Result<PathBuf> {
+    let mut path = target.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(path),
+            Err(e) => return Err(e),
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
+                };
+            }
+            Ok(m) if m.is_file() => return Ok(path),
+            Ok(m) => {
+                let what = if m.is_dir() {
+                    "a directory"
+                } else {
+                    "not a regular file (a device, FIFO or socket)"
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is {what}; refusing to replace it", path.display()),
+                ));
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: too many levels of symbolic links", target.display()),
+    ))
+}
+
 /// The sha256 of a file as lowercase hex, read in pieces (a model file is never held whole).
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
@@ -87,6 +128,40 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
     }
     Ok(format!("{:x}", h.finalize()))
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn devices_directories_and_fifos_are_refused_and_links_written_through() {
+        for bad in ["/dev/null", "/tmp"] {
+            let e = AtomicFile::create(Path::new(bad)).err().expect(bad);
+            assert!(e.to_string().contains("refusing"), "{bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.gguf");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("link.gguf");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("real.gguf", &link).unwrap();
+            let mut f = AtomicFile::create(&link).unwrap();
+            std::io::Write::write_all(f.file(), b"new").unwrap();
+            f.commit().unwrap();
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(std::fs::read(&real).unwrap(), b"new");
+            let fifo = dir.path().join("fifo");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            assert!(AtomicFile::create(&fifo).is_err());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -224,6 +224,11 @@ impl fmt::Display for Within {
 pub enum SpmErrorKind {
     /// The file could not be read.
     Io(std::io::Error),
+    /// No piece is the unknown piece (an empty model has none).
+    NoUnknown {
+        /// Pieces in the model.
+        pieces: usize,
+    },
     /// The input ended inside a varint.
     TruncatedVarint {
         /// Byte offset where the varint starts.
@@ -417,6 +422,11 @@ impl fmt::Display for SpmError {
                 write!(f, "invalid UTF-8 piece at index {index} (byte {offset})")
             }
             SpmErrorKind::EmptyPiece { index } => write!(f, "empty piece at index {index}"),
+            SpmErrorKind::NoUnknown { pieces } => write!(
+                f,
+                "no unknown piece among {pieces} pieces: not a usable SentencePiece model \
+                 (SentencePiece refuses it too)"
+            ),
             SpmErrorKind::DuplicatePiece {
                 index,
                 first,
@@ -526,6 +536,13 @@ impl ModelProto {
         }
         if self.trainer_spec.byte_fallback && bytes != 256 {
             return Err(err(SpmErrorKind::BytePieceCount { found: bytes }));
+        }
+        if unknown.is_none() {
+            // SentencePiece itself refuses such a model ("unk is not defined"); an empty file,
+            // a valid empty protobuf, is one.
+            return Err(err(SpmErrorKind::NoUnknown {
+                pieces: self.pieces.len(),
+            }));
         }
         Ok(())
     }

@@ -80,6 +80,7 @@ pub fn run(a: Args) -> super::Outcome {
         a.n_predict,
         a.ctx
     );
+    super::runopts::check_ctx(&model, a.ctx, "--ctx")?;
     if a.verbose {
         eprintln!("prompt tokens: {ids:?}");
     }

@@ -152,8 +152,8 @@ impl GgufHeader {
         let n_kv = c.u64("header.n_kv")?;
         // Each KV takes at least 8 (key len) + 4 (type) + 1 bytes; each tensor info at least
         // 8 + 4 + 4 + 8.
-        c.check_count(n_kv, 13, "header.n_kv", 16)?;
-        c.check_count(n_tensors, 24, "header.n_tensors", 8)?;
+        c.check_count(n_kv, 13, "header.n_kv", 8)?;
+        c.check_count(n_tensors, 24, "header.n_tensors", 16)?;
 
         let mut kv = Vec::with_capacity(n_kv as usize);
         let mut seen = HashSet::new();

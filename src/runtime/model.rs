@@ -837,6 +837,15 @@ impl Binder<'_> {
         })?;
         let k = |s: &str| format!("{arch_s}.{s}");
         let n_layer = self.req_usize(&k("block_count"))?;
+        // Every block has at least its seven projections: a count the file cannot hold is an
+        // error before anything is allocated for it.
+        let tensors = self.gguf.header.tensors.len();
+        if n_layer > tensors / 7 {
+            return Err(self.meta_err(
+                &k("block_count"),
+                format!("{n_layer} blocks, but the file holds only {tensors} tensors"),
+            ));
+        }
         let n_embd = self.req_positive(&k("embedding_length"))?;
         let n_ff = self.req_positive(&k("feed_forward_length"))?;
         let n_head = self.req_positive(&k("attention.head_count"))?;

@@ -138,27 +138,16 @@ impl MockRepo {
     /// A repository with the regular files of `dir` (sorted); `*.safetensors`, `*.model` and
     /// anything over 10 KB are LFS files.
     pub fn from_dir(id: &str, dir: &Path) -> MockRepo {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .expect("mock repo dir")
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .collect();
-        names.sort();
-        let mut repo = MockRepo::new(id, TINY_COMMIT);
-        for p in names {
-            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-            let content = std::fs::read(&p).unwrap();
-            let lfs = name.ends_with(".safetensors")
-                || name.ends_with(".model")
-                || content.len() > 10_000;
-            repo.files.push(MockFile::new(&name, content, lfs));
-        }
-        repo
+        MockRepo::from_dir_mapping_over(id, dir, u64::MAX)
     }
 
     /// As [`MockRepo::from_dir`], but files over 1 MB are served from a memory map instead of
     /// being read into memory (checkpoints of many gigabytes, for benchmarks).
     pub fn from_dir_mapped(id: &str, dir: &Path) -> MockRepo {
+        MockRepo::from_dir_mapping_over(id, dir, 1 << 20)
+    }
+
+    fn from_dir_mapping_over(id: &str, dir: &Path, map_over: u64) -> MockRepo {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .expect("mock repo dir")
             .map(|e| e.unwrap().path())
@@ -169,9 +158,9 @@ impl MockRepo {
         for p in names {
             let name = p.file_name().unwrap().to_str().unwrap().to_owned();
             let len = std::fs::metadata(&p).unwrap().len();
-            let content: Content = if len > 1 << 20 {
+            let content: Content = if len > map_over {
                 let f = std::fs::File::open(&p).unwrap();
-                // SAFETY: a benchmark's own input, not modified while served.
+                // SAFETY: a test's or benchmark's own input, not modified while served.
                 Content(Arc::new(unsafe { memmap2::Mmap::map(&f) }.unwrap()))
             } else {
                 std::fs::read(&p).unwrap().into()

@@ -94,6 +94,20 @@ pub fn inject(src: &Path, dst: &Path, m: Mistake) -> Result<String, String> {
     Ok(what)
 }
 
+/// A copy of `src` with metadata key `key` set to `value` (added if absent), everything else
+/// byte-identical: for hostile-value tests.
+pub fn with_key(src: &Path, dst: &Path, key: &str, value: Value) -> Result<(), String> {
+    let g = MappedGguf::open(src).map_err(|e| e.to_string())?;
+    let mut e = Edit {
+        g: &g,
+        kv: g.header.kv.clone(),
+        data: HashMap::new(),
+        removed: None,
+    };
+    e.set(key, value);
+    e.write(dst)
+}
+
 struct Edit<'a> {
     g: &'a MappedGguf,
     kv: Vec<(String, Value)>,

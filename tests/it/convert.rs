@@ -917,3 +917,19 @@ fn unsupported_config_values_are_refused_by_name() {
         }
     }
 }
+
+/// An empty `tokenizer.model` (a valid, empty protobuf) is an error naming the file, as
+/// SentencePiece refuses it, not a model whose vocabulary is all padding.
+#[test]
+fn empty_tokenizer_model_is_an_error_naming_the_file() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    std::fs::write(dir.join("tokenizer.model"), b"").unwrap();
+    let (out, o) = convert(&dir, &["--quant", "i2_s"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tokenizer.model") && err.contains("unknown piece"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -516,3 +516,27 @@ fn cli_reports_bad_files_with_exit_code_2() {
         "{err}"
     );
 }
+
+/// A count too large for the file names its own field and byte: `n_tensors` sits at byte 8,
+/// `n_kv` at byte 16 (issue: the two offsets were swapped).
+#[test]
+fn oversized_header_counts_name_their_own_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n_tensors, n_kv, want) in [
+        (1u64 << 40, 0u64, "header.n_tensors (at byte 8)"),
+        (0, 1 << 40, "header.n_kv (at byte 16)"),
+    ] {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(n_tensors.to_le_bytes());
+        b.extend(n_kv.to_le_bytes());
+        b.extend([0u8; 64]);
+        let p = dir.path().join("bad.gguf");
+        std::fs::write(&p, &b).unwrap();
+        let e = bitconv::gguf::MappedGguf::open(&p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -973,3 +973,27 @@ fn golden_from_tokenizer_model_alone_tokenizes_like_tokenizer_json() {
     let file = converted(tmp.path(), "tiny", "i2_s");
     ok(&bin(&["validate", s(&file), "--golden", s(&a)]));
 }
+
+/// Counts from a file or the command line are checked before anything is allocated for them:
+/// a `block_count` of 2^31 and a `--ctx` of 2^31 are clear errors (exit 2) naming the key or
+/// the flag, never an abort.
+#[test]
+fn huge_counts_are_errors_not_aborts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = converted(tmp.path(), "tiny", "i2_s");
+    let bad = tmp.path().join("blocks.gguf");
+    mutate::with_key(&file, &bad, "bitnet.block_count", Value::U32(1 << 31)).unwrap();
+    for args in [
+        vec!["run", s(&bad), "-p", "Hi", "-n", "1"],
+        vec!["golden", s(&bad), "-o", "/dev/null/never"],
+    ] {
+        let o = bin(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("block_count"), "{args:?}: {err}");
+    }
+    let o = bin(&["run", s(&file), "-p", "Hi", "-n", "1", "-c", "2147483648"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--ctx 2147483648"), "{err}");
+}

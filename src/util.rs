@@ -4,6 +4,72 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The temporary files of this process's live [`AtomicFile`]s, removed by the SIGINT/SIGTERM
+/// watcher ([`remove_temporaries_on_signals`]) before the process exits.
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts a thread that, on SIGINT or SIGTERM, removes every temporary file of a live
+/// [`AtomicFile`] and exits with 128 + the signal number (as a shell reports a signal), so an
+/// interrupted conversion leaves nothing behind. Call once, early in `main`. (SIGKILL cannot be
+/// caught: the temporary of a killed process is removed by the next run writing beside it, see
+/// [`AtomicFile::create`].)
+pub fn remove_temporaries_on_signals() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                for p in live().iter() {
+                    let _ = std::fs::remove_file(p);
+                }
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+}
+
+/// Whether process `pid` is alive (Linux: `/proc/PID` exists; elsewhere assumed alive).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// Removes temporaries `.{name}.{pid}.{n}.tmp` in `dir` left by processes that no longer run
+/// (a run killed with SIGKILL cannot clean up after itself).
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(f) = file.to_str() else { continue };
+        let Some(rest) = f.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let mut parts = rest.split('.');
+        let (Some(pid), Some(n), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u32>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A file written under a temporary name in the target's directory and renamed over the target
 /// only by [`commit`](AtomicFile::commit). Dropped without a commit, the temporary is removed,
 /// so a failed run never leaves a half-written output behind.
@@ -33,16 +99,18 @@ impl AtomicFile {
             })?
             .to_string_lossy()
             .into_owned();
+        remove_stale_temporaries(&dir, &name);
         let mut n = 0u32;
         loop {
             let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
             match OpenOptions::new().write(true).create_new(true).open(&tmp) {
                 Ok(file) => {
+                    live().push(tmp.clone());
                     return Ok(AtomicFile {
                         target: target.to_path_buf(),
                         tmp,
                         file: Some(file),
-                    })
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
                 Err(e) => return Err(e),
@@ -68,7 +136,16 @@ impl AtomicFile {
     pub fn commit(mut self) -> io::Result<()> {
         let file = self.file.take().expect("file present until commit");
         drop(file);
-        std::fs::rename(&self.tmp, &self.target)
+        let r = std::fs::rename(&self.tmp, &self.target);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        self.forget();
+        r
+    }
+
+    fn forget(&self) {
+        live().retain(|p| p != &self.tmp);
     }
 }
 
@@ -76,6 +153,7 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.tmp);
+            self.forget();
         }
     }
 }

@@ -136,16 +136,8 @@ pub fn run(a: Args) -> super::Outcome {
         .with_context(|| format!("cannot convert {}", a.dir.display()))?;
     bar.finish();
     let report = if a.validate {
-        let (prompts, n) = validate::calibration_prompts();
-        let ropts = validate::RunOptions {
-            tl_params: plan.kernel_entries.clone(),
-        };
-        let golden = validate::golden_from_checkpoint(&a.dir, &ropts, &prompts, n)
-            .with_context(|| format!("cannot compute the golden of {}", a.dir.display()))?;
-        let gpath = super::validate::default_golden(&out);
-        golden.write(&gpath)?;
         Some(
-            validate::validate(&out, &golden, &gpath, &ropts)
+            validate::check_conversion(&a.dir, &out, &plan.kernel_entries)
                 .with_context(|| format!("cannot validate {}", out.display()))?,
         )
     } else {

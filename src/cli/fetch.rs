@@ -9,7 +9,7 @@ use bitconv::checkpoint::Checkpoint;
 use bitconv::convert::{self, ConvertOptions, OutType};
 use bitconv::hub::{self, FetchOptions, HubConfig, HubFlags};
 use bitconv::quant::absmean::AbsmeanMode;
-use bitconv::validate::{self, RunOptions};
+use bitconv::validate;
 
 use super::progress::Bar;
 
@@ -211,17 +211,9 @@ pub fn run(a: Args) -> super::Outcome {
     let report = if a.no_validate {
         None
     } else {
-        let (prompts, n) = validate::calibration_prompts();
-        let ropts = RunOptions {
-            tl_params: plan.kernel_entries.clone(),
-        };
-        let golden = validate::golden_from_checkpoint(&snap.dir, &ropts, &prompts, n)
-            .with_context(|| format!("cannot compute the golden of {repo}"))?;
-        let gpath = super::validate::default_golden(&out);
-        golden.write(&gpath)?;
         Some(
-            validate::validate(&out, &golden, &gpath, &ropts)
-                .with_context(|| format!("cannot validate {}", out.display()))?,
+            validate::check_conversion(&snap.dir, &out, &plan.kernel_entries)
+                .with_context(|| format!("cannot validate {} against {repo}", out.display()))?,
         )
     };
     let t_validate = t2.elapsed().as_secs_f64();

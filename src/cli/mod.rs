@@ -56,6 +56,7 @@ pub type Outcome = anyhow::Result<bool>;
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
+    bitconv::util::remove_temporaries_on_signals();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(a) => bench::run(a),

@@ -40,13 +40,6 @@ pub struct Args {
     kernel: Option<bitconv::runtime::simd::KernelChoice>,
 }
 
-/// The golden `convert --validate` writes beside `file`.
-pub fn default_golden(file: &Path) -> PathBuf {
-    let mut s = file.as_os_str().to_owned();
-    s.push(".golden.json");
-    PathBuf::from(s)
-}
-
 pub fn run(a: Args) -> super::Outcome {
     super::init_threads(a.threads)?;
     super::runopts::init_kernel(a.kernel)?;
@@ -62,7 +55,10 @@ pub fn run(a: Args) -> super::Outcome {
             .with_context(|| format!("cannot compute the golden of {}", dir.display()))?;
         (g, dir.clone())
     } else {
-        let gpath = a.golden.clone().unwrap_or_else(|| default_golden(&a.file));
+        let gpath = a
+            .golden
+            .clone()
+            .unwrap_or_else(|| validate::golden_path_for(&a.file));
         anyhow::ensure!(
             gpath.is_file(),
             "no golden file {} (make one with `bitconv golden CHECKPOINT_DIR -o {}`, pass \

@@ -550,6 +550,32 @@ pub fn golden_from_checkpoint(
     })
 }
 
+/// Where `convert --validate` and `fetch` write the golden of `file`: `FILE.golden.json`
+/// beside it (what a plain `validate FILE` reads).
+pub fn golden_path_for(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".golden.json");
+    PathBuf::from(s)
+}
+
+/// The check after a conversion, one call for `convert --validate` and `fetch`: the golden of
+/// checkpoint `dir` (its independent reading), written beside `file` ([`golden_path_for`]),
+/// then the validation of `file` against it.
+pub fn check_conversion(
+    dir: &Path,
+    file: &Path,
+    tl_params: &[KernelEntry],
+) -> Result<Report, ValidateError> {
+    let (prompts, n) = calibration_prompts();
+    let opts = RunOptions {
+        tl_params: tl_params.to_vec(),
+    };
+    let golden = golden_from_checkpoint(dir, &opts, &prompts, n)?;
+    let gpath = golden_path_for(file);
+    golden.write(&gpath)?;
+    validate(file, &golden, &gpath, &opts)
+}
+
 /// One check of a validation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {

@@ -584,3 +584,56 @@ fn tl_dummies_need_no_kernel_config_to_run() {
         }
     }
 }
+
+/// Interrupted runs leave nothing behind: SIGINT and SIGTERM in the middle of a write remove
+/// the temporary output; after SIGKILL, the next run writing beside it removes the dead
+/// process's temporary.
+#[test]
+#[cfg(target_os = "linux")]
+fn interrupted_runs_leave_no_temporary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("big.gguf");
+    let temporaries = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    };
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let mut child = common::bitconv()
+            .args(["dummy", "--size", "7B", "--quant", "tl2", "--quiet", "-o"])
+            .arg(&out)
+            .spawn()
+            .unwrap();
+        // Wait until the temporary exists, then signal.
+        let start = std::time::Instant::now();
+        while temporaries().is_empty() && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!temporaries().is_empty(), "no temporary appeared");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "signal {sig}: the run finished first");
+        if sig == libc::SIGKILL {
+            assert_eq!(temporaries().len(), 1, "SIGKILL cannot clean up");
+            // The next run beside it removes the dead process's temporary.
+            let o = common::bitconv()
+                .args(["dummy", "--size", "125M", "--layers", "1", "--quiet", "-o"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert!(
+            temporaries().is_empty(),
+            "signal {sig}: left {:?}",
+            temporaries()
+        );
+        assert!(
+            sig == libc::SIGKILL || !out.exists(),
+            "signal {sig}: an output appeared"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! The map of the code (what each module owns, what depends on what, where each kind of change
 //! goes) is `docs/ARCHITECTURE.md`; the byte layouts, formulas and metadata keys the code cites
 //! as "FORMATS §n" are in `docs/FORMATS.md`. The library is split the way the data flows:
+//! - [`arch`]: the architectures (names, activation, RoPE, sub-norms, head) in one table;
 //! - [`checkpoint`]: safetensors over mmap, `config.json`, tensor names, tokenizer export;
 //! - [`quant`]: absmean ternarization and one module per on-disk layout (pack and unpack);
 //! - [`convert`]: the plan of a conversion and the streaming writer that executes it;
@@ -16,6 +17,7 @@
 //! - [`sample`]: token sampling; [`util`]: atomic output files and other small pieces.
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod checkpoint;
 pub mod convert;
 pub mod dummy;

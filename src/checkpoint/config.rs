@@ -11,45 +11,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::arch::{Activation, Arch};
+
 use super::CheckpointError;
-
-/// The GGUF architecture a checkpoint converts to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Arch {
-    /// `bitnet`: 1bitLLM models, SiLU gate, sub-norms, tied head.
-    Bitnet,
-    /// `bitnet-b1.58`: BitNet b1.58 2B-4T, ReLU², sub-norms, GQA.
-    BitnetB158,
-    /// `llama`: Llama/Falcon ternary models, no sub-norms, q/k in interleaved rope order.
-    Llama,
-}
-
-impl Arch {
-    /// The GGUF `general.architecture` string.
-    pub fn gguf_name(self) -> &'static str {
-        match self {
-            Arch::Bitnet => "bitnet",
-            Arch::BitnetB158 => "bitnet-b1.58",
-            Arch::Llama => "llama",
-        }
-    }
-
-    /// Parses a GGUF architecture string.
-    pub fn from_gguf_name(s: &str) -> Option<Arch> {
-        match s {
-            "bitnet" => Some(Arch::Bitnet),
-            "bitnet-b1.58" | "bitnet-25" => Some(Arch::BitnetB158),
-            "llama" => Some(Arch::Llama),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.gguf_name())
-    }
-}
 
 /// The model family, which fixes naming and scale conventions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -70,15 +34,6 @@ impl fmt::Display for Family {
             Family::LlamaTernary => "Llama/Falcon 1.58-bit",
         })
     }
-}
-
-/// FFN activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Activation {
-    /// `silu(gate)·up`
-    Silu,
-    /// `relu(gate)²·up`
-    Relu2,
 }
 
 /// `quantization_config` of packed checkpoints.

@@ -195,7 +195,7 @@ impl Checkpoint {
         json!({
             "dir": self.dir.display().to_string(),
             "hf_architecture": c.hf_architecture,
-            "architecture": c.arch.gguf_name(),
+            "architecture": c.arch.name(),
             "family": c.family.to_string(),
             "activation": c.activation,
             "hidden_size": c.hidden_size,

@@ -1121,8 +1121,16 @@ mod tests {
         use PieceType::*;
         let v = |m: ModelProto| m.validate(p()).map_err(|e| e.kind);
         assert!(v(model(&[("<unk>", Unknown), ("a", Normal)], false)).is_ok());
-        // No UNKNOWN piece at all is accepted by sentencepiece.
-        assert!(v(model(&[("a", Normal)], false)).is_ok());
+        // No UNKNOWN piece at all: sentencepiece refuses to load it ("unk is not defined",
+        // checked with the Python package), and an empty model is not initialized.
+        assert!(matches!(
+            v(model(&[("a", Normal)], false)),
+            Err(SpmErrorKind::NoUnknown { pieces: 1 })
+        ));
+        assert!(matches!(
+            v(model(&[], false)),
+            Err(SpmErrorKind::NoUnknown { pieces: 0 })
+        ));
         assert!(matches!(
             v(model(&[("<unk>", Unknown), ("", Normal)], false)),
             Err(SpmErrorKind::EmptyPiece { index: 1 })
@@ -1155,7 +1163,8 @@ mod tests {
             Err(SpmErrorKind::BytePieceCount { found: 1 })
         ));
         let names: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
-        let all: Vec<(&str, PieceType)> = names.iter().map(|s| (s.as_str(), Byte)).collect();
+        let mut all: Vec<(&str, PieceType)> = vec![("<unk>", Unknown)];
+        all.extend(names.iter().map(|s| (s.as_str(), Byte)));
         assert!(v(model(&all, true)).is_ok());
         assert_eq!(byte_piece_value("<0xFF>"), Some(255));
         assert_eq!(byte_piece_value("<0x0>"), None);

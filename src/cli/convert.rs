@@ -146,7 +146,7 @@ pub fn run(a: Args) -> super::Outcome {
     if a.json {
         let mut j = serde_json::to_value(&summary)?;
         j["out_type"] = plan.out_type.name().into();
-        j["architecture"] = plan.arch.gguf_name().into();
+        j["architecture"] = plan.arch.name().into();
         j["absmean"] = opts.absmean.to_string().into();
         if let Some(r) = &report {
             j["validation"] = serde_json::to_value(r)?;

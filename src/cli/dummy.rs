@@ -69,7 +69,7 @@ pub struct Args {
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::from_gguf_name(s)
+    Arch::from_name(s)
         .ok_or_else(|| format!("unknown architecture {s:?} (bitnet, bitnet-b1.58, llama)"))
 }
 

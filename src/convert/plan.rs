@@ -101,7 +101,7 @@ impl Plan {
             .collect();
         json!({
             "out_type": self.out_type.name(),
-            "architecture": self.arch.gguf_name(),
+            "architecture": self.arch.name(),
             "n_kv": self.kv.len(),
             "n_tensors": self.tensors.len(),
             "file_size": self.file_size,
@@ -177,7 +177,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
                 return Err(ConvertError::UnknownTensor {
                     file: file_of(t),
                     tensor: t.name.clone(),
-                    arch: arch.gguf_name().into(),
+                    arch: arch.name().into(),
                 })
             }
         }
@@ -235,7 +235,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
                         "{} (layer {l}, but num_hidden_layers is {})",
                         t.name, cfg.num_layers
                     ),
-                    arch: arch.gguf_name().into(),
+                    arch: arch.name().into(),
                 });
             }
         }

@@ -41,7 +41,7 @@ pub fn metadata_for(
     if out.flavor() == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
         return metadata_ms_b158(cfg, out, general_name, tokenizer);
     }
-    let a = cfg.arch.gguf_name();
+    let a = cfg.arch.name();
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut put = |k: String, v: Value| kv.push((k, v));
     let u32v = |x: u64| Value::U32(x as u32);
@@ -147,7 +147,7 @@ fn metadata_ms_b158(
     general_name: &str,
     tokenizer: &TokenizerMeta,
 ) -> Vec<(String, Value)> {
-    let a = cfg.arch.gguf_name();
+    let a = cfg.arch.name();
     let u32v = |x: u64| Value::U32(x as u32);
     let mut kv: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),

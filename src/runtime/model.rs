@@ -39,7 +39,9 @@ use rayon::prelude::*;
 use crate::gguf::{GgmlType, MappedGguf, TensorInfo, Value};
 use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, KernelEntry};
 
-use super::ops::{RopeStyle, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+pub use crate::arch::{Activation, Arch};
+
+use super::ops::{Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 use super::RuntimeError;
 
 /// Options of [`Model::load`].
@@ -70,75 +72,6 @@ pub enum WeightMemory {
     Resident,
     /// Read in place from the file mapping (and converted layouts from ordinary heap memory).
     Mapped,
-}
-
-/// The architectures the runtime executes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// `bitnet` (1bitLLM checkpoints): SiLU gate, attention and FFN sub-norms, head tied to
-    /// `token_embd`.
-    Bitnet,
-    /// `bitnet-b1.58` (also read as `bitnet-25`, the name of the first official 2B-4T file):
-    /// ReLU² gate, sub-norms, `output.weight` if present, else tied.
-    BitnetB158,
-    /// `llama`: no sub-norms, SiLU gate, interleaved RoPE, `output.weight` if present, else tied.
-    Llama,
-}
-
-impl Arch {
-    /// The architecture for a `general.architecture` string.
-    pub fn from_name(name: &str) -> Option<Arch> {
-        match name {
-            "bitnet" => Some(Arch::Bitnet),
-            "bitnet-b1.58" | "bitnet-25" => Some(Arch::BitnetB158),
-            "llama" => Some(Arch::Llama),
-            _ => None,
-        }
-    }
-
-    /// The canonical architecture string.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Bitnet => "bitnet",
-            Arch::BitnetB158 => "bitnet-b1.58",
-            Arch::Llama => "llama",
-        }
-    }
-
-    /// The FFN gate activation.
-    pub fn activation(self) -> Activation {
-        match self {
-            Arch::Bitnet | Arch::Llama => Activation::Silu,
-            Arch::BitnetB158 => Activation::ReluSqr,
-        }
-    }
-
-    /// The RoPE convention: NEOX for the BitNet architectures, interleaved for `llama`.
-    pub fn rope_style(self) -> RopeStyle {
-        match self {
-            Arch::Bitnet | Arch::BitnetB158 => RopeStyle::Neox,
-            Arch::Llama => RopeStyle::Normal,
-        }
-    }
-
-    /// Whether blocks have `attn_sub_norm` / `ffn_sub_norm`.
-    pub fn has_sub_norms(self) -> bool {
-        !matches!(self, Arch::Llama)
-    }
-
-    /// Whether the file may carry a separate `output.weight` (else the head is tied).
-    pub fn allows_output(self) -> bool {
-        !matches!(self, Arch::Bitnet)
-    }
-}
-
-/// The FFN gate activation: `act(gate(x)) · up(x)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `silu(g) = g / (1 + e^(−g))`.
-    Silu,
-    /// `relu(g)²`.
-    ReluSqr,
 }
 
 /// Hyperparameters read from the metadata.

@@ -393,15 +393,7 @@ thread_local! {
     static SQUARES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The rotary embedding convention of an architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// GPT-NeoX style (ggml `NEOX`): dimension `i` pairs with `i + n_rot/2`. The BitNet
-    /// architectures use it.
-    Neox,
-    /// Interleaved (ggml `NORMAL`): dimension `2i` pairs with `2i + 1`. `llama` uses it.
-    Normal,
-}
+pub use crate::arch::RopeStyle;
 
 /// Per-position rotation table as ggml builds it: `theta_scale = base^(−2/n_rot)` (f32
 /// `powf`), `θ₀ = pos`, `θᵢ₊₁ = θᵢ·theta_scale` by repeated f32 multiplication, each angle

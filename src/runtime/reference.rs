@@ -1041,7 +1041,7 @@ fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
                 }
             }
         }
-        Activation::ReluSqr => {
+        Activation::Relu2 => {
             for (g, &u) in g.iter_mut().zip(u) {
                 *g = ops::relu_sqr(*g) * u;
             }
@@ -1324,14 +1324,14 @@ mod tests {
         let u: Vec<f32> = (0..g0.len())
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
-        for act in [Activation::Silu, Activation::ReluSqr] {
+        for act in [Activation::Silu, Activation::Relu2] {
             let want: Vec<u32> = g0
                 .iter()
                 .zip(&u)
                 .map(|(&x, &u)| {
                     let a = match act {
                         Activation::Silu => ops::silu(x),
-                        Activation::ReluSqr => ops::relu_sqr(x),
+                        Activation::Relu2 => ops::relu_sqr(x),
                     };
                     (a * u).to_bits()
                 })

@@ -146,7 +146,7 @@ pub fn check_facts(rep: &mut Report, model: &Model, r: &Reference) {
         "activation",
         match hp.arch.activation() {
             Activation::Silu => "silu",
-            Activation::ReluSqr => "relu2",
+            Activation::Relu2 => "relu2",
         }
         .into(),
         c.activation.clone(),

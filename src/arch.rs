@@ -1,0 +1,109 @@
+//! The model architectures bitconv writes and runs, in one place: their GGUF names and
+//! aliases, the FFN activation, the RoPE convention, sub-norms and the head. The checkpoint
+//! reader, the converter, the dummy generator and the runtime all use this table.
+
+use std::fmt;
+
+/// A GGUF architecture (`general.architecture`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Arch {
+    /// `bitnet` (1bitLLM checkpoints): SiLU gate, attention and FFN sub-norms, head tied to
+    /// `token_embd`.
+    Bitnet,
+    /// `bitnet-b1.58` (BitNet b1.58 2B-4T; also read as `bitnet-25`, the name of the first
+    /// official 2B-4T file): ReLU² gate, sub-norms, GQA, `output.weight` if present, else tied.
+    BitnetB158,
+    /// `llama` (Llama3-8B-1.58, Falcon3, Falcon-E): no sub-norms, SiLU gate, q/k in the
+    /// interleaved RoPE order, `output.weight` if present, else tied.
+    Llama,
+}
+
+/// Every name a file may carry, first the one bitconv writes for each architecture.
+const NAMES: [(&str, Arch); 4] = [
+    ("bitnet", Arch::Bitnet),
+    ("bitnet-b1.58", Arch::BitnetB158),
+    ("llama", Arch::Llama),
+    ("bitnet-25", Arch::BitnetB158),
+];
+
+impl Arch {
+    /// The architecture for a `general.architecture` string (aliases included).
+    pub fn from_name(name: &str) -> Option<Arch> {
+        NAMES.iter().find(|(n, _)| *n == name).map(|&(_, a)| a)
+    }
+
+    /// The canonical `general.architecture` string.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .expect("every architecture has a name")
+    }
+
+    /// The FFN gate activation.
+    pub fn activation(self) -> Activation {
+        match self {
+            Arch::Bitnet | Arch::Llama => Activation::Silu,
+            Arch::BitnetB158 => Activation::Relu2,
+        }
+    }
+
+    /// The RoPE convention: NEOX for the BitNet architectures, interleaved for `llama`.
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Bitnet | Arch::BitnetB158 => RopeStyle::Neox,
+            Arch::Llama => RopeStyle::Normal,
+        }
+    }
+
+    /// Whether blocks have `attn_sub_norm` / `ffn_sub_norm`.
+    pub fn has_sub_norms(self) -> bool {
+        !matches!(self, Arch::Llama)
+    }
+
+    /// Whether the file may carry a separate `output.weight` (else the head is tied).
+    pub fn allows_output(self) -> bool {
+        !matches!(self, Arch::Bitnet)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The FFN gate activation: `act(gate(x)) · up(x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Activation {
+    /// `silu(g) = g / (1 + e^(−g))`.
+    Silu,
+    /// `relu(g)²` (`hidden_act: relu2`).
+    Relu2,
+}
+
+/// The rotary embedding convention of an architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// GPT-NeoX style (ggml `NEOX`): dimension `i` pairs with `i + n_rot/2`. The BitNet
+    /// architectures use it.
+    Neox,
+    /// Interleaved (ggml `NORMAL`): dimension `2i` pairs with `2i + 1`. `llama` uses it.
+    Normal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_aliases_resolve() {
+        for a in [Arch::Bitnet, Arch::BitnetB158, Arch::Llama] {
+            assert_eq!(Arch::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Arch::from_name("bitnet-25"), Some(Arch::BitnetB158));
+        assert_eq!(Arch::BitnetB158.name(), "bitnet-b1.58");
+        assert_eq!(Arch::from_name("mistral"), None);
+    }
+}

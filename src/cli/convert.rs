@@ -18,8 +18,8 @@ use super::progress::Bar;
 pub struct Args {
     /// The Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files).
     dir: PathBuf,
-    /// Output type: i2_s, tl1, tl2 (bitnet.cpp), tq1_0, tq2_0 (llama.cpp), f16, f32.
-    #[arg(long = "quant", default_value = "i2_s", value_parser = parse_out_type)]
+    /// Output type: i2_s, tl1, tl2 for bitnet.cpp; tq1_0, tq2_0 for llama.cpp; f16, f32.
+    #[arg(long = "quant", value_enum, default_value = "i2_s", ignore_case = true)]
     quant: OutType,
     /// Output file [default: DIR/ggml-model-TYPE.gguf, as bitnet.cpp names it].
     #[arg(short, long)]
@@ -72,10 +72,6 @@ pub struct Args {
     /// Worker threads [default: all cores].
     #[arg(short = 't', long)]
     threads: Option<usize>,
-}
-
-fn parse_out_type(s: &str) -> Result<OutType, String> {
-    s.parse()
 }
 
 fn parse_embd_type(s: &str) -> Result<GgmlType, String> {

@@ -18,8 +18,8 @@ pub struct Args {
     /// with --hidden/--intermediate/--layers/--heads.
     #[arg(long, default_value = "125M")]
     size: String,
-    /// Output type: i2_s, tl1, tl2, tq1_0, tq2_0, f16, f32.
-    #[arg(long = "quant", default_value = "i2_s", value_parser = |s: &str| s.parse::<OutType>())]
+    /// Output type.
+    #[arg(long = "quant", value_enum, default_value = "i2_s", ignore_case = true)]
     quant: OutType,
     /// Output file [default: ggml-model-SIZE-TYPE.gguf in the current directory].
     #[arg(short, long)]

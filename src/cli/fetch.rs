@@ -33,8 +33,8 @@ pub struct Args {
     /// List the repositories bitnet.cpp knows, with the output types each supports.
     #[arg(long)]
     list: bool,
-    /// Output type: i2_s, tl1, tl2, tq1_0, tq2_0, f16, f32.
-    #[arg(long = "quant", default_value = "i2_s", value_parser = |s: &str| s.parse::<OutType>())]
+    /// Output type.
+    #[arg(long = "quant", value_enum, default_value = "i2_s", ignore_case = true)]
     quant: OutType,
     /// Branch, tag or commit.
     #[arg(long, default_value = "main")]

@@ -123,6 +123,24 @@ impl fmt::Display for OutType {
     }
 }
 
+/// The command line's value list comes from [`OUT_TYPES`]: `--help` lists every type and
+/// accepts each name with or without its underscore (`i2s`).
+impl clap::ValueEnum for OutType {
+    fn value_variants<'a>() -> &'a [Self] {
+        &OUT_TYPES
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let pv = clap::builder::PossibleValue::new(self.name());
+        Some(match self {
+            OutType::I2S => pv.alias("i2s"),
+            OutType::Tq1_0 => pv.alias("tq10"),
+            OutType::Tq2_0 => pv.alias("tq20"),
+            _ => pv,
+        })
+    }
+}
+
 impl FromStr for OutType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -27,7 +27,7 @@ use crate::convert::{float_type, metadata_for, ConvertOptions, Flavor, OutType, 
 use crate::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
 use crate::quant::layouts::{
     i2s, pad32, params, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, KernelEntry, LayoutError,
-    TlLayout, TlParams,
+    TlParams,
 };
 use crate::util::AtomicFile;
 
@@ -517,29 +517,18 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             // Per-tensor scales in the range real absmeans take.
             let mut rng = Rng::new(s.seed, index as u64, u64::MAX);
             let scale = 0.05 + 0.1 * rng.unit();
-            let ty = match out {
-                OutType::Tq1_0 | OutType::Tq2_0 if k % 256 != 0 => GgmlType::F16,
-                OutType::I2S if (m * k) % 128 != 0 => {
-                    return Err(DummyError::Shape(format!(
-                        "tensor {name} ({m}×{k}): I2_S needs M·K to be a multiple of 128"
-                    )))
+            // The converter's rule for a projection's type (one rule for both writers).
+            let mut popts = opts.clone();
+            popts.kernel_config = s.kernel_config.clone();
+            let choice = crate::convert::projection_type(out, &popts, &s.name, m, k)
+                .map_err(|e| DummyError::Shape(format!("tensor {name} ({m}×{k}): {e}")))?;
+            if let Some(p) = choice.tl {
+                tl = Some(p);
+                if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
+                    kernel_entries.push(KernelEntry { m, k, params: p });
                 }
-                OutType::Tl1 | OutType::Tl2 => {
-                    let layout = if out == OutType::Tl1 {
-                        TlLayout::Tl1
-                    } else {
-                        TlLayout::Tl2
-                    };
-                    let (p, _) = params::choose(s.kernel_config.as_deref(), &s.name, layout, m, k)
-                        .map_err(|e| DummyError::Shape(format!("tensor {name} ({m}×{k}): {e}")))?;
-                    tl = Some(p);
-                    if !kernel_entries.iter().any(|e| e.m == m && e.k == k) {
-                        kernel_entries.push(KernelEntry { m, k, params: p });
-                    }
-                    out.weight_type()
-                }
-                _ => out.weight_type(),
-            };
+            }
+            let ty = choice.ty;
             (ty, Kind::Ternary { scale })
         } else {
             let ty = float_type(&name, shape.len(), k, out, &opts, s.arch == Arch::Llama);

@@ -338,8 +338,11 @@ pub fn check_blocks(
     let mids = m.decode().map_err(&bad)?;
     let logits = l.decode().map_err(&bad)?;
     let hp = model.hparams();
-    let n = p.token_ids.len();
-    if states.len() != hp.n_layer + 1
+    // The states cover the first `n` positions of the prompt (at most `BLOCK_TOKENS`).
+    let n = states.first().map_or(0, |s| s.len() / hp.n_embd.max(1));
+    if n == 0
+        || n > p.token_ids.len()
+        || states.len() != hp.n_layer + 1
         || mids.len() != hp.n_layer
         || states.iter().chain(&mids).any(|s| s.len() != n * hp.n_embd)
     {
@@ -361,7 +364,7 @@ pub fn check_blocks(
             emulation: Emulation::Transformers,
         },
     );
-    let trace = s.forward_blocks(&p.token_ids, Some(&states), Some(&mids))?;
+    let trace = s.forward_blocks(&p.token_ids[..n], Some(&states), Some(&mids))?;
     let e = rel_err(&trace.states[0], &states[0]);
     rep.check(
         "embedding",

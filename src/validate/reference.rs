@@ -357,6 +357,9 @@ fn sentencepiece_bpe(path: &Path) -> Result<tokenizers::Tokenizer, ValidateError
     Ok(t)
 }
 
+/// Positions of the first prompt whose block states a checkpoint golden records.
+pub const BLOCK_TOKENS: usize = 64;
+
 /// What [`compute`] returns: the prompts (logits, and block states for the first) and the
 /// facts.
 pub struct Computed {
@@ -399,7 +402,9 @@ pub fn compute(dir: &Path, prompts: &[String]) -> Result<Computed, ValidateError
         all_ids.extend(ids);
     }
     let h = hf.hidden();
-    let first = lens.first().copied().unwrap_or(0) * h;
+    // Block states of the first prompt's first BLOCK_TOKENS positions (causal, so a prefix is
+    // a complete check of its own): bounded golden size whatever the text's length.
+    let first = lens.first().copied().unwrap_or(0).min(BLOCK_TOKENS) * h;
     let mut states = Vec::new();
     let mut mids = Vec::new();
     let mut x = if all_ids.is_empty() {

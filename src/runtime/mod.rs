@@ -5,8 +5,8 @@
 //!   `bitnet`, `bitnet-b1.58` and `llama` architectures. Ternary weights stay compact: I2_S,
 //!   TQ2_0 and the float/Q8_0 tensors are read in place from the map; TL1/TL2 are re-packed
 //!   once into I2_S rows and TQ1_0 into TQ2_0 blocks (the same bytes per weight).
-//! * [`reference`](mod@reference): a scalar forward pass with a KV cache whose arithmetic follows the CPU
-//!   kernels of bitnet.cpp (int8 activations for I2_S/TL1/TL2) and mainline llama.cpp (Q8_K
+//! * [`session`]: the forward pass that drives the kernel tables (the scalar reference table
+//!   or a SIMD one), with a KV cache, whose arithmetic follows the CPU kernels of bitnet.cpp (int8 activations for I2_S/TL1/TL2) and mainline llama.cpp (Q8_K
 //!   activations for TQ1_0/TQ2_0, flash attention), F16 KV cache, every reduction in a fixed
 //!   order so results do not depend on the thread count. On the reference files it reproduces
 //!   the reference logits bit for bit in most rows.
@@ -15,13 +15,15 @@
 //!   chosen once per process at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
 //! * [`bench`](mod@bench): end-to-end tokens/s against the memory-bandwidth bound (`bitconv bench`).
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
+//! * [`hf`]: the independent reading of a Hugging Face checkpoint (transformers' semantics) that
+//!   checkpoint goldens come from; it shares only [`ops`] with the rest.
 
 pub mod bench;
 pub mod hf;
 pub mod logits;
 pub mod model;
 pub mod ops;
-pub mod reference;
+pub mod session;
 pub mod simd;
 pub mod tokenize;
 
@@ -32,7 +34,7 @@ pub use model::{
     Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat, WeightMemory,
 };
 pub use ops::RopeStyle;
-pub use reference::{BlockTrace, Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
+pub use session::{BlockTrace, Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
 pub use simd::{KernelChoice, Kernels};
 
 /// Errors of the runtime. Every message names the file, tensor or metadata key involved.

@@ -74,6 +74,26 @@ impl fmt::Display for Arch {
     }
 }
 
+/// Which reference converter's bytes a file reproduces (its metadata order, tokenizer
+/// metadata and float types): the one pair of names for the converter and the tokenizer export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Flavor {
+    /// bitnet.cpp's converter (`convert-hf-to-gguf-bitnet.py` with its llama.cpp fork's
+    /// gguf-py, and llama-quantize for I2_S).
+    BitnetCpp,
+    /// Mainline llama.cpp's `convert_hf_to_gguf.py` with its gguf-py.
+    Mainline,
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flavor::BitnetCpp => "bitnet.cpp",
+            Flavor::Mainline => "llama.cpp",
+        })
+    }
+}
+
 /// The FFN gate activation: `act(gate(x)) · up(x)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Activation {

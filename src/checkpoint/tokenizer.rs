@@ -5,7 +5,7 @@
 //!
 //! * [`Flavor::BitnetCpp`]: bitnet.cpp's `convert-hf-to-gguf-bitnet.py` (BitNet `4645960`) with
 //!   the gguf-py of its llama.cpp fork (`406a503`).
-//! * [`Flavor::LlamaCpp`]: mainline llama.cpp's `convert_hf_to_gguf.py` and gguf-py, as vendored
+//! * [`Flavor::Mainline`]: mainline llama.cpp's `convert_hf_to_gguf.py` and gguf-py, as vendored
 //!   by llama-cpp-python 0.3.36 (llama.cpp `0c1e57098`).
 //!
 //! # SentencePiece path (`tokenizer.model` present; 1bitLLM checkpoints)
@@ -109,23 +109,7 @@ use super::sentencepiece::{ModelProto, PieceType, SpmError};
 /// largest real vocabularies are around 262k).
 pub const MAX_VOCAB: usize = 1 << 22;
 
-/// Which reference converter's tokenizer metadata to reproduce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    /// bitnet.cpp's `convert-hf-to-gguf-bitnet.py` with its llama.cpp fork's gguf-py.
-    BitnetCpp,
-    /// Mainline llama.cpp's `convert_hf_to_gguf.py` with its gguf-py.
-    LlamaCpp,
-}
-
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Flavor::BitnetCpp => "bitnet.cpp",
-            Flavor::LlamaCpp => "llama.cpp",
-        })
-    }
-}
+pub use crate::arch::Flavor;
 
 /// GGUF token types (`tokenizer.ggml.token_type` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -491,7 +475,7 @@ pub fn probe_hash(tokenizer_json: &Path) -> Option<String> {
 pub fn known_pre_names(flavor: Flavor) -> &'static [&'static str] {
     match flavor {
         Flavor::BitnetCpp => PRE_NAMES_BITNET_CPP,
-        Flavor::LlamaCpp => PRE_NAMES_LLAMA_CPP,
+        Flavor::Mainline => PRE_NAMES_LLAMA_CPP,
     }
 }
 
@@ -639,7 +623,7 @@ fn add_key(flavor: Flavor, typ: &str) -> Option<&'static str> {
     Some(match typ {
         "bos" => "tokenizer.ggml.add_bos_token",
         "eos" => "tokenizer.ggml.add_eos_token",
-        "sep" if flavor == Flavor::LlamaCpp => "tokenizer.ggml.add_sep_token",
+        "sep" if flavor == Flavor::Mainline => "tokenizer.ggml.add_sep_token",
         _ => return None,
     })
 }
@@ -671,7 +655,7 @@ impl Ctx<'_> {
         let mut warnings = Vec::new();
         let (tokens, scores, types) = match self.flavor {
             Flavor::BitnetCpp => self.spm_vocab_bitnet(&spm)?,
-            Flavor::LlamaCpp => self.spm_vocab_llama(&spm, &mut warnings)?,
+            Flavor::Mainline => self.spm_vocab_llama(&spm, &mut warnings)?,
         };
         let sv = SpecialVocab::load(self, false, Some(tokens.len()))?;
         let (special, merges, sv_warnings) = sv.finish()?;
@@ -973,7 +957,7 @@ impl Ctx<'_> {
                     tokens.push(format!("[PAD{i}]"));
                     types.push(match self.flavor {
                         Flavor::BitnetCpp => TokenType::UserDefined,
-                        Flavor::LlamaCpp => TokenType::Unused,
+                        Flavor::Mainline => TokenType::Unused,
                     });
                 }
                 Some(tok) if hf.added_contents.contains(tok.as_str()) => {
@@ -988,7 +972,7 @@ impl Ctx<'_> {
                                 TokenType::UserDefined
                             });
                         }
-                        Flavor::LlamaCpp => {
+                        Flavor::Mainline => {
                             if special || looks_special(tok) {
                                 tokens.push(tok.to_owned());
                                 types.push(TokenType::Control);
@@ -1575,7 +1559,7 @@ impl<'a> SpecialVocab<'a> {
                     }
                 }
             }
-            if self.flavor() == Flavor::LlamaCpp {
+            if self.flavor() == Flavor::Mainline {
                 if let Some(n) = tok.get("normalizer").filter(|n| truthy(n)) {
                     self.parse_normalizer(n);
                 }
@@ -1592,7 +1576,7 @@ impl<'a> SpecialVocab<'a> {
             Some(_) => return Err(invalid(&tc_path, "not a JSON object")),
         };
 
-        if self.flavor() == Flavor::LlamaCpp {
+        if self.flavor() == Flavor::Mainline {
             if let Some(tok) = tokenizer.as_ref().filter(|t| truthy(t)) {
                 self.parse_post_processor(tok, &mut tc);
             }
@@ -1600,14 +1584,14 @@ impl<'a> SpecialVocab<'a> {
         let Some(tc) = tc else {
             return Ok(());
         };
-        if self.flavor() == Flavor::LlamaCpp && tc.is_empty() {
+        if self.flavor() == Flavor::Mainline && tc.is_empty() {
             return Ok(());
         }
 
         // Chat template.
         let chat_template = match self.flavor() {
             Flavor::BitnetCpp => tc.get("chat_template").cloned().unwrap_or(Value::Null),
-            Flavor::LlamaCpp => match tc.get("chat_template") {
+            Flavor::Mainline => match tc.get("chat_template") {
                 Some(v) => v.clone(),
                 None => self.chat_template_files()?.unwrap_or(Value::Null),
             },
@@ -1627,7 +1611,7 @@ impl<'a> SpecialVocab<'a> {
             if let Some(Value::Bool(b)) = tc.get(&format!("add_{typ}_token")) {
                 match self.flavor() {
                     Flavor::BitnetCpp => self.add.set(typ, *b),
-                    Flavor::LlamaCpp => match self.add.get(typ) {
+                    Flavor::Mainline => match self.add.get(typ) {
                         None => self.add.set(typ, *b),
                         Some(prev) if prev != b => self.warnings.push(format!(
                             "mismatch between tokenizer_config add_{typ}_token({b}) and tokenizer \
@@ -1885,7 +1869,7 @@ impl<'a> SpecialVocab<'a> {
         for typ in &types {
             let key = format!("{typ}_token_id");
             let mut v = cfg.get(&key).cloned().unwrap_or(Value::Null);
-            if self.flavor() == Flavor::LlamaCpp && v.is_null() {
+            if self.flavor() == Flavor::Mainline && v.is_null() {
                 if let Some(tc) = cfg.get("text_config") {
                     v = tc.get(&key).cloned().unwrap_or(Value::Null);
                 }
@@ -1963,7 +1947,7 @@ impl<'a> SpecialVocab<'a> {
         if let Some(ct) = self.chat_template.take() {
             add_chat_template(&mut kv, ct)?;
         }
-        if flavor == Flavor::LlamaCpp {
+        if flavor == Flavor::Mainline {
             if let Some(b) = self.lowercase {
                 kv.push("tokenizer.ggml.normalizer.lowercase", TokValue::Bool(b))?;
             }
@@ -1992,7 +1976,7 @@ impl KvList {
         match self.entries.iter_mut().find(|(k, _)| k == key) {
             None => self.entries.push((key.to_owned(), value)),
             Some(slot) => match self.flavor {
-                Flavor::LlamaCpp => slot.1 = value,
+                Flavor::Mainline => slot.1 = value,
                 Flavor::BitnetCpp => {
                     return Err(invalid(&self.path, format!("duplicated key name {key:?}")))
                 }
@@ -2410,7 +2394,7 @@ mod tests {
             "llama-cpp/tiny-tq1_0.gguf",
             "llama-cpp/tiny-tq2_0.gguf",
         ] {
-            assert_same_as_reference("ckpt-fp16", Flavor::LlamaCpp, gguf);
+            assert_same_as_reference("ckpt-fp16", Flavor::Mainline, gguf);
         }
     }
 
@@ -2441,13 +2425,13 @@ mod tests {
         let mut llama: Vec<&str> = common.to_vec();
         llama.extend(["add_sep_token", "add_eos_token"]);
         assert_eq!(order(Flavor::BitnetCpp), bitnet);
-        assert_eq!(order(Flavor::LlamaCpp), llama);
+        assert_eq!(order(Flavor::Mainline), llama);
     }
 
     #[test]
     fn tiny_padding_and_types_differ_by_flavor() {
         let b = TokenizerMeta::from_dir(&tiny("ckpt-fp16"), Flavor::BitnetCpp, None).unwrap();
-        let l = TokenizerMeta::from_dir(&tiny("ckpt-fp16"), Flavor::LlamaCpp, None).unwrap();
+        let l = TokenizerMeta::from_dir(&tiny("ckpt-fp16"), Flavor::Mainline, None).unwrap();
         assert_eq!(b.tokens[1000..], ["[PAD1]", "[PAD2]"]);
         assert_eq!(l.tokens[1000..], ["[PAD1000]", "[PAD1001]"]);
         assert_eq!(b.scores.as_ref().unwrap()[1000..], [-1000.0, -1000.0]);
@@ -2541,7 +2525,7 @@ mod tests {
             b.scores.as_ref().unwrap()[1000..],
             [-1000.0, -1000.0, -1000.0, -1000.0]
         );
-        let l = TokenizerMeta::from_dir(&d.0, Flavor::LlamaCpp, None).unwrap();
+        let l = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, None).unwrap();
         // "</s>" overwrites id 2 as USER_DEFINED, then added_tokens_decoder makes it CONTROL.
         assert_eq!(l.tokens[..3], ["<unk>", "<s>", "</s>"]);
         assert_eq!(l.token_types[..3], [3, 3, 3]);
@@ -2571,7 +2555,7 @@ mod tests {
         let e = TokenizerMeta::from_dir(&d.0, Flavor::BitnetCpp, None).unwrap_err();
         assert!(e.to_string().contains("vocab_size 999"), "{e}");
         // llama.cpp drops the pieces beyond vocab_size with a warning.
-        let l = TokenizerMeta::from_dir(&d.0, Flavor::LlamaCpp, None).unwrap();
+        let l = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, None).unwrap();
         assert_eq!(l.tokens.len(), 999);
         assert!(!l.warnings.is_empty());
     }
@@ -2607,7 +2591,7 @@ mod tests {
         let d = TempDir::new("neg");
         d.with_tiny_tokenizer()
             .write("config.json", r#"{"vocab_size": 1002, "pad_token_id": -1}"#);
-        for flavor in [Flavor::BitnetCpp, Flavor::LlamaCpp] {
+        for flavor in [Flavor::BitnetCpp, Flavor::Mainline] {
             let e = TokenizerMeta::from_dir(&d.0, flavor, None).unwrap_err();
             assert!(e.to_string().contains("config.json"), "{e}");
             assert!(e.to_string().contains("pad"), "{e}");
@@ -2627,7 +2611,7 @@ mod tests {
             {"name": "rag", "template": ""},
         ]);
         d.write("tokenizer_config.json", tc.to_string());
-        for flavor in [Flavor::BitnetCpp, Flavor::LlamaCpp] {
+        for flavor in [Flavor::BitnetCpp, Flavor::Mainline] {
             let m = TokenizerMeta::from_dir(&d.0, flavor, None).unwrap();
             let tail: Vec<_> = kv_map(&m)
                 .into_iter()
@@ -2652,7 +2636,7 @@ mod tests {
         tc.as_object_mut().unwrap().remove("chat_template");
         d.write("tokenizer_config.json", tc.to_string())
             .write("chat_template.jinja", "{{ a }}\r\n{{ b }}");
-        let l = TokenizerMeta::from_dir(&d.0, Flavor::LlamaCpp, None).unwrap();
+        let l = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, None).unwrap();
         assert_eq!(
             l.special.last().unwrap(),
             &s(
@@ -2734,7 +2718,7 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("--tokenizer-pre"), "{msg}");
         assert!(msg.contains("tokenizer.json"), "{msg}");
-        let e = TokenizerMeta::from_dir(&d.0, Flavor::LlamaCpp, Some("no-such-pre")).unwrap_err();
+        let e = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, Some("no-such-pre")).unwrap_err();
         assert!(matches!(e, TokenizerError::UnknownPreName { .. }));
         assert!(e.to_string().contains("llama-bpe"));
     }
@@ -2786,7 +2770,7 @@ mod tests {
             "bpel",
             serde_json::json!([["a", "b"], ["Ġ", "a"], ["c d", "e"]]),
         );
-        let m = TokenizerMeta::from_dir(&d.0, Flavor::LlamaCpp, Some("llama-bpe")).unwrap();
+        let m = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, Some("llama-bpe")).unwrap();
         assert_eq!(
             m.tokens[8..],
             ["<|reserved_0|>", "my word", "[PAD10]", "[PAD11]"]
@@ -2859,7 +2843,7 @@ mod tests {
                 r#"{"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "plain", "eos_token": "<new>"}"#,
             )
             .write("config.json", r#"{"vocab_size": 7}"#);
-        for (flavor, pad_type) in [(Flavor::BitnetCpp, 4), (Flavor::LlamaCpp, 5)] {
+        for (flavor, pad_type) in [(Flavor::BitnetCpp, 4), (Flavor::Mainline, 5)] {
             let m = TokenizerMeta::from_dir(&d.0, flavor, Some("llama-bpe")).unwrap();
             assert_eq!(
                 m.tokens,
@@ -2930,7 +2914,7 @@ mod tests {
         assert!(py_isspace('\u{1f}'));
         assert!(!truthy(&Value::Null) && truthy(&serde_json::json!(1)));
         assert_eq!(pre_for_hash(BITNET_CPP_PRE_HASHES[0].0), Some("llama-bpe"));
-        assert!(check_pre_name(Flavor::LlamaCpp, "llama-bpe").is_ok());
+        assert!(check_pre_name(Flavor::Mainline, "llama-bpe").is_ok());
         assert!(check_pre_name(Flavor::BitnetCpp, "falcon_e").is_ok());
         assert!(check_pre_name(Flavor::BitnetCpp, "qwen35").is_err());
     }

@@ -53,14 +53,7 @@ pub const OUT_TYPES: [OutType; 7] = [
     OutType::F32,
 ];
 
-/// Which converter's conventions a file follows (metadata keys, tokenizer arrays).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    /// bitnet.cpp's converter (and llama-quantize for I2_S).
-    BitnetCpp,
-    /// Mainline llama.cpp's `convert_hf_to_gguf.py`.
-    Mainline,
-}
+pub use crate::arch::Flavor;
 
 impl OutType {
     /// The lower-case name used on the command line and in file names (`i2_s`, `tl1`, …).

@@ -1,7 +1,7 @@
 //! The metadata keys of each output, in the order the reference converters write them
 //! (FORMATS.md §2.5; the mainline order from `tests/data/tiny/llama-cpp/*.dump.json`).
 
-use crate::checkpoint::tokenizer::{Flavor as TokFlavor, TokValue, TokenizerMeta};
+use crate::checkpoint::tokenizer::{TokValue, TokenizerMeta};
 use crate::checkpoint::{Arch, Checkpoint, ModelConfig};
 use crate::gguf::Value;
 
@@ -14,10 +14,7 @@ pub(super) fn metadata(
     general_name: &str,
     total_params: u64,
 ) -> Result<Vec<(String, Value)>, ConvertError> {
-    let tok_flavor = match opts.out_type.flavor() {
-        Flavor::BitnetCpp => TokFlavor::BitnetCpp,
-        Flavor::Mainline => TokFlavor::LlamaCpp,
-    };
+    let tok_flavor = opts.out_type.flavor();
     let meta = TokenizerMeta::from_dir(&ck.dir, tok_flavor, opts.tokenizer_pre.as_deref())
         .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
     Ok(metadata_for(

@@ -21,7 +21,7 @@ use std::time::Instant;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use crate::checkpoint::tokenizer::{Flavor as TokFlavor, TokenizerMeta};
+use crate::checkpoint::tokenizer::TokenizerMeta;
 use crate::checkpoint::{map_name, Activation, Arch, Family, Mapped, ModelConfig};
 use crate::convert::{float_type, metadata_for, ConvertOptions, Flavor, OutType, Progress};
 use crate::gguf::{GgmlType, GgufWriter, TensorSpec, Value};
@@ -462,10 +462,7 @@ fn tokenizer(cfg: &ModelConfig, flavor: Flavor) -> Result<TokenizerMeta, DummyEr
         "bos_token_id": 1, "eos_token_id": 2,
     });
     write("config.json", config.to_string().as_bytes())?;
-    let f = match flavor {
-        Flavor::BitnetCpp => TokFlavor::BitnetCpp,
-        Flavor::Mainline => TokFlavor::LlamaCpp,
-    };
+    let f = flavor;
     TokenizerMeta::from_dir(dir.path(), f, None)
         .map_err(|e| DummyError::Shape(format!("built-in tokenizer: {e}")))
 }

@@ -458,7 +458,7 @@ fn trained_sentencepiece_model_through_the_converter_matches_sentencepiece() {
     };
     let cases: serde_json::Value = serde_json::from_str(&out).unwrap();
     let cases = cases.as_array().unwrap();
-    for flavor in [Flavor::BitnetCpp, Flavor::LlamaCpp] {
+    for flavor in [Flavor::BitnetCpp, Flavor::Mainline] {
         let h = converted_header(tmp.path(), flavor);
         let t0 = Instant::now();
         let tok = GgufTokenizer::from_gguf(&h).unwrap();

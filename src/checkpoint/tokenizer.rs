@@ -993,6 +993,9 @@ impl Ctx<'_> {
         let sv = SpecialVocab::load(self, true, None)?;
         let (special, merges, sv_warnings) = sv.finish()?;
         warnings.extend(sv_warnings);
+        if let Some(m) = &merges {
+            check_merges(m, &tokens, &self.dir.join("tokenizer.json"))?;
+        }
         Ok(TokenizerMeta {
             flavor: self.flavor,
             model: "gpt2".into(),
@@ -2054,6 +2057,30 @@ fn add_chat_template(kv: &mut KvList, ct: Value) -> Result<(), TokenizerError> {
 }
 
 /// `model.merges` of `tokenizer.json` as GGUF merge strings.
+/// Every merge must join two tokens of the vocabulary (the `tokenizers` library refuses a file
+/// whose merges do not); an error names the file, the merge and the missing token.
+fn check_merges(merges: &[String], tokens: &[String], path: &Path) -> Result<(), TokenizerError> {
+    let vocab: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+    for (i, m) in merges.iter().enumerate() {
+        let Some((a, b)) = m.split_once(' ') else {
+            return Err(invalid(
+                path,
+                format!("merge {i} ({m:?}) is not two tokens"),
+            ));
+        };
+        for part in [a, b] {
+            // A space inside a part was written as U+0120 (see `convert_merges`).
+            if !vocab.contains(part) && !vocab.contains(part.replace('\u{0120}', " ").as_str()) {
+                return Err(invalid(
+                    path,
+                    format!("merge {i} ({m:?}) names {part:?}, which is not in the vocabulary"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn convert_merges(
     list: &[Value],
     path: &Path,
@@ -2768,7 +2795,7 @@ mod tests {
     fn bpe_llama_cpp_pair_merges_and_post_processor() {
         let d = bpe_dir(
             "bpel",
-            serde_json::json!([["a", "b"], ["Ġ", "a"], ["c d", "e"]]),
+            serde_json::json!([["a", "b"], ["Ġ", "a"], ["c d", "a"]]),
         );
         let m = TokenizerMeta::from_dir(&d.0, Flavor::Mainline, Some("llama-bpe")).unwrap();
         assert_eq!(
@@ -2783,7 +2810,7 @@ mod tests {
                 s("tokenizer.ggml.pre", TokValue::Str("llama-bpe".into())),
                 s(
                     "tokenizer.ggml.merges",
-                    TokValue::ArrStr(vec!["a b".into(), "Ġ a".into(), "cĠd e".into()])
+                    TokValue::ArrStr(vec!["a b".into(), "Ġ a".into(), "cĠd a".into()])
                 ),
                 s("tokenizer.ggml.bos_token_id", TokValue::U32(6)),
                 s("tokenizer.ggml.eos_token_id", TokValue::U32(7)),

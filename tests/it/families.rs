@@ -477,3 +477,45 @@ fn every_family_and_type_validates_at_convert_time_and_after() {
         }
     }
 }
+
+/// A tokenizer.json whose merges name a token that is not in the vocabulary is an error naming
+/// the file and the merge (the `tokenizers` library refuses such a file too), not a file written.
+#[test]
+fn merges_naming_unknown_tokens_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("llama3-8b");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(fixture("llama3-8b")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    let tj = dir.join("tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();
+    let merges = v["model"]["merges"].as_array_mut().unwrap();
+    merges[0] = match &merges[0] {
+        serde_json::Value::String(_) => "zzqq9 zzqq8".into(),
+        _ => serde_json::json!(["zzqq9", "zzqq8"]),
+    };
+    std::fs::write(&tj, v.to_string()).unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = common::bitconv()
+        .args([
+            "convert",
+            s(&dir),
+            "--tokenizer-pre",
+            "llama-bpe",
+            "-q",
+            "-o",
+            s(&out),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("merge 0") && err.contains("zzqq9"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

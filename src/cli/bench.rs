@@ -82,12 +82,21 @@ pub fn run(a: Args) -> super::Outcome {
         .iter()
         .map(|p| Model::load(p, &load).with_context(|| format!("cannot load {}", p.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Sizes from the command line are checked before anything is allocated for them.
+    for m in std::iter::once(&model).chain(&others) {
+        super::runopts::check_ctx(m, a.prompt.max(a.gen).saturating_add(1), "-p/-n")?;
+        let hp = m.hparams();
+        // The prompt's activations and logits: a few rows of hidden, FFN and vocabulary width.
+        let per_token = (4 * hp.n_embd + 3 * hp.n_ff + hp.n_vocab) as u128 * 4;
+        super::runopts::check_buffer(per_token * a.prompt as u128, "-p")?;
+    }
+    super::runopts::check_buffer((a.bandwidth_mib as u128) << 20, "--bandwidth-mib")?;
     let opts = BenchOptions {
         prompt: a.prompt,
         gen: a.gen,
         reps: a.reps.max(1),
         kernels: tables,
-        bandwidth_bytes: a.bandwidth_mib << 20,
+        bandwidth_bytes: a.bandwidth_mib.saturating_mul(1 << 20),
         bandwidth_passes: 5,
     };
     let report = bench::run(&model, &opts)?;

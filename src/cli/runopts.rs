@@ -32,20 +32,36 @@ pub fn init_kernel(choice: Option<KernelChoice>) -> anyhow::Result<&'static Kern
     })
 }
 
-/// Checks that a KV cache of `ctx` positions for `model` fits in the memory this machine has
-/// available (`MemAvailable`), so a huge `--ctx` is an error naming `flag`, not an abort.
-pub fn check_ctx(model: &bitconv::runtime::Model, ctx: usize, flag: &str) -> anyhow::Result<()> {
-    let hp = model.hparams();
-    let bytes = (ctx as u128) * (hp.n_layer as u128) * (hp.n_head_kv * hp.head_dim) as u128 * 2 * 4;
-    let avail = std::fs::read_to_string("/proc/meminfo")
+/// `MemAvailable` of this machine in bytes (`None` where unknown).
+fn mem_available() -> Option<u128> {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
                 .find_map(|l| l.strip_prefix("MemAvailable:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u128>().ok())
         })
-        .map(|kb| kb * 1024);
-    let limit = avail.unwrap_or(u64::MAX as u128);
+        .map(|kb| kb * 1024)
+}
+
+/// Checks that a buffer of `bytes` asked for by `flag` fits in the available memory.
+pub fn check_buffer(bytes: u128, flag: &str) -> anyhow::Result<()> {
+    let limit = mem_available().unwrap_or(u64::MAX as u128);
+    anyhow::ensure!(
+        bytes <= limit,
+        "{flag}: {:.1} GiB asked for, more than the {:.1} GiB of memory available",
+        bytes as f64 / (1u64 << 30) as f64,
+        limit as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
+
+/// Checks that a KV cache of `ctx` positions for `model` fits in the memory this machine has
+/// available (`MemAvailable`), so a huge `--ctx` is an error naming `flag`, not an abort.
+pub fn check_ctx(model: &bitconv::runtime::Model, ctx: usize, flag: &str) -> anyhow::Result<()> {
+    let hp = model.hparams();
+    let bytes = (ctx as u128) * (hp.n_layer as u128) * (hp.n_head_kv * hp.head_dim) as u128 * 2 * 4;
+    let limit = mem_available().unwrap_or(u64::MAX as u128);
     anyhow::ensure!(
         bytes <= limit,
         "{flag} {ctx}: a KV cache of {ctx} positions needs up to {:.1} GiB, more than the {:.1} \

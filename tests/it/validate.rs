@@ -975,8 +975,8 @@ fn golden_from_tokenizer_model_alone_tokenizes_like_tokenizer_json() {
 }
 
 /// Counts from a file or the command line are checked before anything is allocated for them:
-/// a `block_count` of 2^31 and a `--ctx` of 2^31 are clear errors (exit 2) naming the key or
-/// the flag, never an abort.
+/// a `block_count` of 2^31, `run --ctx` 2^31, `bench -p` 10^9 and `--bandwidth-mib` 10^9 are
+/// clear errors (exit 2) naming the key or the flag, never an abort.
 #[test]
 fn huge_counts_are_errors_not_aborts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -992,8 +992,35 @@ fn huge_counts_are_errors_not_aborts() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("block_count"), "{args:?}: {err}");
     }
-    let o = bin(&["run", s(&file), "-p", "Hi", "-n", "1", "-c", "2147483648"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("--ctx 2147483648"), "{err}");
+    for (args, want) in [
+        (
+            vec!["run", s(&file), "-p", "Hi", "-n", "1", "-c", "2147483648"],
+            "--ctx 2147483648",
+        ),
+        (
+            vec!["bench", s(&file), "-p", "1000000000", "-n", "0", "-r", "1"],
+            "-p",
+        ),
+        (
+            vec![
+                "bench",
+                s(&file),
+                "-p",
+                "8",
+                "-n",
+                "2",
+                "--bandwidth-mib",
+                "1000000000",
+            ],
+            "--bandwidth-mib",
+        ),
+    ] {
+        let o = bin(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(want) && err.contains("available"),
+            "{args:?}: {err}"
+        );
+    }
 }

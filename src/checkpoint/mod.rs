@@ -91,6 +91,18 @@ impl Checkpoint {
         }
         let config = ModelConfig::from_file(&cfg_path)?;
         let tensors = SafetensorSet::open_dir(dir)?;
+        // Every layer has at least its seven projections: a layer count the checkpoint cannot
+        // hold is an error before a plan is built for it.
+        let n = tensors.tensors.len() as u64;
+        if config.num_layers > n / 7 {
+            return Err(CheckpointError::Invalid {
+                path: cfg_path,
+                what: format!(
+                    "num_hidden_layers {} is more than the {n} tensors of the checkpoint can hold",
+                    config.num_layers
+                ),
+            });
+        }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             config,

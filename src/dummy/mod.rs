@@ -474,6 +474,26 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             "hidden, intermediate, layers, heads and kv-heads must be positive".into(),
         ));
     }
+    // A bound far above any model (the largest dummy size has 80 layers, hidden 8192): the plan
+    // holds a few entries per layer, and the file would be larger than any disk.
+    const MAX_LAYERS: usize = 4096;
+    const MAX_WIDTH: usize = 1 << 20;
+    if s.layers > MAX_LAYERS {
+        return Err(DummyError::Shape(format!(
+            "--layers {} is more than {MAX_LAYERS}",
+            s.layers
+        )));
+    }
+    if s.hidden > MAX_WIDTH || s.intermediate > MAX_WIDTH || s.vocab > MAX_WIDTH * 4 {
+        return Err(DummyError::Shape(format!(
+            "hidden {}, intermediate {}, vocab {}: larger than any model ({MAX_WIDTH} values per \
+             row, {} tokens at most)",
+            s.hidden,
+            s.intermediate,
+            s.vocab,
+            MAX_WIDTH * 4
+        )));
+    }
     if s.hidden % s.heads != 0 {
         return Err(DummyError::Shape(format!(
             "hidden {} is not a multiple of heads {}",

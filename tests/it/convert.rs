@@ -933,3 +933,27 @@ fn empty_tokenizer_model_is_an_error_naming_the_file() {
     );
     assert!(!out.exists());
 }
+
+/// Layer counts the input cannot hold are errors before any plan is built (no allocation in
+/// proportion to a number in a file or on the command line): `num_hidden_layers` 10^7 in
+/// `convert --dry-run`, `dummy --layers 2^40 --dry-run`.
+#[test]
+fn huge_layer_counts_are_refused_before_planning() {
+    let (_tmp, dir) = tiny_copy("ckpt-fp16");
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 10_000_000.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let (_, o) = convert(&dir, &["--dry-run"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("num_hidden_layers 10000000"), "{err}");
+    let o = common::bitconv()
+        .args(["dummy", "--layers", "1099511627776", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--layers 1099511627776"), "{err}");
+}

@@ -56,6 +56,13 @@ pub type Outcome = anyhow::Result<bool>;
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a closed stdout (`bitconv inspect F | head`) made every print
+    // panic; with the default action the process ends quietly, as other command-line tools do.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     bitconv::util::remove_temporaries_on_signals();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -540,3 +540,29 @@ fn oversized_header_counts_name_their_own_bytes() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+/// A closed stdout (`bitconv inspect F | head`) ends the process quietly: no panic message.
+#[test]
+#[cfg(unix)]
+fn closed_stdout_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let f = common::tiny().join("bitnet-cpp/from-fp16/ggml-model-i2_s.gguf");
+    for args in [vec!["inspect"], vec!["inspect", "--json"]] {
+        let mut child = common::bitconv()
+            .args(&args)
+            .arg(&f)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is printed
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}

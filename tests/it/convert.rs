@@ -391,7 +391,9 @@ fn python_gguf(script: &str, args: &[&Path]) -> Option<String> {
         .args(["-c", "import gguf, numpy"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: python3 with the gguf package is not available (pip install -r tests/requirements.txt)");
+        common::cross_check_skipped(
+            "python3 with the gguf package is not available (pip install -r tests/requirements.txt)",
+        );
         return None;
     }
     let o = std::process::Command::new("python3")

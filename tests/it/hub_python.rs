@@ -26,7 +26,9 @@ fn python() -> Option<String> {
     if ok {
         Some(py)
     } else {
-        eprintln!("skipping: `{py} -c \"import huggingface_hub\"` failed (pip install -r tests/requirements.txt)");
+        common::cross_check_skipped(&format!(
+            "`{py} -c \"import huggingface_hub\"` failed (pip install -r tests/requirements.txt)"
+        ));
         None
     }
 }

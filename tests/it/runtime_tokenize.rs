@@ -213,7 +213,9 @@ fn python_sentencepiece(script: &str, args: &[&std::ffi::OsStr], input: &str) ->
         .args(["-c", "import sentencepiece"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: python3 with the sentencepiece package is not available (pip install -r tests/requirements.txt)");
+        crate::common::cross_check_skipped(
+            "python3 with the sentencepiece package is not available (pip install -r tests/requirements.txt)",
+        );
         return None;
     }
     let mut child = Command::new("python3")

@@ -193,19 +193,48 @@ fn resolve_target(target: &Path) -> io::Result<PathBuf> {
     ))
 }
 
-/// The sha256 of a file as lowercase hex, read in pieces (a model file is never held whole).
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
+/// The digest `D` of `prefix` followed by a file's bytes, as lowercase hex, read in pieces (a
+/// model file is never held whole).
+pub fn hash_file<D: sha2::Digest>(path: &Path, prefix: &[u8]) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = D::new();
+    h.update(prefix);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        match std::io::Read::read(&mut f, &mut buf)? {
+        match io::Read::read(&mut f, &mut buf)? {
             0 => break,
             n => h.update(&buf[..n]),
         }
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The sha256 of a file as lowercase hex ([`hash_file`]).
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    hash_file::<sha2::Sha256>(path, b"")
+}
+
+/// Tells the kernel that bytes `range` of a read-only file mapping will not be read again soon,
+/// so their pages leave this process's resident set (they stay in the page cache): a reader
+/// that releases what it has read holds memory independent of the file's size. A no-op where
+/// unsupported.
+pub fn release_pages(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = (range.end / PAGE * PAGE).min(map.len());
+        if end > start {
+            // SAFETY: a read-only file mapping; MADV_DONTNEED only drops pages, which the
+            // kernel faults back in from the file on the next access, so no reference into the
+            // map observes different bytes.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (map, range);
 }
 
 #[cfg(test)]

@@ -92,26 +92,7 @@ impl Shard {
     /// this process's resident set (they stay in the page cache). Keeps the resident memory of a
     /// conversion independent of the model's size. A no-op where unsupported.
     pub fn release(&self, range: std::ops::Range<usize>) {
-        #[cfg(unix)]
-        {
-            const PAGE: usize = 4096;
-            let start = range.start.div_ceil(PAGE) * PAGE;
-            let end = (range.end / PAGE * PAGE).min(self.map.len());
-            if end > start {
-                // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only drops
-                // pages, which the kernel faults back in from the file on the next access, so
-                // no reference into the map observes different bytes.
-                let _ = unsafe {
-                    self.map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start,
-                        end - start,
-                    )
-                };
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = range;
+        crate::util::release_pages(&self.map, range);
     }
 }
 

@@ -60,14 +60,10 @@ pub fn check_buffer(bytes: u128, flag: &str) -> anyhow::Result<()> {
 /// available (`MemAvailable`), so a huge `--ctx` is an error naming `flag`, not an abort.
 pub fn check_ctx(model: &bitconv::runtime::Model, ctx: usize, flag: &str) -> anyhow::Result<()> {
     let hp = model.hparams();
+    // Keys and values, f32 at most, every layer.
     let bytes = (ctx as u128) * (hp.n_layer as u128) * (hp.n_head_kv * hp.head_dim) as u128 * 2 * 4;
-    let limit = mem_available().unwrap_or(u64::MAX as u128);
-    anyhow::ensure!(
-        bytes <= limit,
-        "{flag} {ctx}: a KV cache of {ctx} positions needs up to {:.1} GiB, more than the {:.1} \
-         GiB of memory available",
-        bytes as f64 / (1u64 << 30) as f64,
-        limit as f64 / (1u64 << 30) as f64
-    );
-    Ok(())
+    check_buffer(
+        bytes,
+        &format!("{flag} {ctx} (a KV cache of {ctx} positions)"),
+    )
 }

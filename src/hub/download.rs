@@ -644,11 +644,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The digest `D` of `prefix` followed by a file's bytes, as lowercase hex.
 fn hash_file<D: Digest>(path: &std::path::Path, prefix: &[u8]) -> Result<String, HubError> {
-    let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
-    let mut hasher = D::new();
-    hasher.update(prefix);
-    io::copy(&mut f, &mut HashWriter(&mut hasher)).map_err(|e| HubError::io(path, e))?;
-    Ok(hex(&hasher.finalize()))
+    crate::util::hash_file::<D>(path, prefix).map_err(|e| HubError::io(path, e))
 }
 
 /// The sha256 of a file, as lowercase hex.

@@ -156,34 +156,16 @@ impl Store {
         })
     }
 
-    /// A tensor by name.
     /// Drops tensor `name`'s pages from this process's resident set (they stay in the page
     /// cache): reading a checkpoint through the map then holds one tensor's pages at a time,
-    /// whatever the model's size. A no-op where unsupported or for an unknown name.
+    /// whatever the model's size. A no-op for an unknown name.
     pub fn release(&self, name: &str) {
-        #[cfg(unix)]
         if let Some(loc) = self.tensors.get(name) {
-            const PAGE: usize = 4096;
-            let map = &self.files[loc.file].1;
-            let start = loc.start.div_ceil(PAGE) * PAGE;
-            let end = (loc.end / PAGE * PAGE).min(map.len());
-            if end > start {
-                // SAFETY: a read-only file mapping; MADV_DONTNEED only drops pages, which the
-                // kernel faults back in from the file on the next access, so no reference into
-                // the map observes different bytes.
-                let _ = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start,
-                        end - start,
-                    )
-                };
-            }
+            crate::util::release_pages(&self.files[loc.file].1, loc.start..loc.end);
         }
-        #[cfg(not(unix))]
-        let _ = name;
     }
 
+    /// A tensor by name.
     pub fn get<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>, HfError> {
         let loc = self
             .tensors

@@ -93,21 +93,14 @@ pub struct Args {
 fn precheck(config: &std::path::Path, quant: OutType, name: &str, a: &Args) -> anyhow::Result<()> {
     let cfg = bitconv::checkpoint::ModelConfig::from_file(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
-    let (h, ff) = (cfg.hidden_size as usize, cfg.intermediate_size as usize);
-    let q = (cfg.num_heads * cfg.head_dim) as usize;
-    let kv = (cfg.num_kv_heads * cfg.head_dim) as usize;
     let copts = ConvertOptions::new(quant);
     let mut lines = Vec::new();
     let mut fallbacks = Vec::new();
-    for (role, m, k) in [
-        ("attn_q", q, h),
-        ("attn_k", kv, h),
-        ("attn_v", kv, h),
-        ("attn_output", h, q),
-        ("ffn_gate", ff, h),
-        ("ffn_up", ff, h),
-        ("ffn_down", h, ff),
-    ] {
+    for role in bitconv::checkpoint::config::PROJECTIONS {
+        let (m, k) = cfg
+            .projection_shape(role)
+            .map(|(m, k)| (m as usize, k as usize))
+            .expect("every projection has a shape");
         let c = convert::projection_type(quant, &copts, name, m, k).map_err(|e| {
             anyhow::anyhow!(
                 "{}: {role} ({m}×{k}) cannot be written as {quant}: {e}",

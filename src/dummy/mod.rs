@@ -514,7 +514,8 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
     }
     let cfg = model_config(s);
     let out = s.out_type;
-    let opts = ConvertOptions::new(out);
+    let mut opts = ConvertOptions::new(out);
+    opts.kernel_config = s.kernel_config.clone();
     let mut tensors = Vec::new();
     let mut kernel_entries: Vec<KernelEntry> = Vec::new();
     let mut parameters = 0u64;
@@ -535,9 +536,7 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             let mut rng = Rng::new(s.seed, index as u64, u64::MAX);
             let scale = 0.05 + 0.1 * rng.unit();
             // The converter's rule for a projection's type (one rule for both writers).
-            let mut popts = opts.clone();
-            popts.kernel_config = s.kernel_config.clone();
-            let choice = crate::convert::projection_type(out, &popts, &s.name, m, k)
+            let choice = crate::convert::projection_type(out, &opts, &s.name, m, k)
                 .map_err(|e| DummyError::Shape(format!("tensor {name} ({m}×{k}): {e}")))?;
             if let Some(p) = choice.tl {
                 tl = Some(p);

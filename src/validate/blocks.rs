@@ -5,7 +5,7 @@
 
 use crate::gguf::Value;
 use crate::quant::layouts::i2s;
-use crate::runtime::hf::{row_hash, row_sketch, ProjectionDigest};
+use crate::runtime::hf::{row_hash, row_sketch, HfModel, ProjectionDigest};
 use crate::runtime::{
     argmax, cosine, Activation, KvPrecision, Model, Session, SessionOptions, WeightFormat,
 };
@@ -273,16 +273,12 @@ pub fn check_facts(rep: &mut Report, model: &Model, r: &Reference) {
             bad.push(format!("block {} is missing", p.block));
             continue;
         };
-        let [q, k, v, o, g, u, d] = layer.projections();
-        let m = match p.role.as_str() {
-            "q" => q,
-            "k" => k,
-            "v" => v,
-            "o" => o,
-            "gate" => g,
-            "up" => u,
-            _ => d,
+        // The reader's roles are in the order the runtime's projections are.
+        let Some(i) = HfModel::ROLES.iter().position(|r| *r == p.role) else {
+            bad.push(format!("block {}: unknown role {:?}", p.block, p.role));
+            continue;
         };
+        let m = layer.projections()[i];
         let where_ = format!("block {} {} ({})", p.block, p.role, m.name());
         let Some(dg) = matrix_digest(model, m) else {
             bad.push(format!("{where_}: not ternary"));

@@ -14,6 +14,7 @@
 //!   [`runtime::hf`], the independent reading of a checkpoint that goldens come from;
 //! - [`validate`]: goldens and the checks of a file against them;
 //! - [`hub`]: the Hugging Face Hub client and cache behind `fetch`;
+//! - [`pretok`]: the byte-level BPE pre-tokenizers, recognised from their definition and run;
 //! - [`sample`]: token sampling; [`util`]: atomic output files and other small pieces.
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod dummy;
 pub mod gguf;
 pub mod hub;
+pub mod pretok;
 pub mod quant;
 pub mod runtime;
 pub mod sample;

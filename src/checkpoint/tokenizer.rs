@@ -58,13 +58,16 @@
 //! written as U+0120), else from `merges.txt`. A byte-fallback (Llama-2 style) `tokenizer.json`
 //! without `tokenizer.model` and non-BPE models are not supported.
 //!
-//! The reference picks `tokenizer.ggml.pre` by hashing the ids of a probe text encoded with the
-//! HF tokenizer. bitconv takes the name from the caller (`--tokenizer-pre`) when given; otherwise
-//! it runs `tokenizer.json` with the `tokenizers` crate on the same probe text
-//! ([`probe_hash`]) and looks the sha256 up in bitnet.cpp's table ([`pre_for_hash`]). Either name
-//! is checked against the names the target runtime knows ([`known_pre_names`]). An unknown hash
-//! stops the BPE path with [`TokenizerError::PreTokenizerUnknown`], which names the tokenizer,
-//! the hash and the flag.
+//! The reference converters pick `tokenizer.ggml.pre` by hashing the ids their tokenizer gives
+//! a fixed text. bitconv does not run the tokenizer: it reads `tokenizer.json`'s own
+//! `pre_tokenizer` definition and looks it up in [`crate::pretok`], the table the runtime
+//! tokenizes with, so any vocabulary with a known definition is named (a tokenizer trained with
+//! Llama-3's expression is `llama-bpe`; Falcon3 and Falcon-E, whose definition is Llama-3's, get
+//! `llama-bpe` too, which both runtimes treat exactly as `falcon3`/`falcon_e`). A name given
+//! with `--tokenizer-pre` wins (a warning when it splits differently from the definition). Either
+//! name is checked against the names the target runtime knows. An unknown definition stops the
+//! BPE path with [`TokenizerError::PreTokenizerUnknown`], which names the tokenizer, what was
+//! not recognised and the flag.
 //!
 //! # Special vocabulary (gguf-py `SpecialVocab`)
 //!
@@ -104,6 +107,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::sentencepiece::{ModelProto, PieceType, SpmError};
+use crate::pretok;
 
 /// The largest vocabulary bitconv accepts (a guard against absurd `vocab_size` values; the
 /// largest real vocabularies are around 262k).
@@ -196,8 +200,8 @@ pub enum TokenizerError {
     PreTokenizerUnknown {
         /// The `tokenizer.json`.
         path: PathBuf,
-        /// The probe hash, when the tokenizer could be run.
-        hash: Option<String>,
+        /// Why its `pre_tokenizer` was not recognised.
+        why: String,
     },
     /// The pre-tokenizer name given is not one the target runtime knows.
     UnknownPreName {
@@ -225,22 +229,17 @@ impl fmt::Display for TokenizerError {
             TokenizerError::Unsupported { path, what } => {
                 write!(f, "{}: not supported: {what}", path.display())
             }
-            TokenizerError::PreTokenizerUnknown { path, hash } => write!(
+            TokenizerError::PreTokenizerUnknown { path, why } => write!(
                 f,
-                "{}: the BPE pre-tokenizer could not be identified ({}); name it with \
-                 --tokenizer-pre NAME, e.g. --tokenizer-pre llama-bpe for Llama-3 tokenizers \
-                 such as BitNet b1.58 2B-4T's and Llama3-8B-1.58's, falcon3 for Falcon3, \
-                 falcon_e for Falcon-E",
+                "{}: the BPE pre-tokenizer is not one bitconv recognises: {why}; name the \
+                 llama.cpp pre-tokenizer with --tokenizer-pre NAME (bitconv runs: {})",
                 path.display(),
-                match hash {
-                    Some(h) => format!("its probe hash {h} is not one bitconv knows"),
-                    None => "the tokenizer could not be run on the probe text".to_string(),
-                }
+                pretok::table_names()
             ),
             TokenizerError::UnknownPreName { name, flavor } => write!(
                 f,
                 "--tokenizer-pre {name:?} is not a pre-tokenizer {flavor} knows; known names: {}",
-                known_pre_names(*flavor).join(", ")
+                pretok::known_names(*flavor).join(", ")
             ),
         }
     }
@@ -263,233 +262,10 @@ impl From<SpmError> for TokenizerError {
     }
 }
 
-/// Pre-tokenizer names the runtime of bitnet.cpp's llama.cpp fork (`406a503`) recognises, plus
-/// the names bitnet.cpp's current converter can write (`bert-bge`, `falcon3`, `falcon_e`).
-pub const PRE_NAMES_BITNET_CPP: &[&str] = &[
-    "default",
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "deepseek-llm",
-    "deepseek-coder",
-    "falcon",
-    "mpt",
-    "starcoder",
-    "gpt-2",
-    "phi-2",
-    "jina-es",
-    "jina-de",
-    "jina-v1-en",
-    "jina-v2-es",
-    "jina-v2-de",
-    "jina-v2-code",
-    "refact",
-    "command-r",
-    "qwen2",
-    "stablelm2",
-    "olmo",
-    "dbrx",
-    "smaug-bpe",
-    "poro-chat",
-    "chatglm-bpe",
-    "viking",
-    "jais",
-    "tekken",
-    "smollm",
-    "codeshell",
-    "bloom",
-    "gpt3-finnish",
-    "exaone",
-    "chameleon",
-    "bert-bge",
-    "falcon3",
-    "falcon_e",
-];
-
-/// Pre-tokenizer names mainline llama.cpp's runtime (`0c1e57098`) recognises.
-pub const PRE_NAMES_LLAMA_CPP: &[&str] = &[
-    "default",
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "falcon3",
-    "falcon-h1",
-    "pixtral",
-    "midm-2.0",
-    "lfm2",
-    "jina-v5-nano",
-    "deepseek-llm",
-    "deepseek-coder",
-    "deepseek-v3",
-    "spark2_5",
-    "youtu",
-    "falcon",
-    "mpt",
-    "starcoder",
-    "gpt-2",
-    "phi-2",
-    "jina-es",
-    "jina-de",
-    "gigachat",
-    "jina-v2-es",
-    "jina-v2-de",
-    "a.x-4.0",
-    "mellum",
-    "modern-bert",
-    "jais-2",
-    "gemma4",
-    "granite-embed-multi-311m",
-    "sarvam-moe",
-    "jina-v1-en",
-    "jina-v2-code",
-    "roberta-bpe",
-    "whitespace",
-    "refact",
-    "command-r",
-    "qwen2",
-    "deepseek-r1-qwen",
-    "kormo",
-    "f2llmv2",
-    "qwen35",
-    "stablelm2",
-    "olmo",
-    "dbrx",
-    "smaug-bpe",
-    "poro-chat",
-    "chatglm-bpe",
-    "glm4",
-    "glm5",
-    "viking",
-    "jais",
-    "tekken",
-    "smollm",
-    "codeshell",
-    "bloom",
-    "gpt3-finnish",
-    "exaone",
-    "exaone4",
-    "exaone-moe",
-    "chameleon",
-    "minerva-7b",
-    "megrez",
-    "gpt-4o",
-    "llama4",
-    "kanana2",
-    "talkie",
-    "granite-embed-multi-97m",
-    "tiny_aya",
-    "cohere2moe",
-    "superbpe",
-    "trillion",
-    "granite-docling",
-    "bailingmoe",
-    "bailingmoe2",
-    "llada-moe",
-    "seed-coder",
-    "hunyuan",
-    "hunyuan-dense",
-    "hy_v4",
-    "joyai-llm",
-    "kimi-k2",
-    "ufakzeka",
-    "grok-2",
-    "afmoe",
-    "laguna",
-    "minimax-m2",
-    "solar-open",
-    "mellum2",
-    "minicpm5",
-];
-
-/// bitnet.cpp's converter table: sha256 (hex) of the token-id list of its probe text → the
-/// pre-tokenizer name it writes (FORMATS.md §2.6). For the later hash detection.
-pub const BITNET_CPP_PRE_HASHES: &[(&str, &str)] = &[
-    (
-        "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",
-        "llama-bpe",
-    ),
-    (
-        "049ecf7629871e3041641907f3de7c733e4dbfdc736f57d882ba0b0845599754",
-        "deepseek-llm",
-    ),
-    (
-        "347715f544604f9118bb75ed199f68779f423cabb20db6de6f31b908d04d7821",
-        "deepseek-coder",
-    ),
-    (
-        "8aeee3860c56296a157a1fe2fad249ec40aa59b1bb5709f4ade11c4e6fe652ed",
-        "falcon",
-    ),
-    (
-        "a6b57017d60e6edb4d88ecc2845188e0eb333a70357e45dcc9b53964a73bbae6",
-        "falcon_e",
-    ),
-    (
-        "0876d13b50744004aa9aeae05e7b0647eac9d801b5ba4668afc01e709c15e19f",
-        "bert-bge",
-    ),
-    (
-        "b6dc8df998e1cfbdc4eac8243701a65afe638679230920b50d6f17d81c098166",
-        "mpt",
-    ),
-    (
-        "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34",
-        "starcoder",
-    ),
-    (
-        "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454",
-        "gpt-2",
-    ),
-    (
-        "6221ad2852e85ce96f791f476e0b390cf9b474c9e3d1362f53a24a06dc8220ff",
-        "refact",
-    ),
-    (
-        "9c2227e4dd922002fb81bde4fc02b0483ca4f12911410dee2255e4987644e3f8",
-        "command-r",
-    ),
-    (
-        "9d032fcbd5501f4a38150912590928bfb36091efb5df11b8e2124b0390e3fb1e",
-        "falcon3",
-    ),
-];
-
-/// llama.cpp's probe text (`chktxt` of `convert_hf_to_gguf.py`), whose token ids identify a BPE
-/// pre-tokenizer.
-pub const PROBE_TEXT: &str = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\u{1f680} (normal) \u{1f636}\u{200d}\u{1f32b}\u{fe0f} (multiple emojis concatenated) \u{2705} \u{1f999}\u{1f999} 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 \u{1780}\u{17b6}\u{1793}\u{17cb}\u{178f}\u{17c2}\u{1796}\u{17b7}\u{179f}\u{17c1}\u{179f}\u{17a2}\u{17b6}\u{1785}\u{1f601} ?\u{6211}\u{60f3}\u{5728}apple\u{5de5}\u{4f5c}1314151\u{5929}\u{ff5e} ------======= \u{43d}\u{435}\u{449}\u{43e} \u{43d}\u{430} \u{411}\u{44a}\u{43b}\u{433}\u{430}\u{440}\u{441}\u{43a}\u{438} ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL";
-
-/// The sha256 (lower-case hex) of `str(ids)` for the ids `tokenizer.json` gives [`PROBE_TEXT`]
-/// with special tokens added, as llama.cpp's converter computes it with the HF tokenizer;
-/// `None` when the file cannot be loaded or run.
-pub fn probe_hash(tokenizer_json: &Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let tk = tokenizers::Tokenizer::from_file(tokenizer_json).ok()?;
-    let enc = tk.encode(PROBE_TEXT, true).ok()?;
-    let ids: Vec<String> = enc.get_ids().iter().map(u32::to_string).collect();
-    let text = format!("[{}]", ids.join(", "));
-    let digest = Sha256::digest(text.as_bytes());
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The pre-tokenizer names a flavor's runtime recognises.
-pub fn known_pre_names(flavor: Flavor) -> &'static [&'static str] {
-    match flavor {
-        Flavor::BitnetCpp => PRE_NAMES_BITNET_CPP,
-        Flavor::Mainline => PRE_NAMES_LLAMA_CPP,
-    }
-}
-
-/// The name bitnet.cpp's converter writes for a probe-hash (lower-case hex sha256), if known.
-pub fn pre_for_hash(sha256_hex: &str) -> Option<&'static str> {
-    BITNET_CPP_PRE_HASHES
-        .iter()
-        .find(|(h, _)| h.eq_ignore_ascii_case(sha256_hex))
-        .map(|&(_, n)| n)
-}
-
-/// Checks a pre-tokenizer name against [`known_pre_names`].
+/// Checks a pre-tokenizer name against the names the flavor's runtime knows
+/// ([`pretok::known_names`]).
 pub fn check_pre_name(flavor: Flavor, name: &str) -> Result<(), TokenizerError> {
-    if known_pre_names(flavor).contains(&name) {
+    if pretok::known_names(flavor).contains(&name) {
         Ok(())
     } else {
         Err(TokenizerError::UnknownPreName {
@@ -897,19 +673,32 @@ impl Ctx<'_> {
                     .into(),
             });
         }
-        let pre = match pre {
-            None => {
-                let hash = probe_hash(&path);
-                match hash.as_deref().and_then(pre_for_hash) {
-                    Some(name) => {
-                        check_pre_name(self.flavor, name)?;
-                        name.to_owned()
-                    }
-                    None => return Err(TokenizerError::PreTokenizerUnknown { path, hash }),
-                }
+        let recognised = pretok::recognise(tj.get("pre_tokenizer").unwrap_or(&Value::Null));
+        let mut pre_warning = None;
+        let pre = match (pre, recognised) {
+            (None, Ok(found)) => {
+                check_pre_name(self.flavor, found.name())?;
+                found.name().to_owned()
             }
-            Some(name) => {
+            (None, Err(why)) => {
+                return Err(TokenizerError::PreTokenizerUnknown {
+                    path,
+                    why: why.to_string(),
+                })
+            }
+            (Some(name), found) => {
                 check_pre_name(self.flavor, name)?;
+                if let (Ok(found), Some(given)) = (found, pretok::by_name(name)) {
+                    if !found.same_behaviour(given) {
+                        pre_warning = Some(format!(
+                            "--tokenizer-pre {name}: {} defines the {} pre-tokenizer, which \
+                             splits text differently; the runtime will not tokenize as the \
+                             model was trained",
+                            path.display(),
+                            found.name()
+                        ));
+                    }
+                }
                 name.to_owned()
             }
         };
@@ -926,6 +715,7 @@ impl Ctx<'_> {
         let stm = read_json_opt(&self.dir.join("special_tokens_map.json"))?;
         let hf = HfVocab::load(&path, &tj, vocab, tc.as_ref(), stm.as_ref())?;
         let mut warnings = hf.warnings;
+        warnings.extend(pre_warning);
         let content_to_id = hf.content_to_id;
         let reverse = hf.reverse;
 
@@ -2940,7 +2730,6 @@ mod tests {
         assert!(!looks_special("<s>"));
         assert!(py_isspace('\u{1f}'));
         assert!(!truthy(&Value::Null) && truthy(&serde_json::json!(1)));
-        assert_eq!(pre_for_hash(BITNET_CPP_PRE_HASHES[0].0), Some("llama-bpe"));
         assert!(check_pre_name(Flavor::Mainline, "llama-bpe").is_ok());
         assert!(check_pre_name(Flavor::BitnetCpp, "falcon_e").is_ok());
         assert!(check_pre_name(Flavor::BitnetCpp, "qwen35").is_err());

@@ -53,7 +53,8 @@ pub struct Args {
     /// general.name in the file [default: the directory's name].
     #[arg(long)]
     name: Option<String>,
-    /// BPE pre-tokenizer name (llama-bpe, falcon3, …) when it cannot be identified.
+    /// BPE pre-tokenizer name for tokenizer.ggml.pre (llama-bpe, falcon3, …), overriding the one
+    /// recognised from tokenizer.json's pre_tokenizer definition.
     #[arg(long)]
     tokenizer_pre: Option<String>,
     /// Print the plan (every tensor with its type and size, the total) and write nothing.

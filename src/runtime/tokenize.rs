@@ -14,7 +14,7 @@
 //!   spaces into `▁`; characters that are not pieces fall back to byte tokens.
 //! * `tokenizer.ggml.model = "gpt2"`: a byte-level BPE (GPT-2, Llama-3, Falcon3, BitNet
 //!   2B-4T) with `tokenizer.ggml.merges` strings `"left right"`. Text is split by the regular
-//!   expressions llama.cpp associates with `tokenizer.ggml.pre` (see [`PRE_TOKENIZERS`]), mapped
+//!   expressions llama.cpp associates with `tokenizer.ggml.pre` (one table with the exporter: [`crate::pretok`]), mapped
 //!   to GPT-2's byte alphabet and merged by rank.
 //!
 //! In both, CONTROL and UNKNOWN tokens become special added tokens and USER_DEFINED tokens
@@ -32,6 +32,8 @@
 //! `GgufTokenizer::from_gguf(&mapped.header)` (see [`crate::gguf::MappedGguf`]).
 
 use std::collections::HashMap;
+
+use crate::pretok;
 
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
@@ -77,94 +79,6 @@ pub const KEY_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
 
 /// SentencePiece's meta symbol for a space.
 const SPACE_MARK: char = '\u{2581}';
-
-/// Llama-3's split expression as llama.cpp runs it: the contractions of the original
-/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` are spelled out with explicit case classes.
-const RE_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// GPT-2's split expression.
-const RE_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-/// Qwen2's split expression as llama.cpp runs it (Llama-3's with single digits).
-const RE_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// A byte-level pre-tokenizer: the expressions llama.cpp applies, one after the other, to
-/// every piece the previous ones produced (matches and the text between them both become
-/// pieces), and whether a piece that is itself a token skips the merges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PreTokenizerSpec {
-    /// The `tokenizer.ggml.pre` names that select this pre-tokenizer.
-    pub names: &'static [&'static str],
-    /// The split expressions, applied in order.
-    pub regexes: &'static [&'static str],
-    /// llama.cpp's `ignore_merges`: a piece that is a token is emitted whole.
-    pub ignore_merges: bool,
-    /// llama.cpp's default for `tokenizer.ggml.add_bos_token` when the key is absent.
-    pub add_bos_default: bool,
-}
-
-/// The `tokenizer.ggml.pre` values understood for `gpt2` vocabularies, with the expressions
-/// and flags llama.cpp (`llama-vocab.cpp`) uses for them. `falcon_e`, which bitnet.cpp's
-/// converter writes for Falcon-Edge (a BitNet model) and mainline llama.cpp does not know, is
-/// handled like `falcon3`, as ik_llama.cpp handles it.
-///
-/// GPT-2's expression is the original one; llama.cpp drops its final `|\s+`, which changes
-/// nothing once the text between matches is kept as pieces too. The Llama-3 expression differs
-/// from `tokenizer.json`'s only for `'ſ` (U+017F), which `(?i:'s)` matches and llama.cpp's
-/// spelled-out form does not; llama.cpp's form is used.
-pub const PRE_TOKENIZERS: &[PreTokenizerSpec] = &[
-    PreTokenizerSpec {
-        names: &[
-            "llama-bpe",
-            "llama3",
-            "llama-v3",
-            "falcon3",
-            "falcon_e",
-            "falcon-h1",
-        ],
-        regexes: &[RE_LLAMA3],
-        ignore_merges: true,
-        add_bos_default: true,
-    },
-    PreTokenizerSpec {
-        names: &["gpt-2", "phi-2", "mpt", "olmo"],
-        regexes: &[RE_GPT2],
-        ignore_merges: false,
-        add_bos_default: false,
-    },
-    PreTokenizerSpec {
-        names: &["default"],
-        regexes: &[
-            r"[\p{P}\$\+<=>\^~\|]+",
-            RE_GPT2,
-            r"\p{N}+",
-            r"[0-9][0-9][0-9]",
-        ],
-        ignore_merges: false,
-        add_bos_default: false,
-    },
-    PreTokenizerSpec {
-        names: &["falcon"],
-        regexes: &[r"[\p{P}\$\+<=>\^~\|`]+", RE_GPT2, r"[0-9][0-9][0-9]"],
-        ignore_merges: false,
-        add_bos_default: false,
-    },
-    PreTokenizerSpec {
-        names: &["starcoder", "refact", "command-r", "smollm"],
-        regexes: &[r"\p{N}", RE_GPT2],
-        ignore_merges: false,
-        add_bos_default: false,
-    },
-    PreTokenizerSpec {
-        names: &["qwen2", "stablelm2", "deepseek-r1-qwen"],
-        regexes: &[RE_QWEN2],
-        ignore_merges: false,
-        add_bos_default: false,
-    },
-];
-
-/// Looks up the pre-tokenizer for a `tokenizer.ggml.pre` value.
-pub fn pre_tokenizer_spec(name: &str) -> Option<&'static PreTokenizerSpec> {
-    PRE_TOKENIZERS.iter().find(|s| s.names.contains(&name))
-}
 
 /// Token texts llama.cpp treats as end of generation besides the EOS token.
 const EOG_TEXTS: &[&str] = &[
@@ -253,7 +167,7 @@ pub enum TokenizerModel {
 /// A tokenizer rebuilt from GGUF metadata.
 pub struct GgufTokenizer {
     model: TokenizerModel,
-    pre: Option<&'static PreTokenizerSpec>,
+    pre: Option<&'static pretok::PreTokenizer>,
     inner: Tokenizer,
     /// The splitting part of the pre-tokenizer (gpt2 only), for [`GgufTokenizer::pre_tokenize`].
     splitter: Option<PreTokenizerSequence>,
@@ -471,16 +385,12 @@ impl GgufTokenizer {
             TokenizerModel::Llama => None,
             TokenizerModel::Gpt2 => {
                 let name = get_str(header, KEY_PRE)?.ok_or_else(|| missing(KEY_PRE))?;
-                Some(pre_tokenizer_spec(name).ok_or_else(|| {
-                    TokenizeError::UnknownPre {
+                Some(
+                    pretok::by_name(name).ok_or_else(|| TokenizeError::UnknownPre {
                         name: name.to_string(),
-                        known: PRE_TOKENIZERS
-                            .iter()
-                            .flat_map(|s| s.names.iter().copied())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                })?)
+                        known: pretok::table_names(),
+                    })?,
+                )
             }
         };
 
@@ -917,7 +827,7 @@ impl GgufTokenizer {
     }
 
     /// The pre-tokenizer of a `gpt2` vocabulary (`None` for `llama`).
-    pub fn pre_tokenizer(&self) -> Option<&'static PreTokenizerSpec> {
+    pub fn pre_tokenizer(&self) -> Option<&'static pretok::PreTokenizer> {
         self.pre
     }
 

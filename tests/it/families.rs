@@ -38,40 +38,23 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `(fixture, --tokenizer-pre for bitnet.cpp outputs, for llama.cpp outputs)`. The fixtures'
-/// tokenizers are trained for the tests, so their probe hashes are not the real models' and the
-/// pre-tokenizer is named; mainline llama.cpp does not know `falcon_e` (bitnet.cpp's name for
-/// Falcon-Edge), whose expression is `falcon3`'s.
-const FAMILIES: &[(&str, &str, &str)] = &[
-    ("bitnet-2b4t-packed", "llama-bpe", "llama-bpe"),
-    ("bitnet-2b4t-bf16", "llama-bpe", "llama-bpe"),
-    ("llama3-8b", "llama-bpe", "llama-bpe"),
-    ("falcon3", "falcon3", "falcon3"),
-    ("falcon-e", "falcon_e", "falcon3"),
+/// The family fixtures. Their tokenizers are trained for the tests (no published vocabulary),
+/// all with Llama-3's pre-tokenizer, so every conversion names it `llama-bpe` from the
+/// definition, with no flag.
+const FAMILIES: &[&str] = &[
+    "bitnet-2b4t-packed",
+    "bitnet-2b4t-bf16",
+    "llama3-8b",
+    "falcon3",
+    "falcon-e",
 ];
 
 /// Converts `name` to `q` in `tmp` and returns the output path (and the TL kernel config).
 fn convert(tmp: &Path, name: &str, q: &str) -> (PathBuf, PathBuf) {
-    let (_, pre_bitnet, pre_mainline) = FAMILIES.iter().find(|f| f.0 == name).unwrap();
-    let pre = if q == "tq2_0" {
-        pre_mainline
-    } else {
-        pre_bitnet
-    };
     let out = tmp.join(format!("{name}-{q}.gguf"));
     let ini = tmp.join(format!("{name}-{q}.ini"));
     let fix = fixture(name);
-    let mut args: Vec<&str> = vec![
-        "convert",
-        s(&fix),
-        "--quant",
-        q,
-        "--tokenizer-pre",
-        pre,
-        "-q",
-        "-o",
-        s(&out),
-    ];
+    let mut args: Vec<&str> = vec!["convert", s(&fix), "--quant", q, "-q", "-o", s(&out)];
     if q == "tl1" || q == "tl2" {
         args.extend(["--emit-kernel-config", s(&ini)]);
     }
@@ -134,7 +117,7 @@ fn every_family_and_type_agrees_with_transformers() {
     let tmp = tempfile::tempdir().unwrap();
     let mut report = String::new();
     let mut bad = Vec::new();
-    for (name, _, _) in FAMILIES {
+    for name in FAMILIES {
         for q in ["i2_s", "tl1", "tl2", "tq2_0", "f32"] {
             let (cos, top1, tokens) = convert_and_validate(tmp.path(), name, q);
             report.push_str(&format!(
@@ -195,8 +178,6 @@ fn packed_and_bf16_2b4t_give_identical_i2s_tensors() {
                 s(&fixture(name)),
                 "--quant",
                 "i2_s",
-                "--tokenizer-pre",
-                "llama-bpe",
                 "--name",
                 "same",
                 // The fixture's weight_scale is torch's float32 mean at 2 threads (what
@@ -242,8 +223,6 @@ fn b158_metadata_follows_the_official_2b4t_order() {
             s(&fixture("bitnet-2b4t-packed")),
             "--quant",
             "i2_s",
-            "--tokenizer-pre",
-            "llama-bpe",
             "-q",
             "-o",
             s(&out),
@@ -300,43 +279,26 @@ fn b158_metadata_follows_the_official_2b4t_order() {
     assert!(g.header.tensor("output.weight").is_none(), "tied head");
 }
 
-/// A BPE tokenizer whose pre-tokenizer is not named: a clear error naming the tokenizer and
-/// the flag.
+/// Falcon3's tokenizer converts without `--tokenizer-pre`: its definition is Llama-3's, so the
+/// file says `llama-bpe`, which both runtimes run exactly as `falcon3`; the flag still writes the
+/// reference converter's own name.
 #[test]
-fn unnamed_bpe_pre_tokenizer_is_a_clear_error() {
+fn falcon_tokenizers_are_named_from_their_definition() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("x.gguf");
-    let o = common::bitconv()
-        .args([
-            "convert",
-            s(&fixture("falcon3")),
-            "--quant",
-            "i2_s",
-            "-q",
-            "-o",
-            s(&out),
-        ])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("tokenizer.json"), "{err}");
-    assert!(err.contains("--tokenizer-pre"), "{err}");
-    assert!(err.contains(FIXTURE_PROBE_HASH), "{err}");
-    assert!(!out.exists());
-}
-
-/// The fixtures' tokenizer, hashed as llama.cpp's converter hashes it (computed with
-/// transformers' AutoTokenizer: `sha256(str(tok.encode(chktxt)))`).
-const FIXTURE_PROBE_HASH: &str = "e59e038045dcc7d420427ed417b76e424f59c66c1f2e1aac198ac98fb6d88fc0";
-
-/// Our probe hash equals transformers' for the same tokenizer.json.
-#[test]
-fn probe_hash_matches_transformers() {
-    let h = bitconv::checkpoint::tokenizer::probe_hash(
-        &fixture("bitnet-2b4t-packed").join("tokenizer.json"),
-    );
-    assert_eq!(h.as_deref(), Some(FIXTURE_PROBE_HASH));
+    for (flag, want) in [(None, "llama-bpe"), (Some("falcon3"), "falcon3")] {
+        let out = tmp.path().join(format!("{want}.gguf"));
+        let mut cmd = common::bitconv();
+        cmd.args(["convert", s(&fixture("falcon3")), "--quant", "i2_s", "-q"]);
+        if let Some(f) = flag {
+            cmd.args(["--tokenizer-pre", f]);
+        }
+        ok(&cmd.args(["-o", s(&out)]).output().unwrap());
+        let g = MappedGguf::open(&out).unwrap();
+        assert_eq!(
+            g.header.get("tokenizer.ggml.pre"),
+            Some(&bitconv::gguf::Value::String(want.into()))
+        );
+    }
 }
 
 /// A packed tensor whose (unpacked) shape disagrees with config.json: a clear error naming the
@@ -357,17 +319,7 @@ fn packed_shape_disagreeing_with_config_is_an_error() {
     std::fs::write(&cfg, c.to_string()).unwrap();
     let out = tmp.path().join("x.gguf");
     let o = common::bitconv()
-        .args([
-            "convert",
-            s(&dir),
-            "--quant",
-            "i2_s",
-            "--tokenizer-pre",
-            "llama-bpe",
-            "-q",
-            "-o",
-            s(&out),
-        ])
+        .args(["convert", s(&dir), "--quant", "i2_s", "-q", "-o", s(&out)])
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -448,17 +400,12 @@ fn fetch_list_names_every_family() {
 #[test]
 fn every_family_and_type_validates_at_convert_time_and_after() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, pre_bitnet, pre_mainline) in FAMILIES {
+    for name in FAMILIES {
         for q in ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"] {
-            let pre = if q.starts_with("tq") {
-                pre_mainline
-            } else {
-                pre_bitnet
-            };
             let out = tmp.path().join(format!("{name}-{q}.gguf"));
             let fix = fixture(name);
             ok(&common::bitconv()
-                .args(["convert", s(&fix), "--quant", q, "--tokenizer-pre", pre])
+                .args(["convert", s(&fix), "--quant", q])
                 .args(["-q", "--validate", "-o", s(&out)])
                 .output()
                 .unwrap());
@@ -474,6 +421,12 @@ fn every_family_and_type_validates_at_convert_time_and_after() {
                 .output()
                 .unwrap());
             assert!(rep.contains("[ ok ] blocks"), "{name} {q}: {rep}");
+            let g = MappedGguf::open(&moved).unwrap();
+            assert_eq!(
+                g.header.get("tokenizer.ggml.pre"),
+                Some(&bitconv::gguf::Value::String("llama-bpe".into())),
+                "{name} {q}"
+            );
         }
     }
 }
@@ -500,15 +453,7 @@ fn merges_naming_unknown_tokens_are_refused() {
     std::fs::write(&tj, v.to_string()).unwrap();
     let out = tmp.path().join("out.gguf");
     let o = common::bitconv()
-        .args([
-            "convert",
-            s(&dir),
-            "--tokenizer-pre",
-            "llama-bpe",
-            "-q",
-            "-o",
-            s(&out),
-        ])
+        .args(["convert", s(&dir), "-q", "-o", s(&out)])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -1169,3 +1169,117 @@ fn full_size_vocabularies_build_quickly() {
     );
     assert!(bpe.as_secs_f64() < 2.0, "128k BPE build took {bpe:?}");
 }
+
+/// A byte-level BPE of 1,000 tokens trained here with Llama-3's pre-tokenizer (a vocabulary no
+/// published model has): the converter names it `llama-bpe` from its `pre_tokenizer` definition
+/// alone, for both runtimes, and the runtime, reading nothing but the GGUF metadata, encodes
+/// text as the `tokenizers` library encodes it with the tokenizer.json itself.
+#[test]
+fn small_llama3_style_bpe_is_recognised_by_its_definition() {
+    use bitconv::checkpoint::tokenizer::{Flavor, TokenizerMeta};
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let pre = Sequence::new(vec![
+        PreTokenizerWrapper::from(
+            Split::new(
+                SplitPattern::Regex(llama3.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .unwrap(),
+        ),
+        ByteLevel::new(false, false, false).into(),
+    ]);
+    let mut hf = Tokenizer::new(BPE::default());
+    hf.with_pre_tokenizer(Some(pre));
+    hf.with_decoder(Some(ByteLevel::default()));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(999)
+        .min_frequency(1)
+        .show_progress(false)
+        .initial_alphabet(byte_chars().into_iter().collect())
+        .build()
+        .into();
+    let corpus: Vec<&str> = include_str!("../../docs/FORMATS.md").lines().collect();
+    hf.train(&mut trainer, corpus.iter()).unwrap();
+    hf.add_special_tokens([AddedToken::from("<|begin_of_text|>", true)])
+        .unwrap();
+    assert_eq!(hf.get_vocab_size(true), 1000);
+
+    let tmp = tempfile::tempdir().unwrap();
+    hf.save(tmp.path().join("tokenizer.json"), false).unwrap();
+    std::fs::write(
+        tmp.path().join("tokenizer_config.json"),
+        r#"{"bos_token": "<|begin_of_text|>", "add_bos_token": false}"#,
+    )
+    .unwrap();
+    for flavor in [Flavor::BitnetCpp, Flavor::Mainline] {
+        let meta = TokenizerMeta::from_dir(tmp.path(), flavor, None).unwrap();
+        assert_eq!(meta.pre.as_deref(), Some("llama-bpe"), "{flavor}");
+        assert_eq!(meta.tokens.len(), 1000);
+        let tok = GgufTokenizer::from_gguf(&converted_header(tmp.path(), flavor)).unwrap();
+        assert_eq!(tok.pre_tokenizer().unwrap().name(), "llama-bpe");
+        let mut texts: Vec<String> = ROUND_TRIP_TEXTS.iter().map(|s| s.to_string()).collect();
+        texts.extend(corpus.iter().take(200).map(|s| s.to_string()));
+        for text in &texts {
+            let ours = tok.encode(text, false).unwrap();
+            let theirs = hf.encode(text.as_str(), false).unwrap();
+            assert_eq!(ours, theirs.get_ids(), "{flavor}: {text:?}");
+        }
+    }
+}
+
+/// A `pre_tokenizer` bitconv does not know is a clear error naming the tokenizer file, what was
+/// not recognised and the flag, for a definition one setting away from a known one and for a
+/// step kind bitconv does not model; `--tokenizer-pre` still converts it, and a name that splits
+/// differently from the definition is warned about.
+#[test]
+fn unknown_pre_tokenizer_definitions_are_clear_errors() {
+    use bitconv::checkpoint::tokenizer::{Flavor, TokenizerMeta};
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/families/llama3-8b");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let tj = tmp.path().join("tokenizer.json");
+    let orig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();
+    let mut prefix = orig.clone();
+    prefix["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true.into();
+    let mut meta_space = orig.clone();
+    meta_space["pre_tokenizer"] = serde_json::json!({"type": "Metaspace", "replacement": "▁"});
+    for (v, says) in [(prefix, "prefix space: yes"), (meta_space, "Metaspace")] {
+        std::fs::write(&tj, v.to_string()).unwrap();
+        let e = TokenizerMeta::from_dir(tmp.path(), Flavor::BitnetCpp, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokenizer.json"), "{e}");
+        assert!(e.contains("--tokenizer-pre"), "{e}");
+        assert!(e.contains(says), "{e}");
+        let named = TokenizerMeta::from_dir(tmp.path(), Flavor::BitnetCpp, Some("llama-bpe"));
+        assert_eq!(named.unwrap().pre.as_deref(), Some("llama-bpe"));
+    }
+    std::fs::write(&tj, orig.to_string()).unwrap();
+    let m = TokenizerMeta::from_dir(tmp.path(), Flavor::BitnetCpp, Some("qwen2")).unwrap();
+    assert_eq!(m.pre.as_deref(), Some("qwen2"));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("qwen2") && w.contains("llama-bpe")),
+        "{:?}",
+        m.warnings
+    );
+    let m = TokenizerMeta::from_dir(tmp.path(), Flavor::BitnetCpp, Some("falcon_e")).unwrap();
+    assert_eq!(m.pre.as_deref(), Some("falcon_e"));
+    assert!(
+        m.warnings.iter().all(|w| !w.contains("falcon_e")),
+        "{:?}",
+        m.warnings
+    );
+}

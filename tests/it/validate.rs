@@ -298,11 +298,15 @@ fn converted(tmp: &Path, name: &str, q: &str) -> PathBuf {
             .join("tests/data/families")
             .join(f),
     };
-    let mut args = vec!["convert", s(&dir), "--quant", q, "-q", "-o", s(&out)];
-    if name != "tiny" {
-        args.extend(["--tokenizer-pre", "llama-bpe"]);
-    }
-    ok(&bin(&args));
+    ok(&bin(&[
+        "convert",
+        s(&dir),
+        "--quant",
+        q,
+        "-q",
+        "-o",
+        s(&out),
+    ]));
     out
 }
 
@@ -559,8 +563,6 @@ fn mutate_tensor_mistakes_change_one_tensor() {
         s(&fix),
         "--token-embedding-type",
         "q8_0",
-        "--tokenizer-pre",
-        "llama-bpe",
         "-q",
         "-o",
         s(&q8),

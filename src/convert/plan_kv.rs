@@ -1,7 +1,7 @@
 //! The metadata keys of each output, in the order the reference converters write them
 //! (FORMATS.md §2.5; the mainline order from `tests/data/tiny/llama-cpp/*.dump.json`).
 
-use crate::checkpoint::tokenizer::{TokValue, TokenizerMeta};
+use crate::checkpoint::tokenizer::TokenizerMeta;
 use crate::checkpoint::{Arch, Checkpoint, ModelConfig};
 use crate::gguf::Value;
 
@@ -116,7 +116,7 @@ pub fn metadata_for(
     }
 
     for (k, v) in tokenizer.kv_entries() {
-        kv.push((k, tok_value(v)));
+        kv.push((k, v));
     }
     // llama-quantize appends the quantization version to the file it rewrites.
     if out == OutType::I2S {
@@ -190,7 +190,7 @@ fn metadata_ms_b158(
                 }
             }
             _ if k.starts_with("tokenizer.chat_template") => continue,
-            _ => kv.push((k, tok_value(v))),
+            _ => kv.push((k, v)),
         }
     }
     if !template_written {
@@ -203,17 +203,6 @@ fn metadata_ms_b158(
         kv.push(("general.quantization_version".into(), Value::U32(2)));
     }
     kv
-}
-
-fn tok_value(v: TokValue) -> Value {
-    match v {
-        TokValue::Str(s) => Value::String(s),
-        TokValue::U32(x) => Value::U32(x),
-        TokValue::Bool(b) => Value::Bool(b),
-        TokValue::ArrStr(a) => Value::str_array(a),
-        TokValue::ArrF32(a) => Value::f32_array(a),
-        TokValue::ArrI32(a) => Value::i32_array(a),
-    }
 }
 
 /// llama.cpp's size label: the parameter count with a K/M/B/T suffix and at least two

@@ -413,23 +413,10 @@ print(json.dumps([{"text": t, "ids": sp.encode(t), "decoded": sp.decode(sp.encod
 
 /// A GGUF header holding the tokenizer metadata bitconv's converter writes for `dir`.
 fn converted_header(dir: &Path, flavor: bitconv::checkpoint::tokenizer::Flavor) -> GgufHeader {
-    use bitconv::checkpoint::tokenizer::{TokValue, TokenizerMeta};
-    let meta = TokenizerMeta::from_dir(dir, flavor, None).unwrap();
-    let kv: Vec<(String, Value)> = meta
-        .kv_entries()
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                TokValue::Str(s) => Value::String(s),
-                TokValue::U32(x) => Value::U32(x),
-                TokValue::Bool(b) => Value::Bool(b),
-                TokValue::ArrStr(a) => Value::str_array(a),
-                TokValue::ArrF32(a) => Value::f32_array(a),
-                TokValue::ArrI32(a) => Value::i32_array(a),
-            };
-            (k, v)
-        })
-        .collect();
+    use bitconv::checkpoint::tokenizer::TokenizerMeta;
+    let kv = TokenizerMeta::from_dir(dir, flavor, None)
+        .unwrap()
+        .kv_entries();
     let bytes = GgufWriter::new(Vec::new(), &kv, vec![])
         .unwrap()
         .finish()

@@ -82,10 +82,27 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("bitconv: error: {e:#}");
+            eprintln!("bitconv: error: {}", render_error(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a cause whose text an outer message
+/// already quotes (many of ours say `path: cause`) is not repeated.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -118,6 +135,15 @@ pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn causes_are_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("x.gguf: No such file");
+        assert_eq!(super::render_error(&e), "x.gguf: No such file");
+        let e = anyhow::anyhow!("disk full").context("cannot write out.gguf");
+        assert_eq!(super::render_error(&e), "cannot write out.gguf: disk full");
+    }
+
     #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;

@@ -566,3 +566,19 @@ fn closed_stdout_is_not_a_panic() {
         );
     }
 }
+
+/// An error's cause is printed once, not once per layer that wraps it.
+#[test]
+fn error_causes_are_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.gguf");
+    for args in [
+        vec!["inspect", missing.to_str().unwrap()],
+        vec!["run", missing.to_str().unwrap(), "-p", "x"],
+    ] {
+        let o = common::bitconv().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
+    }
+}

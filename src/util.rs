@@ -292,3 +292,87 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
+
+/// Progress for logs and pipes, where a redrawn bar shows nothing: one line when the work
+/// starts, then at most one line per interval (10 s; `BITCONV_PROGRESS_SECS` sets it), and one
+/// when it ends. Lines go to stderr, e.g. `converting: 1.2 GB / 13.3 GB (9%), 0.61 GB/s`.
+pub struct LineProgress {
+    label: String,
+    total: Option<u64>,
+    pos: std::sync::atomic::AtomicU64,
+    start: std::time::Instant,
+    last: std::sync::Mutex<std::time::Instant>,
+    every: std::time::Duration,
+}
+
+impl LineProgress {
+    /// Starts reporting `label` over `total` bytes (unknown when `None`); prints the first line.
+    pub fn new(label: &str, total: Option<u64>) -> LineProgress {
+        let secs = std::env::var("BITCONV_PROGRESS_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(10.0);
+        let now = std::time::Instant::now();
+        let p = LineProgress {
+            label: label.to_owned(),
+            total,
+            pos: std::sync::atomic::AtomicU64::new(0),
+            start: now,
+            last: std::sync::Mutex::new(now),
+            every: std::time::Duration::from_secs_f64(secs),
+        };
+        p.print("started");
+        p
+    }
+
+    /// Adds `n` bytes of progress.
+    pub fn inc(&self, n: u64) {
+        self.pos.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.tick();
+    }
+
+    /// Sets the position (a resumed download starts past zero).
+    pub fn set_position(&self, pos: u64) {
+        self.pos.store(pos, std::sync::atomic::Ordering::Relaxed);
+        self.tick();
+    }
+
+    /// Prints the closing line.
+    pub fn finish(&self) {
+        self.print("done");
+    }
+
+    fn tick(&self) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.elapsed() >= self.every {
+            *last = std::time::Instant::now();
+            drop(last);
+            self.print("");
+        }
+    }
+
+    fn print(&self, state: &str) {
+        let pos = self.pos.load(std::sync::atomic::Ordering::Relaxed);
+        let big = self.total.unwrap_or(pos) >= 1_000_000_000;
+        let (unit, div) = if big { ("GB", 1e9) } else { ("MB", 1e6) };
+        let gb = |b: u64| b as f64 / div;
+        let mut line = format!("{}: {:.2} {unit}", self.label, gb(pos));
+        if let Some(t) = self.total {
+            line.push_str(&format!(" / {:.2} {unit}", gb(t)));
+            if t > 0 {
+                line.push_str(&format!(" ({:.0}%)", 100.0 * pos as f64 / t as f64));
+            }
+        }
+        let secs = self.start.elapsed().as_secs_f64();
+        if secs > 0.0 && pos > 0 {
+            line.push_str(&format!(", {:.2} {unit}/s", gb(pos) / secs));
+        }
+        if !state.is_empty() {
+            line.push_str(&format!(" [{state}]"));
+        }
+        eprintln!("{line}");
+    }
+}

@@ -1,17 +1,25 @@
-//! Progress bars on stderr: shown on a terminal, hidden in pipes, with --quiet or --json.
+//! Progress on stderr: a bar on a terminal, a line every few seconds in pipes and logs
+//! ([`bitconv::util::LineProgress`]), nothing with --quiet or --json.
+
+use std::io::IsTerminal;
 
 use bitconv::convert::Progress;
+use bitconv::util::LineProgress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A byte-counting bar.
-pub struct Bar(ProgressBar);
+/// A byte-counting bar (or its line-oriented stand-in off-terminal).
+pub struct Bar(ProgressBar, Option<LineProgress>);
 
 impl Bar {
     /// A bar over `total` bytes; `hidden` forces it off.
     pub fn bytes(total: u64, hidden: bool, what: &str) -> Bar {
         let pb = ProgressBar::new(total);
-        if hidden {
+        let mut lines = None;
+        if hidden || !std::io::stderr().is_terminal() {
             pb.set_draw_target(ProgressDrawTarget::hidden());
+            if !hidden {
+                lines = Some(LineProgress::new(what, Some(total)));
+            }
         }
         pb.set_style(
             ProgressStyle::with_template(
@@ -21,12 +29,15 @@ impl Bar {
             .progress_chars("=> "),
         );
         pb.set_message(what.to_string());
-        Bar(pb)
+        Bar(pb, lines)
     }
 
     /// Removes the bar.
     pub fn finish(&self) {
         self.0.finish_and_clear();
+        if let Some(l) = &self.1 {
+            l.finish();
+        }
     }
 }
 
@@ -37,5 +48,8 @@ impl Progress for Bar {
     }
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
+        if let Some(l) = &self.1 {
+            l.inc(bytes);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! and resumable, verified downloads into `blobs/<etag>.incomplete`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,6 +18,7 @@ use super::names::{
     is_git_blob_id, is_sha256_hex, normalize_etag, percent_encode, validate_commit, validate_etag,
 };
 use super::FetchedFile;
+use crate::util::LineProgress;
 
 /// Messages and progress bars on stderr (bars hide themselves off-terminal). Several files
 /// may be downloading at once: their bars share one [`MultiProgress`], and messages are
@@ -44,10 +45,13 @@ impl Ui {
         }
     }
 
-    /// A byte progress bar for one file (hidden when quiet, disabled, or off-terminal).
-    fn bar(&self, file: &str, size: Option<u64>) -> ProgressBar {
+    /// A byte progress bar for one file (nothing when quiet or disabled; lines off-terminal).
+    fn bar(&self, file: &str, size: Option<u64>) -> FileBar {
         if self.quiet || !self.progress {
-            return ProgressBar::hidden();
+            return FileBar::Bar(ProgressBar::hidden());
+        }
+        if !std::io::stderr().is_terminal() {
+            return FileBar::Lines(LineProgress::new(&format!("downloading {file}"), size));
         }
         let bar = self
             .bars
@@ -61,7 +65,29 @@ impl Ui {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(file.to_owned());
-        bar
+        FileBar::Bar(bar)
+    }
+}
+
+/// One file's progress: a bar on a terminal, lines elsewhere.
+enum FileBar {
+    Bar(ProgressBar),
+    Lines(LineProgress),
+}
+
+impl FileBar {
+    fn set_position(&self, pos: u64) {
+        match self {
+            FileBar::Bar(b) => b.set_position(pos),
+            FileBar::Lines(l) => l.set_position(pos),
+        }
+    }
+
+    fn finish_and_clear(&self) {
+        match self {
+            FileBar::Bar(b) => b.finish_and_clear(),
+            FileBar::Lines(l) => l.finish(),
+        }
     }
 }
 

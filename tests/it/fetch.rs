@@ -305,3 +305,49 @@ fn fetch_refuses_a_fallback_before_downloading_the_weights() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("PASS"), "{}", text(&o));
 }
+
+/// Off a terminal (a CI log, a pipe) fetch and convert report progress as lines: a line when
+/// each download and the conversion start and end, and in between at most one per interval
+/// (here 0 s, so one per chunk); `-q` silences them.
+#[test]
+fn progress_is_line_oriented_off_a_terminal() {
+    let hub = MockHub::start(vec![tiny_repo()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = Command::new(env!("CARGO_BIN_EXE_bitconv"))
+        .current_dir(tmp.path())
+        .args(["fetch", "org/tiny", "--quant", "i2_s"])
+        .env("HF_ENDPOINT", hub.url())
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", tmp.path().join("hf-home"))
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("BITCONV_PROGRESS_SECS", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "downloading model.safetensors: 0.00 MB",
+        "downloading config.json",
+        "converting: 0.00 MB",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+    let ends = err.lines().filter(|l| l.ends_with("[done]")).count();
+    let starts = err.lines().filter(|l| l.ends_with("[started]")).count();
+    assert!(starts >= 3 && starts == ends, "{err}");
+    assert!(err.lines().all(|l| !l.contains('\r')), "no redrawn bars");
+
+    let out = tmp.path().join("q.gguf");
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(common::tiny().join("ckpt-fp16"))
+        .args(["-q", "-o"])
+        .arg(&out)
+        .env("BITCONV_PROGRESS_SECS", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("converting:"));
+}

@@ -1270,3 +1270,17 @@ fn unknown_pre_tokenizer_definitions_are_clear_errors() {
         m.warnings
     );
 }
+
+/// The decoder counts the byte sequences it had to show as U+FFFD, so `run` can say why they
+/// appear: a stray continuation byte, an impossible lead byte, and a character cut off at the end.
+#[test]
+fn stream_decoder_counts_invalid_sequences() {
+    let mut d = StreamDecoder::new();
+    assert_eq!(d.push_bytes("héllo".as_bytes()), "héllo");
+    assert_eq!(d.invalid_sequences(), 0);
+    assert_eq!(d.push_bytes(&[0x80, b'a', 0xff]), "\u{fffd}a\u{fffd}");
+    assert_eq!(d.invalid_sequences(), 2);
+    assert_eq!(d.push_bytes(&[0xe2, 0x82]), "");
+    assert_eq!(d.finish(), "\u{fffd}");
+    assert_eq!(d.invalid_sequences(), 3);
+}

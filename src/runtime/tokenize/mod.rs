@@ -357,6 +357,7 @@ impl GgufTokenizer {
 #[derive(Clone, Debug, Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,
+    invalid: usize,
 }
 
 impl StreamDecoder {
@@ -395,6 +396,7 @@ impl StreamDecoder {
                     match e.error_len() {
                         Some(bad) => {
                             out.push(char::REPLACEMENT_CHARACTER);
+                            self.invalid += 1;
                             start = valid + bad;
                         }
                         None => {
@@ -410,6 +412,11 @@ impl StreamDecoder {
         out
     }
 
+    /// How many byte sequences were not valid UTF-8 and came out as U+FFFD so far.
+    pub fn invalid_sequences(&self) -> usize {
+        self.invalid
+    }
+
     /// The bytes held back because they may start an incomplete character.
     pub fn pending(&self) -> &[u8] {
         &self.pending
@@ -418,6 +425,9 @@ impl StreamDecoder {
     /// Ends the stream: returns the held-back bytes as text (U+FFFD for an incomplete
     /// character) and empties the decoder.
     pub fn finish(&mut self) -> String {
+        if !self.pending.is_empty() {
+            self.invalid += 1;
+        }
         let out = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         out

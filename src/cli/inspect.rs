@@ -32,8 +32,8 @@ pub fn run(a: Args) -> super::Outcome {
         }
         return Ok(true);
     }
-    let g =
-        MappedGguf::open(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    let g = MappedGguf::open_for_report(&a.path)
+        .with_context(|| format!("cannot read {}", a.path.display()))?;
     if a.json {
         super::print_json(&inspect::report_json(&g, a.hash))?;
     } else {

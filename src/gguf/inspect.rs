@@ -10,10 +10,47 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
-use super::{GgmlType, MappedGguf};
+use super::{GgmlType, GgufHeader, LazyValue, MappedGguf, Value, ValueType};
 
 /// How many leading array items reports show.
 pub const ARRAY_PREVIEW: usize = 16;
+
+/// Bytes of a long string a report shows.
+const STRING_PREVIEW: usize = 1 << 16;
+
+/// The leading items (or bytes) of a value the header left in the file; a long string ends
+/// with a note of its full length.
+fn preview(g: &MappedGguf, l: &LazyValue) -> Value {
+    let max = if l.ty == ValueType::String {
+        STRING_PREVIEW
+    } else {
+        ARRAY_PREVIEW
+    };
+    match GgufHeader::decode_lazy(g.bytes(), g.path(), l, max) {
+        Ok(Value::String(mut t)) => {
+            if (t.len() as u64) < l.count {
+                let _ = write!(t, " … ({} bytes)", l.count);
+            }
+            Value::String(t)
+        }
+        Ok(v) => v,
+        Err(e) => Value::String(format!("<cannot decode: {e}>")),
+    }
+}
+
+/// A metadata value as the JSON report shows it (arrays abbreviated).
+fn value_json(g: &MappedGguf, v: &Value) -> Json {
+    match v {
+        Value::Lazy(l) => {
+            let mut j = preview(g, l).to_json(Some(ARRAY_PREVIEW));
+            if let Some(n) = j.get_mut("n") {
+                *n = json!(l.count);
+            }
+            j
+        }
+        v => v.to_json(Some(ARRAY_PREVIEW)),
+    }
+}
 
 /// Hex sha256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -26,7 +63,7 @@ pub fn report_json(g: &MappedGguf, hash: bool) -> Json {
     let kv: Vec<Json> = h
         .kv
         .iter()
-        .map(|(k, v)| json!({"key": k, "type": v.value_type().short_name(), "value": v.to_json(Some(ARRAY_PREVIEW))}))
+        .map(|(k, v)| json!({"key": k, "type": v.value_type().short_name(), "value": value_json(g, v)}))
         .collect();
     let hashes: Vec<Option<String>> = if hash {
         h.tensors
@@ -88,7 +125,27 @@ pub fn report_text(g: &MappedGguf, hash: bool) -> String {
         h.file_size
     );
     for (k, v) in &h.kv {
-        let _ = writeln!(s, "  {:<45} {:<5} {}", k, v.value_type().short_name(), v);
+        let shown = match v {
+            Value::Lazy(l) => match preview(g, l) {
+                Value::Array(t, items) => {
+                    let mut text = format!("[{} x {}]", t.short_name(), l.count);
+                    for (i, it) in items.iter().take(6).enumerate() {
+                        let _ = write!(text, "{}{it}", if i == 0 { " " } else { ", " });
+                    }
+                    text.push_str(", ...");
+                    text
+                }
+                other => other.to_string(),
+            },
+            v => v.to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<45} {:<5} {}",
+            k,
+            v.value_type().short_name(),
+            shown
+        );
     }
     let _ = writeln!(
         s,

@@ -15,9 +15,9 @@ pub mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub use reader::{ErrorKind, GgufHeader, ReadError, TensorInfo};
+pub use reader::{ErrorKind, GgufHeader, ParseLimits, ReadError, TensorInfo};
 pub use types::{GgmlType, SizeRule, TypeInfo, TYPE_TABLE};
-pub use value::{Value, ValueType};
+pub use value::{LazyValue, Value, ValueType};
 pub use writer::{GgufWriter, PlannedTensor, TensorSpec, WriteError};
 
 /// The four magic bytes at the start of every GGUF file.
@@ -65,6 +65,28 @@ impl MappedGguf {
         // SAFETY: read-only map; see the contract in the doc comment.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let header = GgufHeader::parse(&map, path)?;
+        Ok(MappedGguf {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
+    }
+
+    /// Maps a file for a report: only small metadata values are decoded
+    /// ([`reader::ParseLimits::REPORT`]), large ones stay in the file ([`Value::Lazy`]) and
+    /// the pages checked inside them are dropped as the reader passes, so memory stays small
+    /// whatever the header claims.
+    pub fn open_for_report(path: &Path) -> Result<MappedGguf, OpenError> {
+        let io = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: read-only map; see the contract of `open`.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let release = |r: std::ops::Range<usize>| crate::util::release_pages(&map, r);
+        let header =
+            GgufHeader::parse_with(&map, path, reader::ParseLimits::REPORT, Some(&release))?;
         Ok(MappedGguf {
             path: path.to_path_buf(),
             map,

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::types::{pad_to, GgmlType};
-use super::value::{Value, ValueType};
+use super::value::{LazyValue, Value, ValueType};
 use super::{GGUF_MAGIC, MAX_DIMS};
 
 /// What went wrong while reading a GGUF file.
@@ -31,6 +31,8 @@ pub enum ErrorKind {
     UnknownTensorType(u32),
     /// More than four dimensions, or a shape the type cannot hold.
     BadShape(String),
+    /// A count beyond what bitconv reads (the count and the limit).
+    OverLimit(u64, u64),
     /// `general.alignment` is not a positive power of two, or a tensor offset is not aligned.
     BadAlignment(u64),
     /// A tensor's data lies (partly) past the end of the file.
@@ -56,6 +58,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnknownValueType(t) => write!(f, "unknown metadata value type {t}"),
             ErrorKind::UnknownTensorType(t) => write!(f, "unknown tensor type id {t}"),
             ErrorKind::BadShape(s) => write!(f, "bad shape: {s}"),
+            ErrorKind::OverLimit(n, limit) => {
+                write!(f, "{n} is more than bitconv reads (at most {limit})")
+            }
             ErrorKind::BadAlignment(a) => write!(f, "bad alignment {a}"),
             ErrorKind::OutOfBounds => write!(f, "tensor data extends past the end of the file"),
             ErrorKind::Overlap(other) => write!(f, "tensor data overlaps tensor {other}"),
@@ -132,13 +137,102 @@ pub struct GgufHeader {
     pub file_size: u64,
 }
 
+/// Most tensors a header may declare (real models have a few thousand).
+pub const MAX_TENSORS: u64 = 1 << 17;
+/// Most metadata entries a header may declare.
+pub const MAX_KV: u64 = 1 << 16;
+/// ggml's limit on a tensor name, in bytes (`GGML_MAX_NAME` less its terminating zero).
+pub const MAX_TENSOR_NAME: u64 = 63;
+
+/// How much of the metadata is decoded while a header is read. A string or array beyond these
+/// limits is checked and kept as [`Value::Lazy`] (its place in the file), so memory follows what
+/// is decoded, not what the header claims: a decoded array element costs about 32 bytes however
+/// small it is in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Arrays of more elements stay in the file.
+    pub array_items: u64,
+    /// Strings of more bytes stay in the file.
+    pub string_bytes: u64,
+    /// Array elements decoded over the whole header; arrays beyond it stay in the file.
+    pub total_items: u64,
+}
+
+impl ParseLimits {
+    /// For running a model: everything decoded up to 8 Mi elements an array and 16 Mi in all
+    /// (the largest vocabularies need about 1 Mi).
+    pub const MODEL: ParseLimits = ParseLimits {
+        array_items: 1 << 23,
+        string_bytes: u64::MAX,
+        total_items: 1 << 24,
+    };
+    /// For reports: small values decoded, large ones previewed from the file on demand.
+    pub const REPORT: ParseLimits = ParseLimits {
+        array_items: 64,
+        string_bytes: 4096,
+        total_items: 1 << 16,
+    };
+}
+
 impl GgufHeader {
-    /// Parses a whole GGUF file held in `bytes`; `file` names it in errors.
+    /// Parses a whole GGUF file held in `bytes` with [`ParseLimits::MODEL`]; `file` names it in
+    /// errors.
     pub fn parse(bytes: &[u8], file: &Path) -> Result<GgufHeader, ReadError> {
+        GgufHeader::parse_with(bytes, file, ParseLimits::MODEL, None)
+    }
+
+    /// Decodes the first `max` elements of a value left in the file (the first `max` bytes of a
+    /// string, cut back to a character boundary) from `bytes`, the file it was read from.
+    pub fn decode_lazy(
+        bytes: &[u8],
+        file: &Path,
+        lazy: &LazyValue,
+        max: usize,
+    ) -> Result<Value, ReadError> {
+        let mut c = Cursor {
+            bytes,
+            pos: lazy.offset as usize,
+            file,
+            limits: ParseLimits::REPORT,
+            decoded: 0,
+            release: None,
+        };
+        if lazy.offset > bytes.len() as u64 {
+            return Err(c.err_at(0, "lazy value", ErrorKind::Truncated));
+        }
+        if lazy.ty == ValueType::String {
+            let n = (lazy.count.min(max as u64) as usize).min(c.remaining());
+            let s = &bytes[c.pos..c.pos + n];
+            let text = match std::str::from_utf8(s) {
+                Ok(t) => t,
+                Err(e) => std::str::from_utf8(&s[..e.valid_up_to()]).unwrap_or_default(),
+            };
+            return Ok(Value::String(text.to_owned()));
+        }
+        let n = lazy.count.min(max as u64);
+        let mut items = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            items.push(c.value(lazy.elem, "lazy value", 1)?);
+        }
+        Ok(Value::Array(lazy.elem, items))
+    }
+
+    /// Parses with explicit limits. `release`, when given, is called with byte ranges the
+    /// reader has finished checking inside large undecoded values, so that a caller holding a
+    /// file mapping can drop those pages.
+    pub fn parse_with(
+        bytes: &[u8],
+        file: &Path,
+        limits: ParseLimits,
+        release: Option<&dyn Fn(std::ops::Range<usize>)>,
+    ) -> Result<GgufHeader, ReadError> {
         let mut c = Cursor {
             bytes,
             pos: 0,
             file,
+            limits,
+            decoded: 0,
+            release,
         };
         let magic = c.take(4, "header.magic")?;
         if magic != GGUF_MAGIC {
@@ -154,6 +248,16 @@ impl GgufHeader {
         // 8 + 4 + 4 + 8.
         c.check_count(n_kv, 13, "header.n_kv", 8)?;
         c.check_count(n_tensors, 24, "header.n_tensors", 16)?;
+        if n_tensors > MAX_TENSORS {
+            return Err(c.err_at(
+                8,
+                "header.n_tensors",
+                ErrorKind::OverLimit(n_tensors, MAX_TENSORS),
+            ));
+        }
+        if n_kv > MAX_KV {
+            return Err(c.err_at(16, "header.n_kv", ErrorKind::OverLimit(n_kv, MAX_KV)));
+        }
 
         let mut kv = Vec::with_capacity(n_kv as usize);
         let mut seen = HashSet::new();
@@ -201,6 +305,14 @@ impl GgufHeader {
         let mut names = HashSet::new();
         for i in 0..n_tensors {
             let start = c.pos;
+            let len = c.peek_u64().unwrap_or(0);
+            if len > MAX_TENSOR_NAME {
+                return Err(c.err_at(
+                    start,
+                    &format!("tensor_info[{i}].name"),
+                    ErrorKind::OverLimit(len, MAX_TENSOR_NAME),
+                ));
+            }
             let name = c.string(&format!("tensor_info[{i}].name"))?;
             let field = format!("tensor_info[{i}] ({name})");
             let nd_pos = c.pos;
@@ -324,6 +436,10 @@ struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
     file: &'a Path,
+    limits: ParseLimits,
+    /// Array elements decoded so far.
+    decoded: u64,
+    release: Option<&'a dyn Fn(std::ops::Range<usize>)>,
 }
 
 impl<'a> Cursor<'a> {
@@ -338,6 +454,102 @@ impl<'a> Cursor<'a> {
 
     fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
+    }
+
+    fn peek_u64(&self) -> Option<u64> {
+        let b = self.bytes.get(self.pos..self.pos + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// Lets the caller drop the pages of `*mark..self.pos` once they add up to 16 MiB (or at
+    /// the end, `all`), and moves the mark.
+    fn release_from(&self, mark: &mut usize, all: bool) {
+        if let Some(f) = self.release {
+            if self.pos - *mark >= 1 << 24 || (all && self.pos > *mark) {
+                f(*mark..self.pos);
+                *mark = self.pos;
+            }
+        }
+    }
+
+    /// Checks a value of type `vt` and moves past it without decoding it (nothing allocated).
+    fn skip(&mut self, vt: ValueType, field: &str, depth: usize) -> Result<(), ReadError> {
+        match vt {
+            ValueType::String => {
+                let start = self.pos;
+                let len = self.u64(field)?;
+                if len > self.remaining() as u64 {
+                    return Err(self.err_at(start, field, ErrorKind::CountTooLarge(len)));
+                }
+                let bytes = self.take(len as usize, field)?;
+                if std::str::from_utf8(bytes).is_err() {
+                    return Err(self.err_at(start, field, ErrorKind::InvalidUtf8));
+                }
+            }
+            ValueType::Bool => {
+                let pos = self.pos;
+                let b = self.array::<1>(field)?[0];
+                if b > 1 {
+                    return Err(self.err_at(
+                        pos,
+                        field,
+                        ErrorKind::BadShape(format!("bool byte {b} is neither 0 nor 1")),
+                    ));
+                }
+            }
+            ValueType::Array => {
+                let (et, n) = self.array_head(field, depth)?;
+                self.skip_items(et, n, field, depth)?;
+            }
+            fixed => {
+                let size = fixed.fixed_size().unwrap_or(1);
+                self.take(size, field)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips `n` elements of type `et` (the count already checked against the file).
+    fn skip_items(
+        &mut self,
+        et: ValueType,
+        n: u64,
+        field: &str,
+        depth: usize,
+    ) -> Result<(), ReadError> {
+        let mut mark = self.pos;
+        match et.fixed_size() {
+            Some(size) if et != ValueType::Bool => {
+                self.take(n as usize * size, field)?;
+                mark = self.pos;
+            }
+            _ => {
+                for _ in 0..n {
+                    self.skip(et, field, depth + 1)?;
+                    self.release_from(&mut mark, false);
+                }
+            }
+        }
+        self.release_from(&mut mark, true);
+        Ok(())
+    }
+
+    /// Reads an array's element type and count and checks the count against the file.
+    fn array_head(&mut self, field: &str, depth: usize) -> Result<(ValueType, u64), ReadError> {
+        let tag_pos = self.pos;
+        let tag = self.u32(field)?;
+        let et = ValueType::from_u32(tag)
+            .ok_or_else(|| self.err_at(tag_pos, field, ErrorKind::UnknownValueType(tag)))?;
+        if depth >= 8 {
+            return Err(self.err_at(
+                tag_pos,
+                field,
+                ErrorKind::BadShape("arrays nested deeper than 8 levels".into()),
+            ));
+        }
+        let n = self.u64(field)?;
+        self.check_count(n, et.min_size() as u64, field, 8)?;
+        Ok((et, n))
     }
 
     /// Fails unless `count` items of at least `min_size` bytes each fit in what remains; the
@@ -420,24 +632,40 @@ impl<'a> Cursor<'a> {
                     }
                 }
             }
-            ValueType::String => Value::String(self.string(field)?),
+            ValueType::String => {
+                let len = self.peek_u64().unwrap_or(0);
+                if len > self.limits.string_bytes {
+                    let start = self.pos;
+                    self.skip(ValueType::String, field, depth)?;
+                    return Ok(Value::Lazy(LazyValue {
+                        ty: ValueType::String,
+                        elem: ValueType::U8,
+                        count: len,
+                        offset: start as u64 + 8,
+                        len,
+                    }));
+                }
+                Value::String(self.string(field)?)
+            }
             ValueType::U64 => Value::U64(self.u64(field)?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(field)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(field)?)),
             ValueType::Array => {
-                let tag_pos = self.pos;
-                let tag = self.u32(field)?;
-                let et = ValueType::from_u32(tag)
-                    .ok_or_else(|| self.err_at(tag_pos, field, ErrorKind::UnknownValueType(tag)))?;
-                if depth >= 8 {
-                    return Err(self.err_at(
-                        tag_pos,
-                        field,
-                        ErrorKind::BadShape("arrays nested deeper than 8 levels".into()),
-                    ));
+                let (et, n) = self.array_head(field, depth)?;
+                if n > self.limits.array_items
+                    || self.decoded.saturating_add(n) > self.limits.total_items
+                {
+                    let start = self.pos;
+                    self.skip_items(et, n, field, depth)?;
+                    return Ok(Value::Lazy(LazyValue {
+                        ty: ValueType::Array,
+                        elem: et,
+                        count: n,
+                        offset: start as u64,
+                        len: (self.pos - start) as u64,
+                    }));
                 }
-                let n = self.u64(field)?;
-                self.check_count(n, et.min_size() as u64, field, 8)?;
+                self.decoded += n;
                 let mut items = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     items.push(self.value(et, field, depth + 1)?);

@@ -129,6 +129,26 @@ pub enum Value {
     I64(i64),
     /// `f64`
     F64(f64),
+    /// A string or array left in the file when the header was read (see
+    /// [`crate::gguf::reader::ParseLimits`]): its place and size, checked, not decoded.
+    Lazy(LazyValue),
+}
+
+/// Where a string or array that was not decoded lies in the file. The reader checked it
+/// (lengths inside the file, UTF-8, booleans 0 or 1) and knows its end; nothing was allocated
+/// for its elements. [`crate::gguf::GgufHeader::decode_lazy`] decodes a prefix of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LazyValue {
+    /// [`ValueType::String`] or [`ValueType::Array`].
+    pub ty: ValueType,
+    /// The element type of an array ([`ValueType::U8`] for a string's bytes).
+    pub elem: ValueType,
+    /// Elements (bytes, for a string).
+    pub count: u64,
+    /// Absolute file offset of the first element (the string's first byte).
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the value.
+    pub len: u64,
 }
 
 impl Value {
@@ -148,6 +168,7 @@ impl Value {
             Value::U64(_) => ValueType::U64,
             Value::I64(_) => ValueType::I64,
             Value::F64(_) => ValueType::F64,
+            Value::Lazy(l) => l.ty,
         }
     }
 
@@ -245,6 +266,12 @@ impl Value {
                 let first: Vec<_> = items[..take].iter().map(|v| v.to_json(max_items)).collect();
                 json!({"type": t.short_name(), "n": items.len(), "first": first})
             }
+            Value::Lazy(l) => json!({
+                "type": l.elem.short_name(),
+                "n": l.count,
+                "first": [],
+                "not_decoded": true
+            }),
         }
     }
 }
@@ -280,6 +307,10 @@ impl fmt::Display for Value {
                 }
                 Ok(())
             }
+            Value::Lazy(l) if l.ty == ValueType::String => {
+                write!(f, "<string of {} bytes, not decoded>", l.count)
+            }
+            Value::Lazy(l) => write!(f, "[{} x {}] <not decoded>", l.elem.short_name(), l.count),
         }
     }
 }

@@ -147,6 +147,7 @@ fn value_size(v: &Value) -> u64 {
     match v {
         Value::String(s) => 8 + s.len() as u64,
         Value::Array(_, items) => 4 + 8 + items.iter().map(value_size).sum::<u64>(),
+        Value::Lazy(l) => 12 + l.len,
         other => other.value_type().fixed_size().unwrap_or(0) as u64,
     }
 }
@@ -328,6 +329,11 @@ impl<W: Write> GgufWriter<W> {
             Value::U64(x) => self.put(&x.to_le_bytes()),
             Value::I64(x) => self.put(&x.to_le_bytes()),
             Value::F64(x) => self.put(&x.to_le_bytes()),
+            Value::Lazy(l) => Err(WriteError::Protocol(format!(
+                "a {} of {} elements that was not decoded from its file cannot be written",
+                l.ty.short_name(),
+                l.count
+            ))),
             Value::Array(et, items) => {
                 self.put(&(*et as u32).to_le_bytes())?;
                 self.put(&(items.len() as u64).to_le_bytes())?;

@@ -582,3 +582,133 @@ fn error_causes_are_printed_once() {
         assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
     }
 }
+
+/// A GGUF header of one metadata array: `count` elements of type `elem` (a u8 array's bytes are
+/// left as a hole, so the file is sparse), or of one-byte strings when `elem` is 8.
+fn one_array_file(path: &std::path::Path, elem: u32, count: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    f.write_all(b"GGUF").unwrap();
+    f.write_all(&3u32.to_le_bytes()).unwrap();
+    f.write_all(&0u64.to_le_bytes()).unwrap(); // tensors
+    f.write_all(&1u64.to_le_bytes()).unwrap(); // kv
+    let key = b"hostile.array";
+    f.write_all(&(key.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(key).unwrap();
+    f.write_all(&9u32.to_le_bytes()).unwrap();
+    f.write_all(&elem.to_le_bytes()).unwrap();
+    f.write_all(&count.to_le_bytes()).unwrap();
+    if elem == 8 {
+        for i in 0..count {
+            f.write_all(&1u64.to_le_bytes()).unwrap();
+            f.write_all(&[b'a' + (i % 26) as u8]).unwrap();
+        }
+        f.flush().unwrap();
+    } else {
+        let file = f.into_inner().unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len + count).unwrap();
+    }
+}
+
+/// Runs bitconv with its address space limited to `limit` bytes (`ulimit -v`), stdout and
+/// stderr to files; returns the exit code, stderr and the peak RSS in KiB (from `wait4`).
+fn run_limited(args: &[&std::ffi::OsStr], limit: u64) -> (Option<i32>, String, i64) {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let err_path = tmp.path().join("stderr");
+    let mut cmd = common::bitconv();
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI; `ru` is written by the kernel.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(got, pid);
+    std::mem::forget(child);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (
+        code,
+        std::fs::read_to_string(&err_path).unwrap(),
+        ru.ru_maxrss,
+    )
+}
+
+/// Metadata arrays are not decoded one enum per element: `inspect` of a header holding 2^26
+/// u8 or 2^23 strings stays under 64 MiB of peak RSS (decoded, they took about 32 and 56
+/// bytes an element: 2.1 GB and 470 MB), previews the first items and gives the full count;
+/// under `ulimit -v 4000000`, `run` and `validate` on the same files exit 2 with an error naming
+/// the key, and a sparse 4 KiB file claiming 2^34 elements is an error naming the count.
+#[test]
+fn huge_metadata_arrays_cost_no_memory_and_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = tmp.path().join("bytes.gguf");
+    let strings = tmp.path().join("strings.gguf");
+    one_array_file(&bytes, 0, 1 << 26);
+    one_array_file(&strings, 8, 1 << 23);
+    let gb4 = 4_000_000 * 1024;
+    for (f, n, first) in [(&bytes, 1u64 << 26, "0"), (&strings, 1 << 23, "\"a\"")] {
+        let (code, err, rss_kib) =
+            run_limited(&["inspect".as_ref(), f.as_os_str(), "--json".as_ref()], gb4);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(rss_kib < 64 * 1024, "inspect peak RSS {rss_kib} KiB");
+        let o = common::bitconv()
+            .args(["inspect", "--json"])
+            .arg(f)
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["kv"][0]["value"]["n"], n);
+        assert_eq!(j["kv"][0]["value"]["first"][0].to_string(), first);
+        for cmd in ["run", "validate"] {
+            let os = std::ffi::OsStr::new;
+            let mut args = vec![os(cmd), f.as_os_str()];
+            if cmd == "run" {
+                args.extend([os("-p"), os("x")]);
+            }
+            let (code, err, _) = run_limited(&args, gb4);
+            assert_eq!(code, Some(2), "{cmd}: {err}");
+            assert!(err.contains("bitconv: error"), "{cmd}: {err}");
+            assert!(
+                !err.contains("panicked") && !err.contains("memory allocation"),
+                "{err}"
+            );
+        }
+    }
+    // A 4 KiB sparse file that claims 2^34 elements (`validate` stops earlier: no golden).
+    let claim = tmp.path().join("claim.gguf");
+    one_array_file(&claim, 0, 4096);
+    let mut b = std::fs::read(&claim).unwrap();
+    let at = b.len() - 4096 - 8;
+    b[at..at + 8].copy_from_slice(&(1u64 << 34).to_le_bytes());
+    std::fs::write(&claim, &b).unwrap();
+    for cmd in ["inspect", "run", "validate"] {
+        let os = std::ffi::OsStr::new;
+        let mut args = vec![os(cmd), claim.as_os_str()];
+        if cmd == "run" {
+            args.extend([os("-p"), os("x")]);
+        }
+        let (code, err, _) = run_limited(&args, gb4);
+        assert_eq!(code, Some(2), "{cmd}: {err}");
+        assert!(
+            cmd == "validate" || err.contains("17179869184"),
+            "{cmd}: {err}"
+        );
+    }
+}

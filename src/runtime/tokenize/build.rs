@@ -58,6 +58,14 @@ pub(super) fn describe_value(v: &Value) -> String {
         }
         Value::String(s) => format!("string {s:?}"),
         Value::Array(t, items) => format!("array of {} {}", items.len(), t.short_name()),
+        Value::Lazy(l) => format!(
+            "{} of {} {} elements, more than bitconv decodes (arrays of at most {} elements, {} in all)",
+            l.ty.short_name(),
+            l.count,
+            l.elem.short_name(),
+            crate::gguf::ParseLimits::MODEL.array_items,
+            crate::gguf::ParseLimits::MODEL.total_items
+        ),
         other => format!("{} {:?}", other.value_type().short_name(), other),
     }
 }

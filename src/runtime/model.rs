@@ -41,7 +41,9 @@ use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, KernelEntry};
 
 pub use crate::arch::{Activation, Arch};
 
-use super::ops::{Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use super::format::{
+    tq2_shared_scale, WeightFormat, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES,
+};
 use super::RuntimeError;
 
 /// Options of [`Model::load`].
@@ -103,44 +105,6 @@ pub struct Hparams {
     pub rope_freq_scale: f32,
     /// RMSNorm epsilon (`attention.layer_norm_rms_epsilon`).
     pub rms_eps: f32,
-}
-
-/// How a weight matrix is held in memory (and which kernel multiplies it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightFormat {
-    /// Canonical I2_S rows (`K/4` bytes each, `K` rounded up to whole 128-value blocks) and one
-    /// f32 scale; int8 activations.
-    I2s,
-    /// TQ2_0 blocks (66 bytes per 256 values); Q8_K activations.
-    Tq2,
-    /// Q8_0 blocks (34 bytes per 32 values); Q8_0 activations.
-    Q8_0,
-    /// IEEE half floats; f32 activations.
-    F16,
-    /// f32; f32 activations.
-    F32,
-}
-
-impl WeightFormat {
-    /// Columns of one row as held in memory: `k`, except I2_S rows, which are padded to whole
-    /// 128-value blocks ([`i2s::padded_cols`]; activations are padded with zeros to match).
-    pub fn stride(self, k: usize) -> usize {
-        match self {
-            WeightFormat::I2s => i2s::padded_cols(k),
-            _ => k,
-        }
-    }
-
-    /// Bytes of one row of `k` values.
-    pub fn row_bytes(self, k: usize) -> usize {
-        match self {
-            WeightFormat::I2s => i2s::padded_cols(k) / 4,
-            WeightFormat::Tq2 => k / QK_K * TQ2_BLOCK_BYTES,
-            WeightFormat::Q8_0 => k / QK8_0 * Q8_0_BLOCK_BYTES,
-            WeightFormat::F16 => 2 * k,
-            WeightFormat::F32 => 4 * k,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -1054,10 +1018,8 @@ impl Binder<'_> {
         };
         self.used.insert(name.to_string());
         let tq2_shared_scale = match (&data, format) {
-            (Data::File(_), WeightFormat::Tq2) => {
-                crate::runtime::simd::tq2_shared_scale(self.gguf.tensor_bytes(&t))
-            }
-            (Data::Owned(v), WeightFormat::Tq2) => crate::runtime::simd::tq2_shared_scale(v),
+            (Data::File(_), WeightFormat::Tq2) => tq2_shared_scale(self.gguf.tensor_bytes(&t)),
+            (Data::Owned(v), WeightFormat::Tq2) => tq2_shared_scale(v),
             _ => None,
         };
         Ok(Matrix {

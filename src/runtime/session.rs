@@ -1,5 +1,5 @@
 //! The forward pass, with the arithmetic of the runtime that made the file's reference logits
-//! (see [`super::ops`] for each kernel): one obvious loop per operation around a table of
+//! (see [`super::kernels::scalar`] for each kernel): one obvious loop per operation around a table of
 //! kernels, scalar (the reference) or SIMD (the same bits, faster).
 //!
 //! A [`Session`] holds the KV cache of one sequence. [`Session::forward`] processes a batch of
@@ -28,9 +28,9 @@
 //!
 //! * one activation column (a decode step, or an LM head computing only the last row): ggml's
 //!   `vec_dot` kernels, after converting the activations to the weight's vec-dot type (F16
-//!   weights: activations rounded to f16), with [`ops::dot_f32_ggml`]'s 32-slot order;
+//!   weights: activations rounded to f16), with [`scalar::dot_f32_ggml`]'s 32-slot order;
 //! * several columns, [`Emulation::BitnetCpp`]: llamafile's tinyBLAS with f32 activations,
-//!   8-lane order ([`ops::dot_f32_lanes8`]); [`Emulation::LlamaCpp`]: still `vec_dot`;
+//!   8-lane order ([`scalar::dot_f32_lanes8`]); [`Emulation::LlamaCpp`]: still `vec_dot`;
 //! * bitnet.cpp's attention: `K·q` through `vec_dot` with `q` rounded to f16, a softmax over
 //!   the KV cells padded to a multiple of 32, then `V·p` — for a single query through
 //!   `vec_dot` with the probabilities rounded to f16, for a batch through tinyBLAS with f32
@@ -40,8 +40,8 @@
 //!
 //! # Kernels and threads
 //!
-//! Every matmul and the attention products go through a [`Kernels`] table ([`super::simd`]):
-//! the scalar kernels of [`super::ops`] (the reference) or a SIMD table chosen at run time,
+//! Every matmul and the attention products go through a [`Kernels`] table ([`super::kernels`]):
+//! the scalar kernels of [`super::kernels::scalar`] (the reference) or a SIMD table chosen at run time,
 //! which computes the same bits. Matmuls that share an input run as one parallel loop over
 //! output rows (`q, k, v`; `gate, up` with the activation applied in the loop), attention over
 //! (token, head) pairs, with rayon; each reduction is sequential, so results are identical for
@@ -56,9 +56,9 @@ use rayon::prelude::*;
 
 use crate::gguf::GgmlType;
 
-use super::model::{Activation, Matrix, Model, Store, WeightFormat};
-use super::ops::{self, QK8_0, QK_K};
-use super::simd::{self, FloatOrder, FloatType, Kernels, Q8kActs};
+use super::format::{FloatType, WeightFormat, QK8_0, QK_K};
+use super::kernels::{self, scalar, FloatOrder, Kernels, Q8kActs};
+use super::model::{Activation, Matrix, Model, Store};
 use super::RuntimeError;
 
 /// Which logits [`Session::forward`] returns.
@@ -99,8 +99,8 @@ pub enum Emulation {
     /// small model one activation rounded the other way (a value within an ulp of half-way
     /// between two integers, which bf16 weights make common) moves every later logit by about
     /// 1e-4 in row cosine:
-    /// * the int8 activation scale is `reciprocal(amax)·127` ([`ops::I8Scale::Reciprocal`]);
-    /// * RMSNorm's `mean(x²)` is torch's float32 mean ([`ops::NormMean::Torch`]);
+    /// * the int8 activation scale is `reciprocal(amax)·127` ([`scalar::I8Scale::Reciprocal`]);
+    /// * RMSNorm's `mean(x²)` is torch's float32 mean ([`scalar::NormMean::Torch`]);
     /// * float weights (F16/F32 LM head) multiply f32 activations, never converted to f16;
     /// * attention as [`Emulation::BitnetCpp`] (exact f32 with a [`KvPrecision::F32`] cache,
     ///   which goes with this mode: transformers keeps keys and values in the model's dtype).
@@ -113,18 +113,18 @@ pub enum Emulation {
 
 impl Emulation {
     /// How this runtime evaluates the int8 activation scale of I2_S matmuls.
-    pub fn i8_scale(self) -> ops::I8Scale {
+    pub fn i8_scale(self) -> scalar::I8Scale {
         match self {
-            Emulation::Transformers => ops::I8Scale::Reciprocal,
-            Emulation::BitnetCpp | Emulation::LlamaCpp => ops::I8Scale::Divide,
+            Emulation::Transformers => scalar::I8Scale::Reciprocal,
+            Emulation::BitnetCpp | Emulation::LlamaCpp => scalar::I8Scale::Divide,
         }
     }
 
     /// How this runtime computes RMSNorm's mean of squares.
-    pub fn norm_mean(self) -> ops::NormMean {
+    pub fn norm_mean(self) -> scalar::NormMean {
         match self {
-            Emulation::Transformers => ops::NormMean::Torch,
-            Emulation::BitnetCpp | Emulation::LlamaCpp => ops::NormMean::Ggml,
+            Emulation::Transformers => scalar::NormMean::Torch,
+            Emulation::BitnetCpp | Emulation::LlamaCpp => scalar::NormMean::Ggml,
         }
     }
 
@@ -264,7 +264,7 @@ impl<'m> Session<'m> {
     }
 
     /// A session with explicit options, using the process-wide kernel table
-    /// ([`simd::kernels`]).
+    /// ([`kernels::kernels`]).
     pub fn with_options(model: &'m Model, opts: SessionOptions) -> Session<'m> {
         let hp = model.hparams();
         let n = opts.max_ctx * hp.n_head_kv * hp.head_dim;
@@ -274,7 +274,7 @@ impl<'m> Session<'m> {
             pos: 0,
             k_cache: (0..hp.n_layer).map(|_| Cache::new(opts.kv, n)).collect(),
             v_cache: (0..hp.n_layer).map(|_| Cache::new(opts.kv, n)).collect(),
-            kernels: simd::kernels(),
+            kernels: kernels::kernels(),
             buf: Buffers::default(),
         }
     }
@@ -444,7 +444,7 @@ impl<'m> Session<'m> {
         // RoPE tables per position.
         let tables = sized(&mut b.tables, n * half_rot);
         for (t, table) in tables.chunks_exact_mut(half_rot).enumerate() {
-            ops::rope_table(
+            scalar::rope_table(
                 pos + t,
                 hp.n_rot,
                 hp.rope_freq_base,
@@ -554,7 +554,7 @@ impl<'m> Session<'m> {
         for (i, o) in normed.chunks_exact_mut(e).enumerate() {
             let t = first + i;
             let xt = &b.x[t * e..(t + 1) * e];
-            let scale = ops::rms_scale(xt, eps, nm);
+            let scale = scalar::rms_scale(xt, eps, nm);
             for ((o, &v), &g) in o.iter_mut().zip(xt).zip(model.output_norm()) {
                 *o = (v * scale) * g;
             }
@@ -615,16 +615,16 @@ impl Tap<'_> {
 }
 
 /// The RMSNorm scales `1/sqrt(mean(x²) + eps)` of up to eight rows of `width` values, with the
-/// arithmetic of [`ops::rms_scale`]; for [`ops::NormMean::Ggml`] (each row's squares summed in
+/// arithmetic of [`scalar::rms_scale`]; for [`scalar::NormMean::Ggml`] (each row's squares summed in
 /// f64 in order) the rows' sums are interleaved so that their dependent additions overlap.
 #[allow(clippy::needless_range_loop)]
-fn rms_scales(x: &[f32], width: usize, eps: f32, mean: ops::NormMean) -> [f32; 8] {
+fn rms_scales(x: &[f32], width: usize, eps: f32, mean: scalar::NormMean) -> [f32; 8] {
     let rows = x.len() / width;
     debug_assert!(rows <= 8 && rows * width == x.len());
-    if mean != ops::NormMean::Ggml {
+    if mean != scalar::NormMean::Ggml {
         return std::array::from_fn(|j| {
             if j < rows {
-                ops::rms_scale(&x[j * width..(j + 1) * width], eps, mean)
+                scalar::rms_scale(&x[j * width..(j + 1) * width], eps, mean)
             } else {
                 0.0
             }
@@ -653,9 +653,16 @@ fn rms_scales(x: &[f32], width: usize, eps: f32, mean: ops::NormMean) -> [f32; 8
     })
 }
 
-/// RMSNorm of every `width`-row of `x` into `y` (as [`ops::rms_norm`]), eight rows at a time,
+/// RMSNorm of every `width`-row of `x` into `y` (as [`scalar::rms_norm`]), eight rows at a time,
 /// in parallel for batches.
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, mean: ops::NormMean, y: &mut [f32], width: usize) {
+fn rms_norm_rows(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    mean: scalar::NormMean,
+    y: &mut [f32],
+    width: usize,
+) {
     let y = &mut y[..x.len()];
     let group = |(o, xs): (&mut [f32], &[f32])| {
         let sc = rms_scales(xs, width, eps, mean);
@@ -681,7 +688,13 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, mean: ops::NormMean, y: &mut [f
 }
 
 /// RMSNorm of every `width`-row of `x`, in place.
-fn rms_norm_rows_in_place(x: &mut [f32], w: &[f32], eps: f32, mean: ops::NormMean, width: usize) {
+fn rms_norm_rows_in_place(
+    x: &mut [f32],
+    w: &[f32],
+    eps: f32,
+    mean: scalar::NormMean,
+    width: usize,
+) {
     let group = |xs: &mut [f32]| {
         let sc = rms_scales(xs, width, eps, mean);
         for (row, &scale) in xs.chunks_exact_mut(width).zip(&sc) {
@@ -747,7 +760,7 @@ impl Attention<'_> {
                 *v *= kq_scale;
             }
             scores[p + 1..].fill(f32::NEG_INFINITY);
-            ops::softmax(kern, scores);
+            scalar::softmax(kern, scores);
             let probs = &mut scores[..p + 1];
             let order = if batched {
                 FloatOrder::Lanes8
@@ -789,7 +802,7 @@ impl Attention<'_> {
     ///
     /// A batch is one task per (token, head). One token is one task per thread, each a run of
     /// heads, which first asks for its heads' slices of every cached key and value row
-    /// ([`simd::prefetch_rows`]): between two tokens the weights have gone through the caches,
+    /// ([`kernels::prefetch_rows`]): between two tokens the weights have gone through the caches,
     /// so those rows come from memory, and one head's slice per row (128 bytes of 1.5 KiB or
     /// more) is a pattern the hardware prefetchers miss: loaded head by head they arrived a
     /// few at a time. Measured on the 125M model (positions 0-31): attention per token 386 ->
@@ -823,8 +836,8 @@ impl Attention<'_> {
                     let g0 = i0 / group;
                     let g1 = (i0 + heads.len() / hd - 1) / group + 1;
                     let (from, width) = (g0 * hd * eb, (g1 - g0) * hd * eb);
-                    simd::prefetch_rows(&kb[from..], stride, self.pos + 1, width);
-                    simd::prefetch_rows(&vb[from..], stride, self.pos + 1, width);
+                    kernels::prefetch_rows(&kb[from..], stride, self.pos + 1, width);
+                    kernels::prefetch_rows(&vb[from..], stride, self.pos + 1, width);
                 }
                 for (j, o) in heads.chunks_exact_mut(hd).enumerate() {
                     let i = i0 + j;
@@ -910,7 +923,7 @@ fn flash_attention_f32(
 
 fn round_f16_slice(x: &mut [f32]) {
     for v in x {
-        *v = ops::round_f16(*v);
+        *v = scalar::round_f16(*v);
     }
 }
 
@@ -966,7 +979,7 @@ fn prepare(
     n: usize,
     k: usize,
     round: bool,
-    rule: ops::I8Scale,
+    rule: scalar::I8Scale,
 ) {
     match format {
         WeightFormat::I2s => {
@@ -1005,7 +1018,7 @@ fn prepare(
             if round {
                 let xr = sized(&mut a.xr, n * k);
                 for (o, &v) in xr.iter_mut().zip(x) {
-                    *o = ops::round_f16(v);
+                    *o = scalar::round_f16(v);
                 }
             }
         }
@@ -1022,7 +1035,7 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
-/// `g[i] = act(g[i])·u[i]`, the gated FFN's activation: ops::silu or ops::relu_sqr, bit for bit,
+/// `g[i] = act(g[i])·u[i]`, the gated FFN's activation: scalar::silu or scalar::relu_sqr, bit for bit,
 /// with SiLU's exponentials through the kernel table (the C library's bits) a stack buffer at a
 /// time.
 fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
@@ -1037,13 +1050,13 @@ fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
                 }
                 kern.exp(e);
                 for ((g, &u), &e) in g.iter_mut().zip(u).zip(e.iter()) {
-                    *g = ops::silu_with(*g, e) * u;
+                    *g = scalar::silu_with(*g, e) * u;
                 }
             }
         }
         Activation::Relu2 => {
             for (g, &u) in g.iter_mut().zip(u) {
-                *g = ops::relu_sqr(*g) * u;
+                *g = scalar::relu_sqr(*g) * u;
             }
         }
     }
@@ -1232,12 +1245,12 @@ impl MatmulCtx<'_> {
                     // vectorizes (the same operations per value, so the same bits).
                     let (su, sa) = (sums[0], scales[0]);
                     for o in out.iter_mut() {
-                        *o = ops::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
+                        *o = scalar::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
                     }
                 } else {
                     for row in out.chunks_exact_mut(nt) {
                         for ((o, &su), &sa) in row.iter_mut().zip(sums).zip(scales) {
-                            *o = ops::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
+                            *o = scalar::i2s_epilogue(o.to_bits() as i32, su, sa, ws);
                         }
                     }
                 }
@@ -1330,13 +1343,13 @@ mod tests {
                 .zip(&u)
                 .map(|(&x, &u)| {
                     let a = match act {
-                        Activation::Silu => ops::silu(x),
-                        Activation::Relu2 => ops::relu_sqr(x),
+                        Activation::Silu => scalar::silu(x),
+                        Activation::Relu2 => scalar::relu_sqr(x),
                     };
                     (a * u).to_bits()
                 })
                 .collect();
-            for kern in simd::available() {
+            for kern in kernels::available() {
                 for len in [0, 1, 7, 63, 64, 65, 130, g0.len()] {
                     let mut g = g0[..len].to_vec();
                     gate(kern, act, &mut g, &u[..len]);

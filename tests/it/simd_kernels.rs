@@ -3,8 +3,10 @@
 //! sizes where the layout allows it. Integer kernels must agree exactly, float kernels bit for
 //! bit (they reproduce the scalar summation order).
 
-use bitconv::runtime::ops;
-use bitconv::runtime::simd::{self, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs};
+use bitconv::runtime::kernels::scalar as ops;
+use bitconv::runtime::kernels::{
+    self as simd, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs,
+};
 use half::f16;
 use proptest::prelude::*;
 

@@ -12,14 +12,13 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::ops::{
-    self, I8Scale, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES,
-};
-use crate::runtime::simd::scalar::{
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{
     check_flash, check_float, check_i2s, check_q8_0, check_q8_0_acts, check_q8k, check_tq2,
     check_weighted,
 };
-use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
+use crate::runtime::kernels::scalar::{self, I8Scale};
+use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
 // ---------------------------------------------------------------------------------------------
 // Reductions
@@ -38,7 +37,7 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// [`ops::hsum8`]: `t_j = a_j + a_{j+4}`, then `(t0 + t2) + (t1 + t3)` (ggml's
+/// [`scalar::hsum8`]: `t_j = a_j + a_{j+4}`, then `(t0 + t2) + (t1 + t3)` (ggml's
 /// `hsum_float_8`).
 ///
 /// # Safety
@@ -52,7 +51,7 @@ pub(super) unsafe fn hsum8(a: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// [`ops::reduce32`] of four accumulators (`acc[j]` lane `l` = slot `8j + l`).
+/// [`scalar::reduce32`] of four accumulators (`acc[j]` lane `l` = slot `8j + l`).
 ///
 /// # Safety
 /// Needs AVX2.
@@ -212,7 +211,7 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-/// `R` TQ2_0 rows × `T` Q8_K tokens in ggml's lane order ([`ops::dot_tq2_q8k`]): per block,
+/// `R` TQ2_0 rows × `T` Q8_K tokens in ggml's lane order ([`scalar::dot_tq2_q8k`]): per block,
 /// eight i32 lanes from `vpmaddubsw` summed in 16 bits and widened with `vpmaddwd`, converted,
 /// multiplied by `d_y·d_x` and added. The activations' sums per 32 values are subtracted in
 /// the 16-bit sums: each starts at `-sum` in the low half of its 32-bit lane and 0 in the high
@@ -495,7 +494,7 @@ pub(super) unsafe fn tq2_dots<const PF: bool>(
 // Q8_0 × Q8_0
 // ---------------------------------------------------------------------------------------------
 
-/// `R` Q8_0 rows × `T` Q8_0 tokens in ggml's order ([`ops::dot_q8_0`]): eight i32 lanes of four
+/// `R` Q8_0 rows × `T` Q8_0 tokens in ggml's order ([`scalar::dot_q8_0`]): eight i32 lanes of four
 /// products per block (`vpmaddubsw` on |w| and sign-adjusted activations — exact because the
 /// activations lie in ±127), converted and fused-multiply-added with `d_x·d_y`.
 ///
@@ -605,7 +604,7 @@ pub(super) unsafe fn load1<const H: bool>(p: *const u8) -> f32 {
     }
 }
 
-/// `R` rows × `T` tokens in ggml's 32-slot order ([`ops::dot_f32_ggml`]). With `PF`, each
+/// `R` rows × `T` tokens in ggml's 32-slot order ([`scalar::dot_f32_ggml`]). With `PF`, each
 /// step first asks for the line [`PREFETCH_AHEAD`] bytes further on in each row.
 ///
 /// # Safety
@@ -661,7 +660,7 @@ pub(super) unsafe fn ggml_tile<const H: bool, const R: usize, const T: usize, co
     out
 }
 
-/// `R` rows × `T` tokens in llamafile's 8-lane order ([`ops::dot_f32_lanes8`]).
+/// `R` rows × `T` tokens in llamafile's 8-lane order ([`scalar::dot_f32_lanes8`]).
 ///
 /// # Safety
 /// As [`ggml_tile`].
@@ -699,7 +698,7 @@ pub(super) unsafe fn lanes8_tile<const H: bool, const R: usize, const T: usize>(
                 let wv = load1::<H>(w.add(r * stride + c * eb));
                 a[j] = wv.mul_add(*x.add(t * k + c), a[j]);
             }
-            out[r][t] = ops::hsum8(&a);
+            out[r][t] = scalar::hsum8(&a);
         }
     }
     out
@@ -825,9 +824,9 @@ pub(super) unsafe fn weighted_slots<const H: bool, const S: usize>(
     for (d, o) in out.iter_mut().enumerate().skip(hv) {
         let a: [f32; S] = std::array::from_fn(|s| *sp.add(s * hd + d));
         *o = if S == 32 {
-            ops::reduce32(a.as_slice().try_into().expect("32"))
+            scalar::reduce32(a.as_slice().try_into().expect("32"))
         } else {
-            ops::hsum8(a.as_slice().try_into().expect("8"))
+            scalar::hsum8(a.as_slice().try_into().expect("8"))
         };
     }
 }
@@ -853,7 +852,7 @@ pub(super) unsafe fn weighted<const H: bool>(
     }
 }
 
-/// Rounds one f32 value to f16 precision with F16C ([`ops::round_f16`]).
+/// Rounds one f32 value to f16 precision with F16C ([`scalar::round_f16`]).
 ///
 /// # Safety
 /// Needs F16C.
@@ -1188,8 +1187,13 @@ pub(super) fn vector_expf_matches_library() -> bool {
 /// # Safety
 /// Needs FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn rope(x: &mut [f32], table: &[(f32, f32)], style: ops::RopeStyle, hd: usize) {
-    ops::rope_heads(x, table, style, hd)
+pub(super) unsafe fn rope(
+    x: &mut [f32],
+    table: &[(f32, f32)],
+    style: scalar::RopeStyle,
+    hd: usize,
+) {
+    scalar::rope_heads(x, table, style, hd)
 }
 
 /// `x[i] = expf(x[i])` (see `Kernels::exp`): eight at a time in double lanes when that gives
@@ -1264,7 +1268,7 @@ unsafe fn abs_max(x: *const f32, n8: usize) -> f32 {
         .fold(0.0f32, |acc, &v| if v > acc { v } else { acc })
 }
 
-/// bitnet.cpp's int8 quantization of one token ([`ops::quantize_i8s_with`], bit for bit).
+/// bitnet.cpp's int8 quantization of one token ([`scalar::quantize_i8s_with`], bit for bit).
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
@@ -1310,7 +1314,7 @@ pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f3
     (s, sum)
 }
 
-/// Q8_K quantization with the sums per 32 values ([`ops::quantize_q8k`], bit for bit).
+/// Q8_K quantization with the sums per 32 values ([`scalar::quantize_q8k`], bit for bit).
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.
@@ -1361,7 +1365,7 @@ pub(super) unsafe fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bsum: 
     }
 }
 
-/// Q8_0 quantization ([`ops::quantize_q8_0`], bit for bit).
+/// Q8_0 quantization ([`scalar::quantize_q8_0`], bit for bit).
 ///
 /// # Safety
 /// Needs AVX2, FMA and F16C.

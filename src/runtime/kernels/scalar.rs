@@ -18,18 +18,9 @@
 
 use half::f16;
 
-use crate::runtime::simd::Kernels;
+use super::Kernels;
 
-/// Values per block of the canonical I2_S layout.
-pub const I2S_BLOCK: usize = 128;
-/// Values per Q8_K / TQ2_0 block (`QK_K`).
-pub const QK_K: usize = 256;
-/// Bytes per TQ2_0 block: 64 code bytes, then an f16 scale.
-pub const TQ2_BLOCK_BYTES: usize = 66;
-/// Values per Q8_0 block.
-pub const QK8_0: usize = 32;
-/// Bytes per Q8_0 block: an f16 scale, then 32 signed bytes.
-pub const Q8_0_BLOCK_BYTES: usize = 34;
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 
 /// Defines a public kernel whose body is compiled twice: for the baseline target and, on
 /// x86-64, with AVX2 and FMA enabled, picked at run time. Both builds compute the same bits

@@ -2,7 +2,7 @@
 //! attention kernels and the activation quantizers are the scalar ones (they are a small part
 //! of the time, and aarch64 rounds to nearest even in one instruction).
 
-use super::{scalar, KernelChoice, Kernels};
+use super::{reference as scalar, KernelChoice, Kernels};
 
 mod neon;
 

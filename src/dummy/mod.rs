@@ -29,6 +29,7 @@ use crate::quant::layouts::{
     i2s, pad32, params, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, KernelEntry, LayoutError,
     TlParams,
 };
+use crate::runtime::kernels::{self, multiversion};
 use crate::util::AtomicFile;
 
 mod ordered;
@@ -745,6 +746,7 @@ pub fn write(
             .enumerate()
             .flat_map(|(i, t)| (0..pieces(t)).map(move |j| (i, j)));
         let threads = rayon::current_num_threads();
+        let kern = kernels::kernels();
         let mut current = usize::MAX;
         ordered::run(
             jobs,
@@ -752,7 +754,7 @@ pub fn write(
             2 * threads + 2,
             |&(i, j), scratch: &mut Scratch, buf| {
                 let t = &plan.tensors[i];
-                piece(s.seed, t, j, scratch, buf).map_err(|source| DummyError::Layout {
+                piece(kern, s.seed, t, j, scratch, buf).map_err(|source| DummyError::Layout {
                     tensor: t.spec.name.clone(),
                     source,
                 })
@@ -789,47 +791,12 @@ pub fn write(
     })
 }
 
-/// Compiles a function's body, an `#[inline(always)]` function, once more for AVX2 and once for
-/// AVX-512 and picks the widest the CPU has at run time. Integer arithmetic is exact and Rust
-/// neither fuses nor reorders float operations, so every build makes the same bytes; the wider
-/// vectors (AVX-512 multiplies 64-bit lanes, which the generator's mixing needs) are faster.
-macro_rules! widest {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $imp:ident) => {
-        $(#[$meta])*
-        fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[cfg(bitconv_avx512)]
-                {
-                    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-                    unsafe fn avx512($($arg: $ty),*) -> $ret {
-                        $imp($($arg),*)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx512f")
-                        && std::arch::is_x86_feature_detected!("avx512dq")
-                        && std::arch::is_x86_feature_detected!("avx512bw")
-                        && std::arch::is_x86_feature_detected!("avx512vl")
-                    {
-                        // SAFETY: the CPU has the features `avx512` is compiled for.
-                        return unsafe { avx512($($arg),*) };
-                    }
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $imp($($arg),*)
-        }
-    };
-}
-
-widest! {
-    /// Makes piece `j` of tensor `t` (see [`Cut`]) into `out`, which holds an earlier piece.
+multiversion! {
+    /// Makes piece `j` of tensor `t` (see [`Cut`]) into `out`, which holds an earlier piece,
+    /// with the build of [`piece_imp`] for `kern`'s instruction set: integer arithmetic is
+    /// exact and no float operation is fused or reordered, so every build makes the same bytes;
+    /// the wider vectors (AVX-512 multiplies 64-bit lanes, which the generator's mixing needs)
+    /// are faster.
     fn piece(
         seed: u64,
         t: &DummyTensor,
@@ -1063,8 +1030,8 @@ mod tests {
 
     #[test]
     fn the_baseline_build_makes_the_same_pieces() {
-        // `piece` runs the widest build this CPU has; `piece_imp` inlined here is the baseline
-        // one. Small shapes with K % 128 != 0, a TL2 two-part region and TQ's F16 fallback.
+        // `piece` runs the build of each table this CPU has; `piece_imp` inlined here is the
+        // baseline one. Small shapes with K % 128 != 0, a TL2 two-part region and TQ's F16 fallback.
         for (hidden, ffn, heads, quant) in [
             (160, 480, 5, "i2_s"),
             (256, 768, 4, "tl1"),
@@ -1090,11 +1057,13 @@ mod tests {
             let plan = plan(&spec).unwrap();
             let (mut wide, mut base) = (Scratch::default(), Scratch::default());
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            for t in &plan.tensors {
-                for j in 0..pieces(t) {
-                    piece(spec.seed, t, j, &mut wide, &mut a).unwrap();
-                    piece_imp(spec.seed, t, j, &mut base, &mut b).unwrap();
-                    assert!(a == b, "{quant} {} piece {j}", t.spec.name);
+            for kern in kernels::available() {
+                for t in &plan.tensors {
+                    for j in 0..pieces(t) {
+                        piece(kern, spec.seed, t, j, &mut wide, &mut a).unwrap();
+                        piece_imp(spec.seed, t, j, &mut base, &mut b).unwrap();
+                        assert!(a == b, "{} {quant} {} piece {j}", kern.name(), t.spec.name);
+                    }
                 }
             }
         }

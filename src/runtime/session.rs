@@ -785,12 +785,9 @@ impl Attention<'_> {
         let ty = self.kc.ty();
         let stride = self.hp.n_head_kv * hd * ty.bytes();
         let kern = self.kern;
-        self.per_head(q, out, 3 * hd, |p, kh, vh, qh, o, s| {
-            if ty == FloatType::F16 {
-                kern.flash_attention_f16(qh, kh, vh, stride, p + 1, kq_scale, o);
-            } else {
-                flash_attention_f32(kern, qh, kh, vh, stride, p + 1, kq_scale, o, s);
-            }
+        self.per_head(q, out, 0, |p, kh, vh, qh, o, _| match ty {
+            FloatType::F16 => kern.flash_attention_f16(qh, kh, vh, stride, p + 1, kq_scale, o),
+            FloatType::F32 => kern.flash_attention_f32(qh, kh, vh, stride, p + 1, kq_scale, o),
         });
     }
 
@@ -856,68 +853,6 @@ impl Attention<'_> {
                     });
                 }
             });
-    }
-}
-
-/// Flash attention over an F32 cache (no roundings).
-#[allow(clippy::too_many_arguments)]
-fn flash_attention_f32(
-    kern: &Kernels,
-    q: &[f32],
-    k: &[u8],
-    v: &[u8],
-    stride: usize,
-    positions: usize,
-    scale: f32,
-    out: &mut [f32],
-    scratch: &mut [f32],
-) {
-    let hd = out.len();
-    let (acc, rest) = scratch.split_at_mut(hd);
-    let vbuf = &mut rest[..hd];
-    acc.fill(0.0);
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    let mut s = [0.0f32];
-    for j in 0..positions {
-        let row = &k[j * stride..];
-        kern.float_dots(
-            FloatOrder::Ggml,
-            FloatType::F32,
-            row,
-            stride,
-            hd,
-            q,
-            1,
-            &mut s,
-        );
-        let s = s[0] * scale;
-        let mut ms = 1.0f32;
-        let mut vs = 1.0f32;
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-            for a in acc.iter_mut() {
-                *a *= ms;
-            }
-        } else {
-            vs = (s - m).exp();
-        }
-        for (o, b) in vbuf
-            .iter_mut()
-            .zip(v[j * stride..j * stride + 4 * hd].chunks_exact(4))
-        {
-            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        for (a, &vv) in acc.iter_mut().zip(vbuf.iter()) {
-            *a = vv.mul_add(vs, *a);
-        }
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = 1.0f32 / sum;
-    for (od, &a) in out.iter_mut().zip(acc.iter()) {
-        *od = a * inv;
     }
 }
 

@@ -32,7 +32,10 @@ use crate::runtime::format::WeightFormat;
 pub use crate::runtime::format::{tq2_shared_scale, FloatType};
 use scalar::{I8Scale, RopeStyle};
 
+mod multiversion;
 mod reference;
+
+pub(crate) use multiversion::multiversion;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -143,7 +146,7 @@ type Q80Fn = unsafe fn(&[u8], usize, &[i8], &[f32], usize, &mut [f32]);
 type FloatFn = unsafe fn(FloatOrder, &[u8], usize, usize, &[f32], usize, &mut [f32]);
 /// `weighted(order, v, stride, p, out, scratch)`.
 type WeightedFn = unsafe fn(FloatOrder, &[u8], usize, &[f32], &mut [f32], &mut [f32]);
-/// `flash(q, k, v, stride, positions, scale, out)`.
+/// `flash(q, k, v, stride, positions, scale, out)` (one entry per cache type).
 type FlashFn = unsafe fn(&[f32], &[u8], &[u8], usize, usize, f32, &mut [f32]);
 /// `exp(x)`: `expf` in place.
 type ExpFn = unsafe fn(&mut [f32]);
@@ -183,6 +186,7 @@ pub struct Kernels {
     weighted_f16: WeightedFn,
     weighted_f32: WeightedFn,
     flash_f16: FlashFn,
+    flash_f32: FlashFn,
     exp: ExpFn,
     rope: RopeFn,
     quantize_i8s: QuantI8sFn,
@@ -337,6 +341,23 @@ impl Kernels {
     ) {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.flash_f16)(q, k, v, stride, positions, scale, out) }
+    }
+
+    /// The same flash attention over an F32 cache (no roundings: `q` as it is, the value
+    /// accumulator in f32), with the key dot products in ggml's 32-slot order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attention_f32(
+        &self,
+        q: &[f32],
+        k: &[u8],
+        v: &[u8],
+        stride: usize,
+        positions: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: as in `i2s_dots`.
+        unsafe { (self.flash_f32)(q, k, v, stride, positions, scale, out) }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The reference table: the scalar kernels of [`super::scalar`] applied row by row. This
+//! The reference table: the scalar twins of [`super::scalar`] applied row by row. This
 //! is what every SIMD kernel is tested against.
 
 use std::cell::RefCell;
@@ -21,6 +21,7 @@ pub(super) static TABLE: Kernels = Kernels {
     weighted_f16,
     weighted_f32,
     flash_f16,
+    flash_f32,
     exp,
     rope,
     quantize_i8s,
@@ -106,8 +107,9 @@ pub(crate) fn check_weighted(
     p
 }
 
-/// Checks the shapes of flash attention.
+/// Checks the shapes of flash attention over a cache of `ty` elements.
 pub(crate) fn check_flash(
+    ty: FloatType,
     q: usize,
     k: usize,
     v: usize,
@@ -117,8 +119,9 @@ pub(crate) fn check_flash(
 ) {
     assert_eq!(q, out, "flash attention: query and output lengths");
     if positions > 0 {
-        assert!(stride >= 2 * out, "stride {stride} shorter than a row");
-        let need = (positions - 1) * stride + 2 * out;
+        let row = out * ty.bytes();
+        assert!(stride >= row, "stride {stride} shorter than a row");
+        let need = (positions - 1) * stride + row;
         assert!(
             k >= need && v >= need,
             "flash attention: cache shorter than {positions} rows"
@@ -370,7 +373,15 @@ pub(crate) fn flash_f16_scalar(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_flash(q.len(), k.len(), v.len(), stride, positions, out.len());
+    check_flash(
+        FloatType::F16,
+        q.len(),
+        k.len(),
+        v.len(),
+        stride,
+        positions,
+        out.len(),
+    );
     let hd = out.len();
     ROW.with_borrow_mut(|(buf, hbuf)| {
         buf.resize(2 * hd, 0.0);
@@ -430,6 +441,93 @@ pub(super) unsafe fn flash_f16(
     out: &mut [f32],
 ) {
     flash_f16_scalar(q, k, v, stride, positions, scale, out)
+}
+
+/// Flash attention over an F32 cache (no roundings), the recurrence of [`flash_f16_scalar`]:
+/// `s = (K_j·q)·scale` with `dot(K_j bytes, q, scratch)` in ggml's 32-slot order, the value
+/// accumulator updated with fused multiply-adds, `S = S·ms + vs` (fused), `out = acc · (1/S)`.
+/// Every table's entry is this body with its own dot product (the same bits); `dot` gets `hd`
+/// values of scratch.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flash_f32_with(
+    dot: impl Fn(&[u8], &[f32], &mut [f32]) -> f32,
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_flash(
+        FloatType::F32,
+        q.len(),
+        k.len(),
+        v.len(),
+        stride,
+        positions,
+        out.len(),
+    );
+    let hd = out.len();
+    FLASH.with_borrow_mut(|buf| {
+        buf.resize(3 * hd, 0.0);
+        let (acc, rest) = buf.split_at_mut(hd);
+        let (vbuf, kbuf) = rest.split_at_mut(hd);
+        acc.fill(0.0);
+        let mut m = f32::NEG_INFINITY;
+        let mut sum = 0.0f32;
+        for j in 0..positions {
+            let row = j * stride..j * stride + 4 * hd;
+            let s = dot(&k[row.clone()], q, kbuf) * scale;
+            let mut ms = 1.0f32;
+            let mut vs = 1.0f32;
+            if s > m {
+                let m_old = m;
+                m = s;
+                ms = (m_old - m).exp();
+                for a in acc.iter_mut() {
+                    *a *= ms;
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            widen(FloatType::F32, &v[row], vbuf, &mut []);
+            for (a, &vv) in acc.iter_mut().zip(vbuf.iter()) {
+                *a = vv.mul_add(vs, *a);
+            }
+            sum = sum.mul_add(ms, vs);
+        }
+        let inv = 1.0f32 / sum;
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = a * inv;
+        }
+    });
+}
+
+thread_local! {
+    /// The accumulator and rows of [`flash_f32_with`] (apart from `ROW`, which a table's dot
+    /// product may use).
+    static FLASH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// # Safety
+/// None: `unsafe` only to match the table's function type (SIMD entries need CPU
+/// features). Lengths are checked.
+pub(super) unsafe fn flash_f32(
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let dot = |row: &[u8], q: &[f32], kbuf: &mut [f32]| {
+        widen(FloatType::F32, row, kbuf, &mut []);
+        scalar::dot_f32_ggml(kbuf, q)
+    };
+    flash_f32_with(dot, q, k, v, stride, positions, scale, out)
 }
 
 /// # Safety

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::kernels::reference::{
     check_flash, check_float, check_i2s, check_q8_0, check_q8_0_acts, check_q8k, check_tq2,
-    check_weighted,
+    check_weighted, flash_f32_with,
 };
 use crate::runtime::kernels::scalar::{self, I8Scale};
 use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
@@ -899,7 +899,15 @@ pub(super) unsafe fn flash_f16(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_flash(q.len(), k.len(), v.len(), stride, positions, out.len());
+    check_flash(
+        FloatType::F16,
+        q.len(),
+        k.len(),
+        v.len(),
+        stride,
+        positions,
+        out.len(),
+    );
     let hd = out.len();
     out.fill(0.0);
     let mut m = f32::NEG_INFINITY;
@@ -948,6 +956,34 @@ pub(super) unsafe fn flash_f16(
     for o in out.iter_mut() {
         *o *= inv;
     }
+}
+
+/// Flash attention over an F32 cache: the scalar recurrence
+/// ([`flash_f32_with`](crate::runtime::kernels::reference::flash_f32_with)) compiled with AVX2
+/// and FMA, the key dot products by [`ggml_tile`].
+///
+/// # Safety
+/// Needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn flash_f32(
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let dot = |row: &[u8], q: &[f32], _: &mut [f32]| {
+        debug_assert_eq!(row.len(), 4 * q.len());
+        // SAFETY: the CPU has AVX2 (this function's contract); `row` holds one row of
+        // `q.len()` f32 values.
+        let [[s]] = unsafe {
+            ggml_tile::<false, 1, 1, false>(row.as_ptr(), row.len(), q.as_ptr(), q.len())
+        };
+        s
+    };
+    flash_f32_with(dot, q, k, v, stride, positions, scale, out)
 }
 
 /// The value half of a [`flash_f16`] round for a head of `8·NV` values, the accumulator in

@@ -238,7 +238,11 @@ unsafe fn abs_max(x: *const f32, n8: usize) -> f32 {
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
+pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_i8s(
+    x: &[f32],
+    q: &mut [i8],
+    rule: I8Scale,
+) -> (f32, i32) {
     assert_eq!(x.len(), q.len(), "quantize_i8s: lengths");
     let n = x.len();
     let n8 = n & !7;
@@ -284,7 +288,12 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_i8s(x: &[f32], q: &mu
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bsum: &mut [i32]) {
+pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_q8k(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    bsum: &mut [i32],
+) {
     check_q8k(x.len(), q.len(), d.len(), bsum.len());
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
@@ -335,7 +344,11 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_q8k(x: &[f32], q: &mu
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+pub(in crate::runtime::kernels::x86_64) unsafe fn quantize_q8_0(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+) {
     check_q8_0_acts(x.len(), q.len(), d.len());
     let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
     for (b, db) in d.iter_mut().enumerate() {

@@ -45,7 +45,12 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn load1<const H: bool>(p: *const
 /// `T` rows of `k` values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn ggml_tile<const H: bool, const R: usize, const T: usize, const PF: bool>(
+pub(in crate::runtime::kernels::x86_64) unsafe fn ggml_tile<
+    const H: bool,
+    const R: usize,
+    const T: usize,
+    const PF: bool,
+>(
     w: *const u8,
     stride: usize,
     x: *const f32,
@@ -99,7 +104,11 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn ggml_tile<const H: bool, const
 /// As [`ggml_tile`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn lanes8_tile<const H: bool, const R: usize, const T: usize>(
+pub(in crate::runtime::kernels::x86_64) unsafe fn lanes8_tile<
+    const H: bool,
+    const R: usize,
+    const T: usize,
+>(
     w: *const u8,
     stride: usize,
     x: *const f32,

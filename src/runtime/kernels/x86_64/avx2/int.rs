@@ -107,7 +107,13 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn i2s_tile<const R: usize, const
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
+pub(in crate::runtime::kernels::x86_64) unsafe fn i2s_dots(
+    w: &[u8],
+    k: usize,
+    q: &[i8],
+    n: usize,
+    out: &mut [i32],
+) {
     let rows = check_i2s(w.len(), k, q.len(), n, out.len());
     let rb = k / 4;
     let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
@@ -170,7 +176,12 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(in crate::runtime::kernels::x86_64) unsafe fn tq2_tile<const R: usize, const T: usize, const S: bool, const PF: bool>(
+pub(in crate::runtime::kernels::x86_64) unsafe fn tq2_tile<
+    const R: usize,
+    const T: usize,
+    const S: bool,
+    const PF: bool,
+>(
     w: *const u8,
     rb: usize,
     q: *const i8,
@@ -485,7 +496,14 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn q8_0_tile<const R: usize, cons
 /// # Safety
 /// Needs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::runtime::kernels::x86_64) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
+pub(in crate::runtime::kernels::x86_64) unsafe fn q8_0_dots(
+    w: &[u8],
+    k: usize,
+    q: &[i8],
+    d: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
     let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
     let nb = k / QK8_0;
     let rb = nb * Q8_0_BLOCK_BYTES;

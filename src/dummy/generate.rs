@@ -386,7 +386,11 @@ fn block_bytes(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{plan, DummySpec};
     use super::*;
+    use crate::checkpoint::Arch;
+    use crate::gguf::TensorSpec;
+    use crate::runtime::kernels;
 
     /// The codes as the first version computed them: one byte at a time, with branches.
     fn ternary_row_reference(seed: u64, t: &DummyTensor, row: usize, out: &mut [i8]) {

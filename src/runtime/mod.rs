@@ -13,7 +13,7 @@
 //! * [`kernels`]: the numeric kernels: the scalar reference twins ([`kernels::scalar`]) and
 //!   the tables for AVX2, AVX-512 VNNI and NEON, bit-identical to them, chosen once per process
 //!   at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
-//! * [`format`]: how weights are held in memory and the block geometry (from the layouts).
+//! * [`format`](mod@format): how weights are held in memory and the block geometry (from the layouts).
 //! * [`bench`](mod@bench): end-to-end tokens/s against the memory-bandwidth bound (`bitconv bench`).
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
 //! * [`hf`]: the independent reading of a Hugging Face checkpoint (transformers' semantics) that

@@ -11,8 +11,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bitconv::runtime::ops;
-use bitconv::runtime::simd::{self, FloatOrder, FloatType, Kernels, Q8kActs};
+use bitconv::runtime::kernels::scalar as ops;
+use bitconv::runtime::kernels::{self as simd, FloatOrder, FloatType, Kernels, Q8kActs};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;

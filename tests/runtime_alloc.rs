@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bitconv::runtime::simd;
+use bitconv::runtime::kernels as simd;
 use bitconv::runtime::{LoadOptions, LogitsWanted, Model, Session};
 
 struct Counting;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bitconv::quant::layouts::params::parse_kernel_config_ini;
 use bitconv::runtime::bench::{self, BenchOptions, BenchReport, Rate};
-use bitconv::runtime::simd::{self, KernelChoice};
+use bitconv::runtime::kernels::{self as simd, KernelChoice};
 use bitconv::runtime::{LoadOptions, Model, WeightMemory};
 use serde_json::json;
 

@@ -37,7 +37,7 @@ pub struct Args {
     /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
     /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
     #[arg(long, value_parser = super::runopts::parse_kernel)]
-    kernel: Option<bitconv::runtime::simd::KernelChoice>,
+    kernel: Option<bitconv::runtime::KernelChoice>,
     /// Read the weights in place from the file mapping. By default the matrices a token reads
     /// are copied into memory backed by huge pages, which streams them faster.
     #[arg(long)]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use bitconv::quant::layouts::{params, KernelEntry};
-use bitconv::runtime::simd::{self, KernelChoice, Kernels};
+use bitconv::runtime::kernels::{self as simd, KernelChoice, Kernels};
 
 /// Parses `--kernel-config FILE` if given.
 pub fn load_tl_params(path: Option<&Path>) -> anyhow::Result<Vec<KernelEntry>> {

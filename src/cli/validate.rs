@@ -37,7 +37,7 @@ pub struct Args {
     /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
     /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
     #[arg(long, value_parser = super::runopts::parse_kernel)]
-    kernel: Option<bitconv::runtime::simd::KernelChoice>,
+    kernel: Option<bitconv::runtime::KernelChoice>,
 }
 
 pub fn run(a: Args) -> super::Outcome {

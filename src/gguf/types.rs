@@ -201,6 +201,15 @@ impl GgmlType {
         matches!(self, GgmlType::TL1 | GgmlType::TL2)
     }
 
+    /// Bytes of one row of `k` values for the block-rule types (`k / block · type_size`), or
+    /// `None` where rows are not whole blocks: `k` not a multiple of the block size, or a
+    /// bitnet.cpp layout (I2_S, TL1, TL2), whose packing spans the whole tensor.
+    pub fn row_bytes(self, k: usize) -> Option<usize> {
+        let info = self.info();
+        let (block, size) = (info.block_size as usize, info.type_size as usize);
+        (info.rule == SizeRule::Blocks && k % block == 0).then(|| k / block * size)
+    }
+
     /// Bytes the tensor occupies in the data section, as the fork's `ggml_nbytes` counts them
     /// (for TL1/TL2 this includes the hidden scale slot). `dims` are in ggml order (`ne0` first).
     pub fn nbytes(self, dims: &[u64]) -> Result<u64, SizeError> {

@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::model::{Model, WeightFormat};
-use super::simd::Kernels;
+use super::format::WeightFormat;
+use super::kernels::Kernels;
+use super::model::Model;
 use super::{LogitsWanted, RuntimeError, Session, SessionOptions};
 
 /// What to measure.
@@ -50,7 +51,7 @@ impl Default for BenchOptions {
             prompt: 512,
             gen: 128,
             reps: 5,
-            kernels: vec![super::simd::kernels()],
+            kernels: vec![super::kernels::kernels()],
             bandwidth_bytes: 1 << 30,
             bandwidth_passes: 5,
         }

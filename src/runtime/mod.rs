@@ -10,32 +10,32 @@
 //!   activations for TQ1_0/TQ2_0, flash attention), F16 KV cache, every reduction in a fixed
 //!   order so results do not depend on the thread count. On the reference files it reproduces
 //!   the reference logits bit for bit in most rows.
-//! * [`ops`]: the numeric kernels the forward pass is built from.
-//! * [`simd`]: the same kernels for AVX2, AVX-512 VNNI and NEON, bit-identical to [`ops`],
-//!   chosen once per process at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
+//! * [`kernels`]: the numeric kernels: the scalar reference twins ([`kernels::scalar`]) and
+//!   the tables for AVX2, AVX-512 VNNI and NEON, bit-identical to them, chosen once per process
+//!   at run time (`BITCONV_KERNEL=reference` forces the scalar ones).
+//! * [`format`](mod@format): how weights are held in memory and the block geometry (from the layouts).
 //! * [`bench`](mod@bench): end-to-end tokens/s against the memory-bandwidth bound (`bitconv bench`).
 //! * [`logits`]: the `BNLG` logits files of the reference runs and comparisons of logit rows.
 //! * [`hf`]: the independent reading of a Hugging Face checkpoint (transformers' semantics) that
-//!   checkpoint goldens come from; it shares only [`ops`] with the rest.
+//!   checkpoint goldens come from; it shares only [`kernels::scalar`] with the rest.
 
 pub mod bench;
+pub mod format;
 pub mod hf;
+pub mod kernels;
 pub mod logits;
 pub mod model;
-pub mod ops;
 pub mod session;
-pub mod simd;
 pub mod tokenize;
 
 use std::path::PathBuf;
 
+pub use format::WeightFormat;
+pub use kernels::scalar::RopeStyle;
+pub use kernels::{KernelChoice, Kernels};
 pub use logits::{argmax, compare_rows, cosine, max_abs_diff, Agreement, LogitsFile};
-pub use model::{
-    Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightFormat, WeightMemory,
-};
-pub use ops::RopeStyle;
+pub use model::{Activation, Arch, Hparams, LoadOptions, Matrix, Model, WeightMemory};
 pub use session::{BlockTrace, Emulation, KvPrecision, LogitsWanted, Session, SessionOptions};
-pub use simd::{KernelChoice, Kernels};
 
 /// Errors of the runtime. Every message names the file, tensor or metadata key involved.
 #[derive(Debug, thiserror::Error)]

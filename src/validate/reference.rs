@@ -6,7 +6,7 @@
 //! through the `tokenizers` crate, and the facts a file must agree with (hyperparameters, RoPE
 //! frequencies, special tokens, vocabulary, merges, every projection's ternary codes) are read
 //! from the checkpoint's own files. What it shares with the file's runtime is arithmetic only
-//! (`runtime::ops`).
+//! (`runtime::kernels::scalar`).
 //!
 //! Besides logits, the golden keeps the residual stream of the first prompt at every block
 //! boundary (and after every attention), so a file can be checked block by block: each of its

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use bitconv::quant::layouts::params::parse_kernel_config_ini;
-use bitconv::runtime::simd::{self, Kernels};
+use bitconv::runtime::kernels::{self as simd, Kernels};
 use bitconv::runtime::{
     argmax, compare_rows, KvPrecision, LoadOptions, LogitsWanted, Model, Session, SessionOptions,
 };

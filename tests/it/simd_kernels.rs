@@ -3,8 +3,10 @@
 //! sizes where the layout allows it. Integer kernels must agree exactly, float kernels bit for
 //! bit (they reproduce the scalar summation order).
 
-use bitconv::runtime::ops;
-use bitconv::runtime::simd::{self, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs};
+use bitconv::runtime::kernels::scalar as ops;
+use bitconv::runtime::kernels::{
+    self as simd, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs,
+};
 use half::f16;
 use proptest::prelude::*;
 
@@ -329,6 +331,34 @@ proptest! {
         for t in tables() {
             let mut got = vec![0f32; hd];
             t.flash_attention_f16(&q, &k, &v, stride, positions, scale, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+}
+
+proptest! {
+    /// Flash attention over an F32 cache: every table's entry against the reference one.
+    #[test]
+    fn flash_attention_f32_equals_reference(
+        positions in 1usize..200,
+        hd in prop_oneof![Just(64usize), Just(128), 1usize..140],
+        pad in 0usize..5,
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let stride = 4 * (hd + pad);
+        let cache = |g: &mut Rng| -> Vec<u8> {
+            (0..positions * (hd + pad)).flat_map(|_| g.float(2.0).to_le_bytes()).collect()
+        };
+        let k = cache(&mut g);
+        let v = cache(&mut g);
+        let q: Vec<f32> = (0..hd).map(|_| g.float(2.0)).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut want = vec![0f32; hd];
+        reference().flash_attention_f32(&q, &k, &v, stride, positions, scale, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; hd];
+            t.flash_attention_f32(&q, &k, &v, stride, positions, scale, &mut got);
             prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
         }
     }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::config::HfActivation;
 use super::weights::{round_row, Projection, Store, TensorRef};
 use super::{FloatRounding, HfError};
-use crate::runtime::ops::{self, I8Scale};
+use crate::runtime::kernels::scalar::{self, I8Scale};
 
 /// Rows of a weight matrix handled by one rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -41,7 +41,7 @@ impl QuantActs {
             .zip(&mut scale)
             .zip(&mut sum)
         {
-            *s = ops::quantize_i8s_with(xr, qr, rule).0;
+            *s = scalar::quantize_i8s_with(xr, qr, rule).0;
             *su = qr.iter().map(|&v| i32::from(v)).sum();
         }
         QuantActs { k, q, scale, sum }
@@ -259,7 +259,7 @@ pub(super) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let k = w.len();
     let mut y = vec![0.0f32; x.len()];
     for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(k)) {
-        ops::rms_norm(xr, w, eps, yr);
+        scalar::rms_norm(xr, w, eps, yr);
     }
     y
 }
@@ -347,8 +347,8 @@ pub(super) fn attention(
 pub(super) fn gated(gate: &mut [f32], up: &[f32], act: HfActivation) {
     for (g, &u) in gate.iter_mut().zip(up) {
         let a = match act {
-            HfActivation::Silu => ops::silu(*g),
-            HfActivation::Relu2 => ops::relu_sqr(*g),
+            HfActivation::Silu => scalar::silu(*g),
+            HfActivation::Relu2 => scalar::relu_sqr(*g),
         };
         *g = a * u;
     }

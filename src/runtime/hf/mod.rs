@@ -3,7 +3,7 @@
 //!
 //! It shares nothing with the converter: no [`crate::convert`], no [`crate::checkpoint`] name
 //! mapping or tokenizer export, no packers, no GGUF. Only pure arithmetic comes from
-//! [`crate::runtime::ops`] (RMSNorm, SiLU, ReLU², int8 activation quantization, f16 rounding).
+//! [`crate::runtime::kernels::scalar`] (RMSNorm, SiLU, ReLU², int8 activation quantization, f16 rounding).
 //!
 //! Architectures ([`HfArch`]): 1bitLLM `BitnetForCausalLM`, microsoft `BitNetForCausalLM`
 //! (2B-4T, sub-norms, ReLU²) and `LlamaForCausalLM` with a bitnet `quantization_config`
@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{rope_inv_freq, HfActivation, HfArch, HfConfig, LinearKind, RopeScaling};
 
-use crate::runtime::ops::I8Scale;
+use crate::runtime::kernels::scalar::I8Scale;
 use forward::{
     add_into, attention, float_matmul, gated, rms_norm_rows, rope_rows, ternary_matmul, QuantActs,
 };

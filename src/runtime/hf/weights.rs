@@ -259,7 +259,7 @@ pub(super) fn round_row(row: &mut [f32], how: FloatRounding) {
         FloatRounding::F32 => {}
         FloatRounding::F16 => {
             for v in row.iter_mut() {
-                *v = crate::runtime::ops::round_f16(*v);
+                *v = crate::runtime::kernels::scalar::round_f16(*v);
             }
         }
         FloatRounding::Q8_0 => q8_0_round_trip(row),

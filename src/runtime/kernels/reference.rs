@@ -1,4 +1,4 @@
-//! The reference table: the scalar kernels of [`crate::runtime::ops`] applied row by row. This
+//! The reference table: the scalar twins of [`super::scalar`] applied row by row. This
 //! is what every SIMD kernel is tested against.
 
 use std::cell::RefCell;
@@ -7,7 +7,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::{FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs};
-use crate::runtime::ops::{self, I8Scale, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::scalar::{self, I8Scale};
 
 pub(super) static TABLE: Kernels = Kernels {
     name: "reference",
@@ -20,6 +21,7 @@ pub(super) static TABLE: Kernels = Kernels {
     weighted_f16,
     weighted_f32,
     flash_f16,
+    flash_f32,
     exp,
     rope,
     quantize_i8s,
@@ -105,8 +107,9 @@ pub(crate) fn check_weighted(
     p
 }
 
-/// Checks the shapes of flash attention.
+/// Checks the shapes of flash attention over a cache of `ty` elements.
 pub(crate) fn check_flash(
+    ty: FloatType,
     q: usize,
     k: usize,
     v: usize,
@@ -116,8 +119,9 @@ pub(crate) fn check_flash(
 ) {
     assert_eq!(q, out, "flash attention: query and output lengths");
     if positions > 0 {
-        assert!(stride >= 2 * out, "stride {stride} shorter than a row");
-        let need = (positions - 1) * stride + 2 * out;
+        let row = out * ty.bytes();
+        assert!(stride >= row, "stride {stride} shorter than a row");
+        let need = (positions - 1) * stride + row;
         assert!(
             k >= need && v >= need,
             "flash attention: cache shorter than {positions} rows"
@@ -128,7 +132,7 @@ pub(crate) fn check_flash(
 /// Checks the arguments of an I2_S kernel (see `Kernels::i2s_dots`); returns the number of rows.
 pub(crate) fn check_i2s(w: usize, k: usize, q: usize, n: usize, out: usize) -> usize {
     assert!(
-        k % ops::I2S_BLOCK == 0,
+        k % I2S_BLOCK == 0,
         "I2_S rows need a multiple of 128 columns"
     );
     check_rows(w, k / 4, q, k, n, out)
@@ -154,7 +158,7 @@ pub(crate) fn check_tq2(
 /// Checks the arguments of a Q8_0 kernel (see `Kernels::q8_0_dots`); returns the number of rows.
 pub(crate) fn check_q8_0(w: usize, k: usize, q: usize, d: usize, n: usize, out: usize) -> usize {
     assert!(k % QK8_0 == 0, "Q8_0 rows need a multiple of 32 columns");
-    let rows = check_rows(w, k / QK8_0 * ops::Q8_0_BLOCK_BYTES, q, k, n, out);
+    let rows = check_rows(w, k / QK8_0 * Q8_0_BLOCK_BYTES, q, k, n, out);
     assert_eq!(d, n * k / QK8_0, "Q8_0 scales");
     rows
 }
@@ -170,7 +174,7 @@ unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
     check_i2s(w.len(), k, q.len(), n, out.len());
     for (row, o) in w.chunks_exact(k / 4).zip(out.chunks_exact_mut(n)) {
         for (t, v) in o.iter_mut().enumerate() {
-            *v = ops::dot_i2s_codes(row, &q[t * k..(t + 1) * k]);
+            *v = scalar::dot_i2s_codes(row, &q[t * k..(t + 1) * k]);
         }
     }
 }
@@ -194,7 +198,7 @@ unsafe fn tq2_dots(
         .zip(out.chunks_exact_mut(n))
     {
         for (t, v) in o.iter_mut().enumerate() {
-            *v = ops::dot_tq2_q8k(row, &q[t * k..(t + 1) * k], &d[t * nb..(t + 1) * nb]);
+            *v = scalar::dot_tq2_q8k(row, &q[t * k..(t + 1) * k], &d[t * nb..(t + 1) * nb]);
         }
     }
 }
@@ -206,11 +210,11 @@ unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut
     check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
     let nb = k / QK8_0;
     for (row, o) in w
-        .chunks_exact(nb * ops::Q8_0_BLOCK_BYTES)
+        .chunks_exact(nb * Q8_0_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(n))
     {
         for (t, v) in o.iter_mut().enumerate() {
-            *v = ops::dot_q8_0(row, &q[t * k..(t + 1) * k], &d[t * nb..(t + 1) * nb]);
+            *v = scalar::dot_q8_0(row, &q[t * k..(t + 1) * k], &d[t * nb..(t + 1) * nb]);
         }
     }
 }
@@ -253,8 +257,8 @@ fn float_dots(
             for (t, v) in o.iter_mut().enumerate() {
                 let xt = &x[t * k..(t + 1) * k];
                 *v = match order {
-                    FloatOrder::Ggml => ops::dot_f32_ggml(wbuf, xt),
-                    FloatOrder::Lanes8 => ops::dot_f32_lanes8(wbuf, xt),
+                    FloatOrder::Ggml => scalar::dot_f32_ggml(wbuf, xt),
+                    FloatOrder::Lanes8 => scalar::dot_f32_lanes8(wbuf, xt),
                 };
             }
         }
@@ -325,8 +329,8 @@ fn weighted(
     for (d, o) in out.iter_mut().enumerate() {
         let a = &acc[d * slots..(d + 1) * slots];
         *o = match order {
-            FloatOrder::Ggml => ops::reduce32(a.try_into().expect("32 slots")),
-            FloatOrder::Lanes8 => ops::hsum8(a.try_into().expect("8 slots")),
+            FloatOrder::Ggml => scalar::reduce32(a.try_into().expect("32 slots")),
+            FloatOrder::Lanes8 => scalar::hsum8(a.try_into().expect("8 slots")),
         };
     }
 }
@@ -369,7 +373,15 @@ pub(crate) fn flash_f16_scalar(
     scale: f32,
     out: &mut [f32],
 ) {
-    check_flash(q.len(), k.len(), v.len(), stride, positions, out.len());
+    check_flash(
+        FloatType::F16,
+        q.len(),
+        k.len(),
+        v.len(),
+        stride,
+        positions,
+        out.len(),
+    );
     let hd = out.len();
     ROW.with_borrow_mut(|(buf, hbuf)| {
         buf.resize(2 * hd, 0.0);
@@ -385,7 +397,7 @@ pub(crate) fn flash_f16_scalar(
                 kbuf,
                 hbuf,
             );
-            let s = ops::dot_f32_ggml(kbuf, q) * scale;
+            let s = scalar::dot_f32_ggml(kbuf, q) * scale;
             let mut ms = 1.0f32;
             let mut vs = 1.0f32;
             if s > m {
@@ -393,7 +405,7 @@ pub(crate) fn flash_f16_scalar(
                 m = s;
                 ms = (m_old - m).exp();
                 for a in acc.iter_mut() {
-                    *a = ops::round_f16(*a * ms);
+                    *a = scalar::round_f16(*a * ms);
                 }
             } else {
                 vs = (s - m).exp();
@@ -405,7 +417,7 @@ pub(crate) fn flash_f16_scalar(
                 hbuf,
             );
             for (a, &vv) in acc.iter_mut().zip(kbuf.iter()) {
-                *a = ops::round_f16(vv.mul_add(vs, *a));
+                *a = scalar::round_f16(vv.mul_add(vs, *a));
             }
             sum = sum.mul_add(ms, vs);
         }
@@ -431,6 +443,93 @@ pub(super) unsafe fn flash_f16(
     flash_f16_scalar(q, k, v, stride, positions, scale, out)
 }
 
+/// Flash attention over an F32 cache (no roundings), the recurrence of [`flash_f16_scalar`]:
+/// `s = (K_j·q)·scale` with `dot(K_j bytes, q, scratch)` in ggml's 32-slot order, the value
+/// accumulator updated with fused multiply-adds, `S = S·ms + vs` (fused), `out = acc · (1/S)`.
+/// Every table's entry is this body with its own dot product (the same bits); `dot` gets `hd`
+/// values of scratch.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flash_f32_with(
+    dot: impl Fn(&[u8], &[f32], &mut [f32]) -> f32,
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    check_flash(
+        FloatType::F32,
+        q.len(),
+        k.len(),
+        v.len(),
+        stride,
+        positions,
+        out.len(),
+    );
+    let hd = out.len();
+    FLASH.with_borrow_mut(|buf| {
+        buf.resize(3 * hd, 0.0);
+        let (acc, rest) = buf.split_at_mut(hd);
+        let (vbuf, kbuf) = rest.split_at_mut(hd);
+        acc.fill(0.0);
+        let mut m = f32::NEG_INFINITY;
+        let mut sum = 0.0f32;
+        for j in 0..positions {
+            let row = j * stride..j * stride + 4 * hd;
+            let s = dot(&k[row.clone()], q, kbuf) * scale;
+            let mut ms = 1.0f32;
+            let mut vs = 1.0f32;
+            if s > m {
+                let m_old = m;
+                m = s;
+                ms = (m_old - m).exp();
+                for a in acc.iter_mut() {
+                    *a *= ms;
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            widen(FloatType::F32, &v[row], vbuf, &mut []);
+            for (a, &vv) in acc.iter_mut().zip(vbuf.iter()) {
+                *a = vv.mul_add(vs, *a);
+            }
+            sum = sum.mul_add(ms, vs);
+        }
+        let inv = 1.0f32 / sum;
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = a * inv;
+        }
+    });
+}
+
+thread_local! {
+    /// The accumulator and rows of [`flash_f32_with`] (apart from `ROW`, which a table's dot
+    /// product may use).
+    static FLASH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// # Safety
+/// None: `unsafe` only to match the table's function type (SIMD entries need CPU
+/// features). Lengths are checked.
+pub(super) unsafe fn flash_f32(
+    q: &[f32],
+    k: &[u8],
+    v: &[u8],
+    stride: usize,
+    positions: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let dot = |row: &[u8], q: &[f32], kbuf: &mut [f32]| {
+        widen(FloatType::F32, row, kbuf, &mut []);
+        scalar::dot_f32_ggml(kbuf, q)
+    };
+    flash_f32_with(dot, q, k, v, stride, positions, scale, out)
+}
+
 /// # Safety
 /// None: `unsafe` only to match the table's function type.
 pub(super) unsafe fn exp(x: &mut [f32]) {
@@ -439,22 +538,27 @@ pub(super) unsafe fn exp(x: &mut [f32]) {
 
 /// # Safety
 /// None: `unsafe` only to match the table's function type.
-pub(super) unsafe fn rope(x: &mut [f32], table: &[(f32, f32)], style: ops::RopeStyle, hd: usize) {
-    ops::rope_heads(x, table, style, hd)
+pub(super) unsafe fn rope(
+    x: &mut [f32],
+    table: &[(f32, f32)],
+    style: scalar::RopeStyle,
+    hd: usize,
+) {
+    scalar::rope_heads(x, table, style, hd)
 }
 
 /// # Safety
 /// None: `unsafe` only to match the table's function type.
 pub(super) unsafe fn quantize_i8s(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
     assert_eq!(x.len(), q.len(), "quantize_i8s: lengths");
-    ops::quantize_i8s_with(x, q, rule)
+    scalar::quantize_i8s_with(x, q, rule)
 }
 
 /// # Safety
 /// None: `unsafe` only to match the table's function type.
 pub(super) unsafe fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bsum: &mut [i32]) {
     check_q8k(x.len(), q.len(), d.len(), bsum.len());
-    ops::quantize_q8k(x, q, d);
+    scalar::quantize_q8k(x, q, d);
     super::q8k_bsums(q, bsum);
 }
 
@@ -462,7 +566,7 @@ pub(super) unsafe fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bsum: 
 /// None: `unsafe` only to match the table's function type.
 pub(super) unsafe fn quantize_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     check_q8_0_acts(x.len(), q.len(), d.len());
-    ops::quantize_q8_0(x, q, d);
+    scalar::quantize_q8_0(x, q, d);
 }
 
 /// Checks the lengths of a Q8_K quantization.

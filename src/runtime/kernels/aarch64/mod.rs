@@ -1,8 +1,8 @@
 //! aarch64 kernel tables: NEON, with the dot-product extension (`sdot`) where present. The
-//! attention kernels and the activation quantizers are the scalar ones (they are a small part
+//! attention kernels (flash attention over either cache among them) and the activation quantizers are the scalar ones (they are a small part
 //! of the time, and aarch64 rounds to nearest even in one instruction).
 
-use super::{scalar, KernelChoice, Kernels};
+use super::{reference as scalar, KernelChoice, Kernels};
 
 mod neon;
 
@@ -17,6 +17,7 @@ static NEON: Kernels = Kernels {
     weighted_f16: scalar::weighted_f16,
     weighted_f32: scalar::weighted_f32,
     flash_f16: scalar::flash_f16,
+    flash_f32: scalar::flash_f32,
     exp: scalar::exp,
     rope: scalar::rope,
     quantize_i8s: scalar::quantize_i8s,
@@ -36,6 +37,7 @@ static NEON_DOTPROD: Kernels = Kernels {
     weighted_f16: scalar::weighted_f16,
     weighted_f32: scalar::weighted_f32,
     flash_f16: scalar::flash_f16,
+    flash_f32: scalar::flash_f32,
     exp: scalar::exp,
     rope: scalar::rope,
     quantize_i8s: scalar::quantize_i8s,

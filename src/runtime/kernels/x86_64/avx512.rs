@@ -12,9 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::ops::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::simd::scalar::{check_float, check_i2s, check_tq2};
-use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
+use crate::runtime::format::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{check_float, check_i2s, check_tq2};
+use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
 use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile};
 

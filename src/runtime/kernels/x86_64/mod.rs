@@ -91,6 +91,7 @@ static AVX2: Kernels = Kernels {
     weighted_f16: avx2::weighted::<true>,
     weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
+    flash_f32: avx2::flash_f32,
     exp: avx2::exp,
     rope: avx2::rope,
     quantize_i8s: avx2::quantize_i8s,
@@ -112,6 +113,7 @@ static AVX512: Kernels = Kernels {
     weighted_f16: avx2::weighted::<true>,
     weighted_f32: avx2::weighted::<false>,
     flash_f16: avx2::flash_f16,
+    flash_f32: avx2::flash_f32,
     exp: avx2::exp,
     rope: avx2::rope,
     quantize_i8s: avx2::quantize_i8s,
@@ -130,6 +132,7 @@ fn has_avx2() -> bool {
 fn has_avx512() -> bool {
     has_avx2()
         && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512vnni")

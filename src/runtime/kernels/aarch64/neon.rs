@@ -15,9 +15,10 @@ use std::cell::RefCell;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use crate::runtime::ops::{self, I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::simd::scalar::{check_float, check_i2s, check_q8_0, check_tq2};
-use crate::runtime::simd::{FloatOrder, FloatType, Q8kActs};
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
+use crate::runtime::kernels::scalar::{self};
+use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
 /// `acc + Σ a·b` per group of four bytes, with `sdot`.
 ///
@@ -68,7 +69,7 @@ unsafe fn codes(w: uint8x16_t, s: u32) -> int8x16_t {
     vreinterpretq_s8_u8(vandq_u8(v, m3))
 }
 
-/// [`ops::hsum8`] of lanes `lo` (0–3) and `hi` (4–7).
+/// [`scalar::hsum8`] of lanes `lo` (0–3) and `hi` (4–7).
 ///
 /// # Safety
 /// Needs NEON.
@@ -304,7 +305,7 @@ thread_local! {
     static ROW: RefCell<(Vec<f32>, Vec<f16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// [`ops::dot_f32_ggml`] with eight 4-lane accumulators (`acc[m]` lane `l` = slot `4m + l`).
+/// [`scalar::dot_f32_ggml`] with eight 4-lane accumulators (`acc[m]` lane `l` = slot `4m + l`).
 ///
 /// # Safety
 /// Needs NEON; `x` must be at least as long as `w`.
@@ -325,7 +326,7 @@ unsafe fn dot_ggml(w: &[f32], x: &[f32]) -> f32 {
         }
         i += 32;
     }
-    // Slots l and l+4 of ops::reduce32's `v` are in acc[0..] lanes and acc[1..] lanes.
+    // Slots l and l+4 of scalar::reduce32's `v` are in acc[0..] lanes and acc[1..] lanes.
     let v_lo = vaddq_f32(vaddq_f32(acc[0], acc[4]), vaddq_f32(acc[2], acc[6]));
     let v_hi = vaddq_f32(vaddq_f32(acc[1], acc[5]), vaddq_f32(acc[3], acc[7]));
     let t = vaddq_f32(v_lo, v_hi);
@@ -337,7 +338,7 @@ unsafe fn dot_ggml(w: &[f32], x: &[f32]) -> f32 {
     sum as f32
 }
 
-/// [`ops::dot_f32_lanes8`] with two 4-lane accumulators.
+/// [`scalar::dot_f32_lanes8`] with two 4-lane accumulators.
 ///
 /// # Safety
 /// Needs NEON; `x` must be at least as long as `w`.
@@ -360,7 +361,7 @@ unsafe fn dot_lanes8(w: &[f32], x: &[f32]) -> f32 {
     for (j, c) in (np..k).enumerate() {
         a[j] = w[c].mul_add(x[c], a[j]);
     }
-    ops::hsum8(&a)
+    scalar::hsum8(&a)
 }
 
 /// Shared body of the float kernels.

@@ -15,50 +15,16 @@
 //! Every reduction runs in a fixed order that depends only on the data, never on the number of
 //! threads. `f32::mul_add` is a true fused multiply-add on every platform, so the FMA-based
 //! reductions give the same bits with or without hardware FMA (hardware FMA is only faster).
+//!
+//! These are the scalar twins: portable code compiled once, for the baseline target, which the
+//! reference table ([`super::Kernels::reference`]) runs and every SIMD kernel is tested against.
+//! Faster builds of them exist only as entries of the SIMD tables.
 
 use half::f16;
 
-use crate::runtime::simd::Kernels;
+use super::Kernels;
 
-/// Values per block of the canonical I2_S layout.
-pub const I2S_BLOCK: usize = 128;
-/// Values per Q8_K / TQ2_0 block (`QK_K`).
-pub const QK_K: usize = 256;
-/// Bytes per TQ2_0 block: 64 code bytes, then an f16 scale.
-pub const TQ2_BLOCK_BYTES: usize = 66;
-/// Values per Q8_0 block.
-pub const QK8_0: usize = 32;
-/// Bytes per Q8_0 block: an f16 scale, then 32 signed bytes.
-pub const Q8_0_BLOCK_BYTES: usize = 34;
-
-/// Defines a public kernel whose body is compiled twice: for the baseline target and, on
-/// x86-64, with AVX2 and FMA enabled, picked at run time. Both builds compute the same bits
-/// (`f32::mul_add` is an exact fused multiply-add either way; integer arithmetic is exact), the
-/// second is just faster.
-macro_rules! kernel {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
-        $(#[$meta])*
-        #[inline]
-        pub fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn imp($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn fast($($arg: $ty),*) -> $ret {
-                    imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: `fast` only needs AVX2 and FMA, which the CPU has.
-                    return unsafe { fast($($arg),*) };
-                }
-            }
-            imp($($arg),*)
-        }
-    };
-}
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
 
 // ---------------------------------------------------------------------------------------------
 // int8 activations for I2_S (bitnet.cpp `quantize_row_i8_s`)
@@ -117,28 +83,26 @@ pub fn quantize_i8s_with(x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
     (s, sum)
 }
 
-kernel! {
-    /// Integer dot product of one row of canonical I2_S codes (`K/4` bytes, `K % 128 == 0`)
-    /// with int8 activations: `Σ c·q` over the raw codes `c ∈ {0, 1, 2}` (code = ternary value
-    /// + 1), as the reference kernel computes it before subtracting `Σq`.
-    pub fn dot_i2s_codes(row: &[u8], q: &[i8]) -> i32 {
-        debug_assert_eq!(row.len() * 4, q.len());
-        // One i32 lane per byte position of a block (|lane| ≤ 1024 per block).
-        let mut lanes = [0i32; 32];
-        for (blk, qb) in row.chunks_exact(32).zip(q.chunks_exact(I2S_BLOCK)) {
-            let (q0, rest) = qb.split_at(32);
-            let (q1, rest) = rest.split_at(32);
-            let (q2, q3) = rest.split_at(32);
-            for g in 0..32 {
-                let b = blk[g] as i32;
-                lanes[g] += ((b >> 6) & 3) * q0[g] as i32
-                    + ((b >> 4) & 3) * q1[g] as i32
-                    + ((b >> 2) & 3) * q2[g] as i32
-                    + (b & 3) * q3[g] as i32;
-            }
+/// Integer dot product of one row of canonical I2_S codes (`K/4` bytes, `K % 128 == 0`)
+/// with int8 activations: `Σ c·q` over the raw codes `c ∈ {0, 1, 2}` (code = ternary value
+/// + 1), as the reference kernel computes it before subtracting `Σq`.
+pub fn dot_i2s_codes(row: &[u8], q: &[i8]) -> i32 {
+    debug_assert_eq!(row.len() * 4, q.len());
+    // One i32 lane per byte position of a block (|lane| ≤ 1024 per block).
+    let mut lanes = [0i32; 32];
+    for (blk, qb) in row.chunks_exact(32).zip(q.chunks_exact(I2S_BLOCK)) {
+        let (q0, rest) = qb.split_at(32);
+        let (q1, rest) = rest.split_at(32);
+        let (q2, q3) = rest.split_at(32);
+        for g in 0..32 {
+            let b = blk[g] as i32;
+            lanes[g] += ((b >> 6) & 3) * q0[g] as i32
+                + ((b >> 4) & 3) * q1[g] as i32
+                + ((b >> 2) & 3) * q2[g] as i32
+                + (b & 3) * q3[g] as i32;
         }
-        lanes.iter().sum()
     }
+    lanes.iter().sum()
 }
 
 /// The I2_S epilogue of bitnet.cpp's original kernel, evaluated left to right in f32:
@@ -187,42 +151,43 @@ pub fn quantize_q8k(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     }
 }
 
-kernel! {
-    /// Dot product of one TQ2_0 row (`K/256` blocks of 66 bytes) with Q8_K activations, in the
-    /// order of mainline ggml's AVX2 kernel: per block, eight int32 lane sums (lane `L` holds the
-    /// code·q products of values `128h + 32n + 4L .. +4` for `h < 2`, `n < 4`, minus `Σq` over
-    /// values `32L .. 32L+32`), each converted to f32, multiplied by `d_y·d_x` and added to its
-    /// lane; finally the eight lanes are summed as `hsum_float_8` does.
-    pub fn dot_tq2_q8k(row: &[u8], q: &[i8], d: &[f32]) -> f32 {
-        let mut acc = [0.0f32; 8];
-        for ((blk, qb), &dy) in row
-            .chunks_exact(TQ2_BLOCK_BYTES)
-            .zip(q.chunks_exact(QK_K))
-            .zip(d)
-        {
-            let dx = f16::from_le_bytes([blk[64], blk[65]]).to_f32();
-            let scale = dy * dx;
-            let mut lanes = [0i32; 8];
-            for h in 0..2 {
-                for m in 0..32 {
-                    let b = blk[32 * h + m] as i32;
-                    let lane = m / 4;
-                    for n in 0..4 {
-                        let c = (b >> (2 * n)) & 3;
-                        lanes[lane] += c * qb[128 * h + 32 * n + m] as i32;
-                    }
+/// Dot product of one TQ2_0 row (`K/256` blocks of 66 bytes) with Q8_K activations, in the
+/// order of mainline ggml's AVX2 kernel: per block, eight int32 lane sums (lane `L` holds the
+/// code·q products of values `128h + 32n + 4L .. +4` for `h < 2`, `n < 4`, minus `Σq` over
+/// values `32L .. 32L+32`), each converted to f32, multiplied by `d_y·d_x` and added to its
+/// lane; finally the eight lanes are summed as `hsum_float_8` does.
+pub fn dot_tq2_q8k(row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for ((blk, qb), &dy) in row
+        .chunks_exact(TQ2_BLOCK_BYTES)
+        .zip(q.chunks_exact(QK_K))
+        .zip(d)
+    {
+        let dx = f16::from_le_bytes([blk[64], blk[65]]).to_f32();
+        let scale = dy * dx;
+        let mut lanes = [0i32; 8];
+        for h in 0..2 {
+            for m in 0..32 {
+                let b = blk[32 * h + m] as i32;
+                let lane = m / 4;
+                for n in 0..4 {
+                    let c = (b >> (2 * n)) & 3;
+                    lanes[lane] += c * qb[128 * h + 32 * n + m] as i32;
                 }
             }
-            for (lane, l) in lanes.iter_mut().enumerate() {
-                let qsum: i32 = qb[32 * lane..32 * lane + 32].iter().map(|&v| v as i32).sum();
-                *l -= qsum;
-            }
-            for (a, &l) in acc.iter_mut().zip(&lanes) {
-                *a += (l as f32) * scale;
-            }
         }
-        hsum8(&acc)
+        for (lane, l) in lanes.iter_mut().enumerate() {
+            let qsum: i32 = qb[32 * lane..32 * lane + 32]
+                .iter()
+                .map(|&v| v as i32)
+                .sum();
+            *l -= qsum;
+        }
+        for (a, &l) in acc.iter_mut().zip(&lanes) {
+            *a += (l as f32) * scale;
+        }
     }
+    hsum8(&acc)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,30 +213,28 @@ pub fn quantize_q8_0(x: &[f32], q: &mut [i8], d: &mut [f32]) {
     }
 }
 
-kernel! {
-    /// Dot product of one Q8_0 row with Q8_0 activations: per block eight int32 lanes of four
-    /// consecutive products, converted to f32 and fused-multiply-added with `d_x·d_y` into eight
-    /// f32 lanes; then [`hsum8`].
-    pub fn dot_q8_0(row: &[u8], q: &[i8], d: &[f32]) -> f32 {
-        let mut acc = [0.0f32; 8];
-        for ((blk, qb), &dy) in row
-            .chunks_exact(Q8_0_BLOCK_BYTES)
-            .zip(q.chunks_exact(QK8_0))
-            .zip(d)
-        {
-            let dx = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            let scale = dx * dy;
-            for (lane, a) in acc.iter_mut().enumerate() {
-                let mut s = 0i32;
-                for e in 0..4 {
-                    let i = 4 * lane + e;
-                    s += (blk[2 + i] as i8 as i32) * (qb[i] as i32);
-                }
-                *a = scale.mul_add(s as f32, *a);
+/// Dot product of one Q8_0 row with Q8_0 activations: per block eight int32 lanes of four
+/// consecutive products, converted to f32 and fused-multiply-added with `d_x·d_y` into eight
+/// f32 lanes; then [`hsum8`].
+pub fn dot_q8_0(row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for ((blk, qb), &dy) in row
+        .chunks_exact(Q8_0_BLOCK_BYTES)
+        .zip(q.chunks_exact(QK8_0))
+        .zip(d)
+    {
+        let dx = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        let scale = dx * dy;
+        for (lane, a) in acc.iter_mut().enumerate() {
+            let mut s = 0i32;
+            for e in 0..4 {
+                let i = 4 * lane + e;
+                s += (blk[2 + i] as i8 as i32) * (qb[i] as i32);
             }
+            *a = scale.mul_add(s as f32, *a);
         }
-        hsum8(&acc)
     }
+    hsum8(&acc)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,51 +252,47 @@ pub fn hsum8(a: &[f32; 8]) -> f32 {
     (t0 + t2) + (t1 + t3)
 }
 
-kernel! {
-    /// Float dot product in the order of llamafile's `tinyBLAS` for `K % 8 == 0`: lane `j`
-    /// accumulates the products of positions `≡ j (mod 8)` with fused multiply-adds, then
-    /// [`hsum8`]. For other `K` the tail positions are fused into their lanes too (tinyBLAS would
-    /// not run; this keeps the function total).
-    pub fn dot_f32_lanes8(w: &[f32], x: &[f32]) -> f32 {
-        debug_assert_eq!(w.len(), x.len());
-        let mut acc = [0.0f32; 8];
-        let mut wc = w.chunks_exact(8);
-        let mut xc = x.chunks_exact(8);
-        for (a8, b8) in (&mut wc).zip(&mut xc) {
-            for j in 0..8 {
-                acc[j] = a8[j].mul_add(b8[j], acc[j]);
-            }
+/// Float dot product in the order of llamafile's `tinyBLAS` for `K % 8 == 0`: lane `j`
+/// accumulates the products of positions `≡ j (mod 8)` with fused multiply-adds, then
+/// [`hsum8`]. For other `K` the tail positions are fused into their lanes too (tinyBLAS would
+/// not run; this keeps the function total).
+pub fn dot_f32_lanes8(w: &[f32], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    let mut acc = [0.0f32; 8];
+    let mut wc = w.chunks_exact(8);
+    let mut xc = x.chunks_exact(8);
+    for (a8, b8) in (&mut wc).zip(&mut xc) {
+        for j in 0..8 {
+            acc[j] = a8[j].mul_add(b8[j], acc[j]);
         }
-        for (j, (&a, &b)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
-            acc[j] = a.mul_add(b, acc[j]);
-        }
-        hsum8(&acc)
     }
+    for (j, (&a, &b)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+        acc[j] = a.mul_add(b, acc[j]);
+    }
+    hsum8(&acc)
 }
 
-kernel! {
-    /// Float dot product in the order of ggml's AVX2 `ggml_vec_dot_f32` / `ggml_vec_dot_f16`
-    /// (after both operands are widened to f32): four accumulators of eight lanes take positions
-    /// `32i + 8j + l` with fused multiply-adds; they are reduced as `(a0 + a2) + (a1 + a3)`, the
-    /// two 128-bit halves added, then the four values summed pairwise `(t0 + t1) + (t2 + t3)`;
-    /// the `n mod 32` tail products are added one by one in f64.
-    pub fn dot_f32_ggml(x: &[f32], y: &[f32]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        let np = x.len() & !31;
-        let mut s = [[0.0f32; 8]; 4];
-        for (xc, yc) in x[..np].chunks_exact(32).zip(y[..np].chunks_exact(32)) {
-            for (j, sj) in s.iter_mut().enumerate() {
-                for (l, a) in sj.iter_mut().enumerate() {
-                    *a = xc[8 * j + l].mul_add(yc[8 * j + l], *a);
-                }
+/// Float dot product in the order of ggml's AVX2 `ggml_vec_dot_f32` / `ggml_vec_dot_f16`
+/// (after both operands are widened to f32): four accumulators of eight lanes take positions
+/// `32i + 8j + l` with fused multiply-adds; they are reduced as `(a0 + a2) + (a1 + a3)`, the
+/// two 128-bit halves added, then the four values summed pairwise `(t0 + t1) + (t2 + t3)`;
+/// the `n mod 32` tail products are added one by one in f64.
+pub fn dot_f32_ggml(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let np = x.len() & !31;
+    let mut s = [[0.0f32; 8]; 4];
+    for (xc, yc) in x[..np].chunks_exact(32).zip(y[..np].chunks_exact(32)) {
+        for (j, sj) in s.iter_mut().enumerate() {
+            for (l, a) in sj.iter_mut().enumerate() {
+                *a = xc[8 * j + l].mul_add(yc[8 * j + l], *a);
             }
         }
-        let mut sum = reduce32(s.as_flattened().try_into().expect("32 slots")) as f64;
-        for (a, b) in x[np..].iter().zip(&y[np..]) {
-            sum += (a * b) as f64;
-        }
-        sum as f32
     }
+    let mut sum = reduce32(s.as_flattened().try_into().expect("32 slots")) as f64;
+    for (a, b) in x[np..].iter().zip(&y[np..]) {
+        sum += (a * b) as f64;
+    }
+    sum as f32
 }
 
 /// The reduction of [`dot_f32_ggml`]'s 32 slots (slot `8j + l` = accumulator `j`, lane `l`):

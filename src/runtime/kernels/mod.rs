@@ -5,7 +5,7 @@
 //!
 //! | table | needs | integer dot products |
 //! |---|---|---|
-//! | `reference` | nothing | the scalar kernels of [`super::ops`] |
+//! | `reference` | nothing | the scalar kernels of [`scalar`] |
 //! | `avx2` | AVX2, FMA, F16C | `vpmaddubsw` with 16-bit partial sums |
 //! | `avx512` | the above + AVX-512 F/BW/VL + VNNI | `vpdpbusd` on 256-bit vectors, 32 registers |
 //! | `neon` | NEON (+ the dot-product extension when present) | `sdot` or `smull`/`sadalp` |
@@ -28,10 +28,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use crate::runtime::model::WeightFormat;
-use crate::runtime::ops::{I8Scale, RopeStyle};
+use crate::runtime::format::WeightFormat;
+pub use crate::runtime::format::{tq2_shared_scale, FloatType};
+use scalar::{I8Scale, RopeStyle};
 
-mod scalar;
+mod multiversion;
+mod reference;
+
+pub(crate) use multiversion::multiversion;
+pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -118,35 +123,16 @@ pub enum KernelError {
     },
 }
 
-/// The summation order of a float dot product (see [`super::ops`]).
+/// The summation order of a float dot product (see [`scalar`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloatOrder {
     /// ggml's `vec_dot` order: 32 slots (four accumulators of eight lanes) with fused
-    /// multiply-adds, reduced as [`super::ops::reduce32`], the `K mod 32` tail added in f64
-    /// ([`super::ops::dot_f32_ggml`]).
+    /// multiply-adds, reduced as [`scalar::reduce32`], the `K mod 32` tail added in f64
+    /// ([`scalar::dot_f32_ggml`]).
     Ggml,
     /// llamafile's tinyBLAS order: eight lanes with fused multiply-adds, the tail fused into the
-    /// first lanes, reduced as [`super::ops::hsum8`] ([`super::ops::dot_f32_lanes8`]).
+    /// first lanes, reduced as [`scalar::hsum8`] ([`scalar::dot_f32_lanes8`]).
     Lanes8,
-}
-
-/// The element type of a float matrix (weights or the KV cache).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FloatType {
-    /// IEEE half, little-endian, 2 bytes.
-    F16,
-    /// IEEE single, little-endian, 4 bytes.
-    F32,
-}
-
-impl FloatType {
-    /// Bytes per element.
-    pub fn bytes(self) -> usize {
-        match self {
-            FloatType::F16 => 2,
-            FloatType::F32 => 4,
-        }
-    }
 }
 
 /// `i2s(w, k, q, n, out)`. Like every kernel type below: `unsafe` because SIMD entries need
@@ -160,7 +146,7 @@ type Q80Fn = unsafe fn(&[u8], usize, &[i8], &[f32], usize, &mut [f32]);
 type FloatFn = unsafe fn(FloatOrder, &[u8], usize, usize, &[f32], usize, &mut [f32]);
 /// `weighted(order, v, stride, p, out, scratch)`.
 type WeightedFn = unsafe fn(FloatOrder, &[u8], usize, &[f32], &mut [f32], &mut [f32]);
-/// `flash(q, k, v, stride, positions, scale, out)`.
+/// `flash(q, k, v, stride, positions, scale, out)` (one entry per cache type).
 type FlashFn = unsafe fn(&[f32], &[u8], &[u8], usize, usize, f32, &mut [f32]);
 /// `exp(x)`: `expf` in place.
 type ExpFn = unsafe fn(&mut [f32]);
@@ -200,6 +186,7 @@ pub struct Kernels {
     weighted_f16: WeightedFn,
     weighted_f32: WeightedFn,
     flash_f16: FlashFn,
+    flash_f32: FlashFn,
     exp: ExpFn,
     rope: RopeFn,
     quantize_i8s: QuantI8sFn,
@@ -233,7 +220,7 @@ impl Kernels {
 
     /// The scalar reference table.
     pub fn reference() -> &'static Kernels {
-        &scalar::TABLE
+        &reference::TABLE
     }
 
     /// How many tokens the widest tile of the `format` kernel takes at once: a batch is best
@@ -251,13 +238,13 @@ impl Kernels {
     ///
     /// `w` holds `rows` rows of `k/4` bytes (`k % 128 == 0`), `q` holds `n` tokens of `k`
     /// values; `out[r·n + t] = Σ_j c(r, j)·q[t·k + j]` over the raw codes `c ∈ {0..3}`
-    /// ([`super::ops::dot_i2s_codes`]). Exact.
+    /// ([`scalar::dot_i2s_codes`]). Exact.
     pub fn i2s_dots(&self, w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
         // SAFETY: the table exists only if the CPU has the features its kernels need.
         unsafe { (self.i2s)(w, k, q, n, out) }
     }
 
-    /// TQ2_0 rows times Q8_K activations ([`super::ops::dot_tq2_q8k`], bit for bit).
+    /// TQ2_0 rows times Q8_K activations ([`scalar::dot_tq2_q8k`], bit for bit).
     ///
     /// `w` holds `rows` rows of `k/256` blocks of 66 bytes; `acts` the activations of `n`
     /// tokens; `out[r·n + t]`. `shared` is `Some(h)` when every block of `w` has the
@@ -282,8 +269,8 @@ impl Kernels {
         unsafe { (self.tq2)(w, k, acts, shared, n, out) }
     }
 
-    /// Q8_0 rows times Q8_0 activations ([`super::ops::dot_q8_0`], bit for bit). Activations
-    /// must lie in `[-127, 127]` (what [`super::ops::quantize_q8_0`] produces); `out[r·n + t]`.
+    /// Q8_0 rows times Q8_0 activations ([`scalar::dot_q8_0`], bit for bit). Activations
+    /// must lie in `[-127, 127]` (what [`scalar::quantize_q8_0`] produces); `out[r·n + t]`.
     pub fn q8_0_dots(&self, w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.q8_0)(w, k, q, d, n, out) }
@@ -292,7 +279,7 @@ impl Kernels {
     /// Float dot products: `rows = out.len() / n` rows of `k` elements of type `ty`, row `r`
     /// starting at byte `r·stride` of `w`, with `n` activation vectors of `k` f32 values;
     /// `out[r·n + t]` in the summation order `order` (bit for bit as
-    /// [`super::ops::dot_f32_ggml`] / [`super::ops::dot_f32_lanes8`] after widening the row).
+    /// [`scalar::dot_f32_ggml`] / [`scalar::dot_f32_lanes8`] after widening the row).
     #[allow(clippy::too_many_arguments)]
     pub fn float_dots(
         &self,
@@ -316,8 +303,8 @@ impl Kernels {
     /// Attention's weighted sum of value rows: `out[d] = Σ_j p[j]·v_j[d]` over the rows
     /// `j < p.len()` (row `j` at byte `j·stride` of `v`, `out.len()` elements of type `ty`),
     /// accumulated per slot `j mod S` with fused multiply-adds in increasing `j`, `S = 32`
-    /// reduced as [`super::ops::reduce32`] ([`FloatOrder::Ggml`]) or `S = 8` reduced as
-    /// [`super::ops::hsum8`] ([`FloatOrder::Lanes8`]). `scratch` must hold `32·out.len()`
+    /// reduced as [`scalar::reduce32`] ([`FloatOrder::Ggml`]) or `S = 8` reduced as
+    /// [`scalar::hsum8`] ([`FloatOrder::Lanes8`]). `scratch` must hold `32·out.len()`
     /// values.
     #[allow(clippy::too_many_arguments)]
     pub fn weighted_sum(
@@ -355,6 +342,23 @@ impl Kernels {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.flash_f16)(q, k, v, stride, positions, scale, out) }
     }
+
+    /// The same flash attention over an F32 cache (no roundings: `q` as it is, the value
+    /// accumulator in f32), with the key dot products in ggml's 32-slot order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn flash_attention_f32(
+        &self,
+        q: &[f32],
+        k: &[u8],
+        v: &[u8],
+        stride: usize,
+        positions: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: as in `i2s_dots`.
+        unsafe { (self.flash_f32)(q, k, v, stride, positions, scale, out) }
+    }
 }
 
 impl Kernels {
@@ -366,7 +370,7 @@ impl Kernels {
     }
 
     /// Rotary embedding of every head (`head_dim` values each) of one token's `x` with a table
-    /// of `n_rot/2` (cos, sin) pairs ([`super::ops::rope_apply`], bit for bit: the SIMD
+    /// of `n_rot/2` (cos, sin) pairs ([`scalar::rope_apply`], bit for bit: the SIMD
     /// tables only make its fused multiply-adds instructions instead of library calls).
     ///
     /// # Panics
@@ -383,26 +387,26 @@ impl Kernels {
     }
 
     /// bitnet.cpp's int8 activation quantization of one token
-    /// ([`super::ops::quantize_i8s`], bit for bit): returns the scale and `Σq`.
+    /// ([`scalar::quantize_i8s`], bit for bit): returns the scale and `Σq`.
     pub fn quantize_i8s(&self, x: &[f32], q: &mut [i8]) -> (f32, i32) {
         self.quantize_i8s_with(x, q, I8Scale::Divide)
     }
 
     /// [`Self::quantize_i8s`] with the scale evaluated as `rule` says
-    /// ([`super::ops::quantize_i8s_with`], bit for bit).
+    /// ([`scalar::quantize_i8s_with`], bit for bit).
     pub fn quantize_i8s_with(&self, x: &[f32], q: &mut [i8], rule: I8Scale) -> (f32, i32) {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.quantize_i8s)(x, q, rule) }
     }
 
-    /// Q8_K quantization ([`super::ops::quantize_q8k`], bit for bit) of `x` (a multiple of 256
+    /// Q8_K quantization ([`scalar::quantize_q8k`], bit for bit) of `x` (a multiple of 256
     /// values) with the sums per 32 values ([`q8k_bsums`]).
     pub fn quantize_q8k(&self, x: &[f32], q: &mut [i8], d: &mut [f32], bsum: &mut [i32]) {
         // SAFETY: as in `i2s_dots`.
         unsafe { (self.quantize_q8k)(x, q, d, bsum) }
     }
 
-    /// Q8_0 quantization ([`super::ops::quantize_q8_0`], bit for bit) of `x` (a multiple of 32
+    /// Q8_0 quantization ([`scalar::quantize_q8_0`], bit for bit) of `x` (a multiple of 32
     /// values).
     pub fn quantize_q8_0(&self, x: &[f32], q: &mut [i8], d: &mut [f32]) {
         // SAFETY: as in `i2s_dots`.
@@ -433,15 +437,6 @@ pub fn get(choice: KernelChoice) -> Option<&'static Kernels> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
-}
-
-/// The f16 bits of the scale that every block of the TQ2_0 bytes `w` has, if they all have the
-/// same one (see [`Kernels::tq2_dots`]).
-pub fn tq2_shared_scale(w: &[u8]) -> Option<u16> {
-    let mut blocks = w.chunks_exact(crate::runtime::ops::TQ2_BLOCK_BYTES);
-    let scale = |b: &[u8]| u16::from_le_bytes([b[64], b[65]]);
-    let first = scale(blocks.next()?);
-    blocks.all(|b| scale(b) == first).then_some(first)
 }
 
 /// Asks the CPU to start loading the first `width` bytes of each of the `rows` rows of `bytes`

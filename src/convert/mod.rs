@@ -10,11 +10,11 @@ mod plan;
 pub mod plan_kv;
 mod run;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-pub use plan::{float_type, plan, projection_type, Plan, PlannedTensor, ProjectionChoice, Source};
+pub use crate::arch::Flavor;
+pub use crate::quant::out_type::{OutType, ProjectionChoice, OUT_TYPES};
+pub use plan::{float_type, plan, Plan, PlannedTensor, Source};
 pub use plan_kv::metadata_for;
 pub use run::{write, Progress, Summary};
 
@@ -23,134 +23,16 @@ use crate::gguf::GgmlType;
 use crate::quant::absmean::AbsmeanMode;
 use crate::quant::layouts::{KernelEntry, LayoutError};
 
-/// An output type of `bitconv convert`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OutType {
-    /// bitnet.cpp I2_S (the default).
-    I2S,
-    /// bitnet.cpp TL1 (ARM LUT kernels).
-    Tl1,
-    /// bitnet.cpp TL2 (x86 LUT kernels).
-    Tl2,
-    /// llama.cpp TQ1_0.
-    Tq1_0,
-    /// llama.cpp TQ2_0.
-    Tq2_0,
-    /// Fake-quantized weights as F16.
-    F16,
-    /// Fake-quantized weights as F32.
-    F32,
-}
-
-/// Every output type, in the order `--help` lists them.
-pub const OUT_TYPES: [OutType; 7] = [
-    OutType::I2S,
-    OutType::Tl1,
-    OutType::Tl2,
-    OutType::Tq1_0,
-    OutType::Tq2_0,
-    OutType::F16,
-    OutType::F32,
-];
-
-pub use crate::arch::Flavor;
-
-impl OutType {
-    /// The lower-case name used on the command line and in file names (`i2_s`, `tl1`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            OutType::I2S => "i2_s",
-            OutType::Tl1 => "tl1",
-            OutType::Tl2 => "tl2",
-            OutType::Tq1_0 => "tq1_0",
-            OutType::Tq2_0 => "tq2_0",
-            OutType::F16 => "f16",
-            OutType::F32 => "f32",
-        }
-    }
-
-    /// The GGML type of the ternary projections.
-    pub fn weight_type(self) -> GgmlType {
-        match self {
-            OutType::I2S => GgmlType::I2_S,
-            OutType::Tl1 => GgmlType::TL1,
-            OutType::Tl2 => GgmlType::TL2,
-            OutType::Tq1_0 => GgmlType::TQ1_0,
-            OutType::Tq2_0 => GgmlType::TQ2_0,
-            OutType::F16 => GgmlType::F16,
-            OutType::F32 => GgmlType::F32,
-        }
-    }
-
-    /// `general.file_type` as the reference writes it (llama ftype values of the old fork:
-    /// F32 0, F16 1, TQ1_0 36, TQ2_0 37, TL1 38, TL2 39, I2_S 40).
-    pub fn file_type(self) -> u32 {
-        match self {
-            OutType::F32 => 0,
-            OutType::F16 => 1,
-            OutType::Tq1_0 => 36,
-            OutType::Tq2_0 => 37,
-            OutType::Tl1 => 38,
-            OutType::Tl2 => 39,
-            OutType::I2S => 40,
-        }
-    }
-
-    /// Which converter's file this type reproduces.
-    pub fn flavor(self) -> Flavor {
-        match self {
-            OutType::Tq1_0 | OutType::Tq2_0 => Flavor::Mainline,
-            _ => Flavor::BitnetCpp,
-        }
-    }
-
-    /// True for the packed ternary layouts (not the float outputs).
-    pub fn is_ternary(self) -> bool {
-        !matches!(self, OutType::F16 | OutType::F32)
-    }
-}
-
-impl fmt::Display for OutType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The command line's value list comes from [`OUT_TYPES`]: `--help` lists every type and
-/// accepts each name with or without its underscore (`i2s`).
-impl clap::ValueEnum for OutType {
-    fn value_variants<'a>() -> &'a [Self] {
-        &OUT_TYPES
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        let pv = clap::builder::PossibleValue::new(self.name());
-        Some(match self {
-            OutType::I2S => pv.alias("i2s"),
-            OutType::Tq1_0 => pv.alias("tq10"),
-            OutType::Tq2_0 => pv.alias("tq20"),
-            _ => pv,
-        })
-    }
-}
-
-impl FromStr for OutType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        OUT_TYPES
-            .iter()
-            .copied()
-            .find(|t| {
-                t.name().eq_ignore_ascii_case(s)
-                    || t.name().replace('_', "") == s.to_ascii_lowercase()
-            })
-            .ok_or_else(|| {
-                format!(
-                    "unknown output type {s:?}; choose one of {}",
-                    OUT_TYPES.map(|t| t.name()).join(", ")
-                )
-            })
-    }
+/// [`crate::quant::out_type::projection_type`] with the kernel parameters of `opts`: the one
+/// rule for a ternary projection's type, for callers that hold [`ConvertOptions`].
+pub fn projection_type(
+    out: OutType,
+    opts: &ConvertOptions,
+    model_name: &str,
+    m: usize,
+    k: usize,
+) -> Result<ProjectionChoice, String> {
+    crate::quant::out_type::projection_type(out, opts.kernel_config.as_deref(), model_name, m, k)
 }
 
 /// Everything `bitconv convert` can be told.

@@ -6,9 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::checkpoint::{map_name, Arch, Checkpoint, Mapped, ModelConfig, StDtype, TensorEntry};
 use crate::gguf::{GgmlType, TensorSpec, Value};
-use crate::quant::layouts::{params, KernelEntry, TlLayout, TlParams};
+use crate::quant::layouts::q8_0::Q8_0;
+use crate::quant::layouts::{params, BlockGeometry, KernelEntry, TlParams};
 
-use super::{ConvertError, ConvertOptions, Flavor, OutType};
+use super::{projection_type, ConvertError, ConvertOptions, Flavor, OutType};
 
 /// Where a planned tensor's data comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -321,12 +322,15 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             (ty, source)
         } else {
             let ty = float_type(&name, shape.len(), k, out, opts, has_output);
-            if ty == GgmlType::Q8_0 && k % 32 != 0 {
+            if ty == GgmlType::Q8_0 && !Q8_0::holds_row(k) {
                 return Err(ConvertError::Unsupported {
                     tensor: name,
                     m,
                     k,
-                    reason: "Q8_0 needs rows that are a multiple of 32".into(),
+                    reason: format!(
+                        "Q8_0 needs rows that are a multiple of {}",
+                        Q8_0::BLOCK_VALUES
+                    ),
                 });
             }
             if !t.dtype.is_float() {
@@ -391,73 +395,6 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         tensors,
         kernel_entries,
         file_size,
-    })
-}
-
-/// How one ternary projection of shape `M × K` is written for output `out`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProjectionChoice {
-    /// The tensor type.
-    pub ty: GgmlType,
-    /// TL kernel parameters (TL1/TL2).
-    pub tl: Option<TlParams>,
-    /// What the plan says about it (a fallback, where the parameters came from, a runtime that
-    /// cannot run it).
-    pub note: Option<String>,
-    /// Whether the type is not the one asked for (TQ1_0/TQ2_0 rows that are not a multiple of
-    /// 256 values are written as F16, as llama.cpp's converter does).
-    pub fallback: bool,
-}
-
-/// The one rule for a ternary projection's type: the requested type where its layout holds
-/// the shape, F16 for TQ1_0/TQ2_0 rows that are not a multiple of 256, an error where nothing
-/// fits (I2_S needs `M·K` to be a multiple of 128; TL needs kernel parameters).
-pub fn projection_type(
-    out: OutType,
-    opts: &ConvertOptions,
-    model_name: &str,
-    m: usize,
-    k: usize,
-) -> Result<ProjectionChoice, String> {
-    let plain = |ty: GgmlType, note: Option<String>| ProjectionChoice {
-        ty,
-        tl: None,
-        note,
-        fallback: false,
-    };
-    Ok(match out {
-        OutType::Tq1_0 | OutType::Tq2_0 if k % 256 != 0 => ProjectionChoice {
-            ty: GgmlType::F16,
-            tl: None,
-            note: Some(format!(
-                "{} needs rows that are a multiple of 256 values; written as F16 (as llama.cpp's converter does)",
-                out.weight_type()
-            )),
-            fallback: true,
-        },
-        OutType::I2S if (m * k) % 128 != 0 => {
-            return Err("I2_S needs M·K to be a multiple of 128".into())
-        }
-        OutType::I2S => plain(
-            GgmlType::I2_S,
-            GgmlType::I2_S.bitnet_cpp_limit(k as u64).map(String::from),
-        ),
-        OutType::Tl1 | OutType::Tl2 => {
-            let layout = if out == OutType::Tl1 {
-                TlLayout::Tl1
-            } else {
-                TlLayout::Tl2
-            };
-            let (params, origin) =
-                params::choose(opts.kernel_config.as_deref(), model_name, layout, m, k)?;
-            ProjectionChoice {
-                ty: out.weight_type(),
-                tl: Some(params),
-                note: Some(format!("{params} ({origin})")),
-                fallback: false,
-            }
-        }
-        _ => plain(out.weight_type(), None),
     })
 }
 

@@ -17,7 +17,12 @@ use crate::checkpoint::{Checkpoint, ScaleConvention, StDtype, TensorEntry};
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::quant::absmean::absmean_src;
 use crate::quant::dtype::{to_f32_into, SrcDtype};
-use crate::quant::layouts::{i2s, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, LayoutError};
+use crate::quant::layouts::q8_0::Q8_0;
+use crate::quant::layouts::tq1_0::Tq1_0;
+use crate::quant::layouts::tq2_0::Tq2_0;
+use crate::quant::layouts::{
+    i2s, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, BlockGeometry, LayoutError,
+};
 use crate::quant::ternary::{find_non_finite_src, Ternarized};
 use crate::util::AtomicFile;
 
@@ -354,7 +359,7 @@ fn emit_ternary(
                     let n = m * k;
                     // Whole 128-value blocks pack in parallel; each worker gets a multiple of
                     // 128 codes.
-                    let chunk = 128 * 1024;
+                    let chunk = i2s::BLOCK_VALUES * 1024;
                     bytes[..n / 4]
                         .par_chunks_mut(chunk / 4)
                         .zip(codes.par_chunks(chunk))
@@ -419,19 +424,19 @@ fn encode_float(ty: GgmlType, vals: &[f32]) -> Result<Vec<u8>, LayoutError> {
                 });
             out
         }
-        GgmlType::Q8_0 => block_encode(vals, 32, q8_0::nbytes(32), q8_0::quantize_into)?,
-        GgmlType::TQ1_0 => block_encode(vals, 256, tq1_0::nbytes(256), tq1_0::quantize_into)?,
-        GgmlType::TQ2_0 => block_encode(vals, 256, tq2_0::nbytes(256), tq2_0::quantize_into)?,
+        GgmlType::Q8_0 => block_encode::<Q8_0>(vals, q8_0::quantize_into)?,
+        GgmlType::TQ1_0 => block_encode::<Tq1_0>(vals, tq1_0::quantize_into)?,
+        GgmlType::TQ2_0 => block_encode::<Tq2_0>(vals, tq2_0::quantize_into)?,
         other => unreachable!("no float encoder for {other}"),
     })
 }
 
-fn block_encode(
+/// Encodes whole rows in whole blocks of layout `G` with its quantizer `f`, in parallel.
+fn block_encode<G: BlockGeometry>(
     vals: &[f32],
-    block: usize,
-    block_bytes: usize,
     f: fn(&[f32], &mut [u8]) -> Result<(), LayoutError>,
 ) -> Result<Vec<u8>, LayoutError> {
+    let (block, block_bytes) = (G::BLOCK_VALUES, G::BLOCK_BYTES);
     let per = 1024 * block;
     let mut out = vec![0u8; vals.len() / block * block_bytes];
     out.par_chunks_mut(per / block * block_bytes)

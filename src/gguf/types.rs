@@ -8,8 +8,19 @@
 //!
 //! Id 39 is TL2 here (the fork's value, used by every bitnet.cpp file bitconv reads and writes);
 //! upstream ggml later reused 39 for MXFP4.
+//!
+//! The layouts bitconv packs own their geometry: the rows of Q8_0, TQ1_0, TQ2_0 and I2_S take
+//! their id, name and block numbers from [`BlockGeometry`], and the byte counts of I2_S, TL1
+//! and TL2 come from `quant::layouts::{i2s, tl1, tl2}`. (I2_S, TL1 and TL2 keep the fork's
+//! nominal block size and type size of 1.)
 
 use std::fmt;
+
+use crate::quant::layouts::i2s::I2s;
+use crate::quant::layouts::q8_0::Q8_0;
+use crate::quant::layouts::tq1_0::Tq1_0;
+use crate::quant::layouts::tq2_0::Tq2_0;
+use crate::quant::layouts::{i2s, tl1, tl2, BlockGeometry, SCALE_SLOT_BYTES};
 
 /// How a tensor's byte count follows from its shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +75,7 @@ ggml_types! {
     Q4_1 = 3, "Q4_1", 32, 20, Blocks;
     Q5_0 = 6, "Q5_0", 32, 22, Blocks;
     Q5_1 = 7, "Q5_1", 32, 24, Blocks;
-    Q8_0 = 8, "Q8_0", 32, 34, Blocks;
+    Q8_0 = Q8_0::TYPE_ID, Q8_0::NAME, Q8_0::BLOCK_VALUES as u64, Q8_0::BLOCK_BYTES as u64, Blocks;
     Q8_1 = 9, "Q8_1", 32, 36, Blocks;
     Q2_K = 10, "Q2_K", 256, 84, Blocks;
     Q3_K = 11, "Q3_K", 256, 110, Blocks;
@@ -87,9 +98,9 @@ ggml_types! {
     F64 = 28, "F64", 1, 8, Blocks;
     IQ1_M = 29, "IQ1_M", 256, 56, Blocks;
     BF16 = 30, "BF16", 1, 2, Blocks;
-    TQ1_0 = 34, "TQ1_0", 256, 54, Blocks;
-    TQ2_0 = 35, "TQ2_0", 256, 66, Blocks;
-    I2_S = 36, "I2_S", 1, 1, I2S;
+    TQ1_0 = Tq1_0::TYPE_ID, Tq1_0::NAME, Tq1_0::BLOCK_VALUES as u64, Tq1_0::BLOCK_BYTES as u64, Blocks;
+    TQ2_0 = Tq2_0::TYPE_ID, Tq2_0::NAME, Tq2_0::BLOCK_VALUES as u64, Tq2_0::BLOCK_BYTES as u64, Blocks;
+    I2_S = I2s::TYPE_ID, I2s::NAME, 1, 1, I2S;
     I8_S = 37, "I8_S", 1, 1, Blocks;
     TL1 = 38, "TL1", 1, 1, Tl1;
     TL2 = 39, "TL2", 1, 1, Tl2;
@@ -139,12 +150,21 @@ pub fn pad_to(x: u64, align: u64) -> u64 {
     x.div_ceil(align) * align
 }
 
-/// The raw TL2 payload size (before the 32-byte rounding and the scale slot), FORMATS.md §3.4.
-/// `None` when `K < 256` or the arithmetic overflows.
+/// The raw TL2 payload size (before the 32-byte rounding and the scale slot), FORMATS.md §3.4,
+/// as [`tl2::nbytes`] computes it. `None` when `K < 256` or the arithmetic overflows.
 pub fn tl2_raw_bytes(m: u64, k: u64) -> Option<u64> {
-    let three = (k.checked_sub(256)?.checked_mul(m)? / 3).checked_mul(5)? / 8;
-    let two = (256u64.checked_mul(m)? / 2).checked_mul(4)? / 8;
-    three.checked_add(two)
+    let b = tl2::nbytes(usize::try_from(m).ok()?, usize::try_from(k).ok()?).ok()?;
+    u64::try_from(b).ok()
+}
+
+/// The TL1 payload of `n` values ([`tl1::nbytes`]), or `None` when it does not fit.
+fn tl1_bytes(n: u64) -> Option<u64> {
+    u64::try_from(tl1::nbytes(1, usize::try_from(n).ok()?)).ok()
+}
+
+/// An I2_S tensor of `n` values with its tail ([`i2s::nbytes`]), or `None` when it does not fit.
+fn i2s_bytes(n: u64) -> Option<u64> {
+    u64::try_from(i2s::nbytes(1, usize::try_from(n).ok()?)).ok()
 }
 
 /// [`pad_to`] that reports overflow.
@@ -228,7 +248,10 @@ impl GgmlType {
                     .checked_mul(info.type_size)
                     .ok_or(SizeError::Overflow)
             }
-            SizeRule::I2S | SizeRule::Tl1 => (n / 4).checked_add(32).ok_or(SizeError::Overflow),
+            SizeRule::I2S => i2s_bytes(n).ok_or(SizeError::Overflow),
+            SizeRule::Tl1 => tl1_bytes(n)
+                .and_then(|b| b.checked_add(SCALE_SLOT_BYTES as u64))
+                .ok_or(SizeError::Overflow),
             SizeRule::Tl2 => {
                 let (k, m) = self.km(dims)?;
                 let raw = tl2_raw_bytes(m, k).ok_or(SizeError::BadShape {
@@ -236,7 +259,7 @@ impl GgmlType {
                     why: "TL2 needs at least 256 columns",
                 })?;
                 checked_pad_to(raw, 32)
-                    .and_then(|p| p.checked_add(32))
+                    .and_then(|p| p.checked_add(SCALE_SLOT_BYTES as u64))
                     .ok_or(SizeError::Overflow)
             }
         }
@@ -251,7 +274,7 @@ impl GgmlType {
                     .iter()
                     .try_fold(1u64, |a, &d| a.checked_mul(d))
                     .ok_or(SizeError::Overflow)?;
-                Ok(n / 4)
+                tl1_bytes(n).ok_or(SizeError::Overflow)
             }
             SizeRule::Tl2 => {
                 let (k, m) = self.km(dims)?;
@@ -268,7 +291,7 @@ impl GgmlType {
     pub fn scale_offset(self, dims: &[u64]) -> Option<u64> {
         let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
         match self.info().rule {
-            SizeRule::I2S => Some(n / 4),
+            SizeRule::I2S => u64::try_from(i2s::scale_offset(usize::try_from(n).ok()?)).ok(),
             SizeRule::Tl1 | SizeRule::Tl2 => checked_pad_to(self.data_bytes(dims).ok()?, 32),
             SizeRule::Blocks => None,
         }

@@ -1,7 +1,9 @@
 //! Ternarization and packing: the absmean quantizer as the reference computes it, source dtype
-//! conversion, and one module per on-disk layout.
+//! conversion, one module per on-disk layout (each owning its geometry), and the output types
+//! with their rule for a projection's type.
 
 pub mod absmean;
 pub mod dtype;
 pub mod layouts;
+pub mod out_type;
 pub mod ternary;

@@ -28,12 +28,26 @@
 //! [`is_lossless`] to reject them up front. [`unpack`] decodes lost positions
 //! as 0.
 
-use super::{check_codes, check_data_len, check_out_len, checked_n, LayoutError, Result};
+use super::{
+    check_codes, check_data_len, check_out_len, checked_n, BlockGeometry, LayoutError, Result,
+};
+
+/// The I2_S layout's block geometry: 128 values in 32 bytes. (A whole tensor also has the
+/// 32-byte tail, see [`nbytes`].)
+#[derive(Clone, Copy, Debug)]
+pub struct I2s;
+
+impl BlockGeometry for I2s {
+    const NAME: &'static str = "I2_S";
+    const TYPE_ID: u32 = 36;
+    const BLOCK_VALUES: usize = 128;
+    const BLOCK_BYTES: usize = 32;
+}
 
 /// Values per block.
-pub const BLOCK_VALUES: usize = 128;
+pub const BLOCK_VALUES: usize = I2s::BLOCK_VALUES;
 /// Bytes per block.
-pub const BLOCK_BYTES: usize = 32;
+pub const BLOCK_BYTES: usize = I2s::BLOCK_BYTES;
 /// Bytes after the codes: f32 scale + 28 bytes.
 pub const TAIL_BYTES: usize = 32;
 

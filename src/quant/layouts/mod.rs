@@ -38,6 +38,59 @@ pub mod tq2_0;
 
 pub use params::{KernelEntry, TlLayout, TlParams};
 
+/// The block geometry of a layout whose rows are whole blocks (Q8_0, TQ1_0, TQ2_0, I2_S),
+/// defined once in the layout's own module, the way candle's `GgmlType` carries its block size
+/// and type size. The GGUF type table (`gguf::types`), the converter's plan, the dummy writer
+/// and the runtime take these numbers from here.
+///
+/// TL1 and TL2 have no fixed block (their tiles follow the kernel parameters); their modules
+/// own `nbytes(m, k)` instead.
+pub trait BlockGeometry {
+    /// The type's name as ggml spells it (`"TQ2_0"`).
+    const NAME: &'static str;
+    /// The GGML type id written in tensor-info records.
+    const TYPE_ID: u32;
+    /// Values per block.
+    const BLOCK_VALUES: usize;
+    /// Bytes per block.
+    const BLOCK_BYTES: usize;
+
+    /// Bytes of `n` values stored as whole blocks (`n` a multiple of
+    /// [`BLOCK_VALUES`](Self::BLOCK_VALUES)): `n / BLOCK_VALUES · BLOCK_BYTES`.
+    fn blocks_bytes(n: usize) -> usize {
+        n / Self::BLOCK_VALUES * Self::BLOCK_BYTES
+    }
+
+    /// Bytes of one row of `k` values (`k` a multiple of
+    /// [`BLOCK_VALUES`](Self::BLOCK_VALUES)).
+    fn row_bytes(k: usize) -> usize {
+        Self::blocks_bytes(k)
+    }
+
+    /// Whether rows of `k` values are whole blocks.
+    fn holds_row(k: usize) -> bool {
+        k % Self::BLOCK_VALUES == 0
+    }
+
+    /// Checks that `n` values fill whole blocks: an [`LayoutError::InputLength`] naming the
+    /// type otherwise.
+    fn check_values(n: usize) -> Result<()> {
+        if n % Self::BLOCK_VALUES != 0 {
+            return Err(LayoutError::InputLength {
+                what: format!(
+                    "{} needs a multiple of {} values (each row's K % {} == 0)",
+                    Self::NAME,
+                    Self::BLOCK_VALUES,
+                    Self::BLOCK_VALUES
+                ),
+                expected: n.div_ceil(Self::BLOCK_VALUES) * Self::BLOCK_VALUES,
+                actual: n,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Errors of the layout functions. Every variant names the shape, parameter
 /// or position that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,35 +16,35 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{check_data_len, check_out_len, round_away, LayoutError, Result};
+use super::{check_data_len, check_out_len, round_away, BlockGeometry, Result};
 
-/// GGML type id.
-pub const TYPE_ID: u32 = 8;
-/// Values per block (`QK8_0`).
-pub const BLOCK_VALUES: usize = 32;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = 34;
+/// The Q8_0 layout's block geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8_0;
 
-/// Bytes of `n` values (`n` a multiple of 32): `n/32 · 34`.
-pub const fn nbytes(n: usize) -> usize {
-    n / BLOCK_VALUES * BLOCK_BYTES
+impl BlockGeometry for Q8_0 {
+    const NAME: &'static str = "Q8_0";
+    const TYPE_ID: u32 = 8;
+    const BLOCK_VALUES: usize = 32;
+    const BLOCK_BYTES: usize = 34;
 }
 
-fn check_n(n: usize) -> Result<()> {
-    if n % BLOCK_VALUES != 0 {
-        return Err(LayoutError::InputLength {
-            what: "Q8_0 needs a multiple of 32 values (each row's K % 32 == 0)".into(),
-            expected: n.div_ceil(BLOCK_VALUES) * BLOCK_VALUES,
-            actual: n,
-        });
-    }
-    Ok(())
+/// GGML type id.
+pub const TYPE_ID: u32 = Q8_0::TYPE_ID;
+/// Values per block (`QK8_0`).
+pub const BLOCK_VALUES: usize = Q8_0::BLOCK_VALUES;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = Q8_0::BLOCK_BYTES;
+
+/// Bytes of `n` values (`n` a multiple of 32): `n/32 · 34`.
+pub fn nbytes(n: usize) -> usize {
+    Q8_0::blocks_bytes(n)
 }
 
 /// Quantizes `values` (row-major; length a multiple of 32) into `out`
 /// (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    check_n(values.len())?;
+    Q8_0::check_values(values.len())?;
     check_out_len(
         || format!("Q8_0 of {} values (n/32·34)", values.len()),
         out,
@@ -68,7 +68,7 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
 /// Dequantizes `n` values (a multiple of 32) from `data` (at least
 /// [`nbytes`]`(n)` bytes).
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
-    check_n(n)?;
+    Q8_0::check_values(n)?;
     check_data_len(|| format!("Q8_0 of {n} values (n/32·34)"), data, nbytes(n))?;
     let mut out = vec![0.0f32; n];
     for (blk, y) in data

@@ -22,31 +22,33 @@
 
 use half::f16;
 
-use super::{check_data_len, check_out_len, pack_ternary_blocks, round_away, LayoutError, Result};
+use super::{
+    check_data_len, check_out_len, pack_ternary_blocks, round_away, BlockGeometry, Result,
+};
+
+/// The TQ1_0 layout's block geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct Tq1_0;
+
+impl BlockGeometry for Tq1_0 {
+    const NAME: &'static str = "TQ1_0";
+    const TYPE_ID: u32 = 34;
+    const BLOCK_VALUES: usize = 256;
+    const BLOCK_BYTES: usize = 54;
+}
 
 /// GGML type id.
-pub const TYPE_ID: u32 = 34;
+pub const TYPE_ID: u32 = Tq1_0::TYPE_ID;
 /// Values per block (`QK_K`).
-pub const BLOCK_VALUES: usize = 256;
+pub const BLOCK_VALUES: usize = Tq1_0::BLOCK_VALUES;
 /// Bytes per block.
-pub const BLOCK_BYTES: usize = 54;
+pub const BLOCK_BYTES: usize = Tq1_0::BLOCK_BYTES;
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 /// Bytes of `n` values (`n` a multiple of 256): `n/256 · 54`.
-pub const fn nbytes(n: usize) -> usize {
-    n / BLOCK_VALUES * BLOCK_BYTES
-}
-
-fn check_n(n: usize) -> Result<()> {
-    if n % BLOCK_VALUES != 0 {
-        return Err(LayoutError::InputLength {
-            what: "TQ1_0 needs a multiple of 256 values (each row's K % 256 == 0)".into(),
-            expected: n.div_ceil(BLOCK_VALUES) * BLOCK_VALUES,
-            actual: n,
-        });
-    }
-    Ok(())
+pub fn nbytes(n: usize) -> usize {
+    Tq1_0::blocks_bytes(n)
 }
 
 /// Per-block scale `max|x|` (C `MAX(amax, fabsf(v))` order).
@@ -115,7 +117,7 @@ fn encode_block(t: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
 /// normal scale every block's trits are `c + 1` and `d = f16(scale)` (`0` for
 /// an all-zero block); any other scale takes the quantizer itself.
 pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
-    check_n(codes.len())?;
+    Tq1_0::check_values(codes.len())?;
     check_out_len(
         || format!("TQ1_0 of {} values (n/256·54)", codes.len()),
         out,
@@ -134,7 +136,7 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    check_n(values.len())?;
+    Tq1_0::check_values(values.len())?;
     check_out_len(
         || format!("TQ1_0 of {} values (n/256·54)", values.len()),
         out,
@@ -178,7 +180,7 @@ fn block_d(blk: &[u8]) -> f32 {
 }
 
 fn check_input(data: &[u8], n: usize) -> Result<()> {
-    check_n(n)?;
+    Tq1_0::check_values(n)?;
     check_data_len(
         || format!("TQ1_0 of {n} values (n/256·54)"),
         data,

@@ -17,29 +17,32 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{check_data_len, check_out_len, pack_ternary_blocks, round_away, LayoutError, Result};
+use super::{
+    check_data_len, check_out_len, pack_ternary_blocks, round_away, BlockGeometry, LayoutError,
+    Result,
+};
 
-/// GGML type id.
-pub const TYPE_ID: u32 = 35;
-/// Values per block (`QK_K`).
-pub const BLOCK_VALUES: usize = 256;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = 66;
+/// The TQ2_0 layout's block geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct Tq2_0;
 
-/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 66`.
-pub const fn nbytes(n: usize) -> usize {
-    n / BLOCK_VALUES * BLOCK_BYTES
+impl BlockGeometry for Tq2_0 {
+    const NAME: &'static str = "TQ2_0";
+    const TYPE_ID: u32 = 35;
+    const BLOCK_VALUES: usize = 256;
+    const BLOCK_BYTES: usize = 66;
 }
 
-fn check_n(n: usize) -> Result<()> {
-    if n % BLOCK_VALUES != 0 {
-        return Err(LayoutError::InputLength {
-            what: "TQ2_0 needs a multiple of 256 values (each row's K % 256 == 0)".into(),
-            expected: n.div_ceil(BLOCK_VALUES) * BLOCK_VALUES,
-            actual: n,
-        });
-    }
-    Ok(())
+/// GGML type id.
+pub const TYPE_ID: u32 = Tq2_0::TYPE_ID;
+/// Values per block (`QK_K`).
+pub const BLOCK_VALUES: usize = Tq2_0::BLOCK_VALUES;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = Tq2_0::BLOCK_BYTES;
+
+/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 66`.
+pub fn nbytes(n: usize) -> usize {
+    Tq2_0::blocks_bytes(n)
 }
 
 #[inline]
@@ -74,7 +77,7 @@ fn encode_block(c: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    check_n(values.len())?;
+    Tq2_0::check_values(values.len())?;
     check_out_len(
         || format!("TQ2_0 of {} values (n/256·66)", values.len()),
         out,
@@ -96,7 +99,7 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
 /// normal scale every block's codes are `c + 1` and `d = f16(scale)` (`0` for
 /// an all-zero block); any other scale takes the quantizer itself.
 pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
-    check_n(codes.len())?;
+    Tq2_0::check_values(codes.len())?;
     check_out_len(
         || format!("TQ2_0 of {} values (n/256·66)", codes.len()),
         out,
@@ -128,7 +131,7 @@ fn block_d(blk: &[u8]) -> f32 {
 }
 
 fn check_input(data: &[u8], n: usize) -> Result<()> {
-    check_n(n)?;
+    Tq2_0::check_values(n)?;
     check_data_len(
         || format!("TQ2_0 of {n} values (n/256·66)"),
         data,

@@ -322,7 +322,7 @@ fn normalize_endpoint(raw: &str) -> Result<String, HubError> {
             "invalid Hub endpoint: credentials in the URL are not supported (use --token)".into(),
         ));
     }
-    if !ok_scheme || bad_char || super::http::Origin::parse(e).is_none() {
+    if !ok_scheme || bad_char || super::url::Origin::parse(e).is_none() {
         return Err(HubError::Config(format!(
             "invalid Hub endpoint {raw:?}: expected http(s)://host[:port][/path]"
         )));

@@ -29,6 +29,7 @@ pub mod error;
 mod http;
 pub mod known;
 pub mod names;
+mod url;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -17,34 +17,10 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
 
-struct Rng(u64);
+#[path = "../tests/common/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn float(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn floats(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.float()).collect()
-    }
-    fn ternary_bytes(&mut self, n: usize) -> Vec<u8> {
-        // Codes 0..=2 only, as real files hold.
-        (0..n)
-            .map(|_| {
-                let mut b = 0u8;
-                for s in 0..4 {
-                    b |= ((self.next() % 3) as u8) << (2 * s);
-                }
-                b
-            })
-            .collect()
-    }
-}
+use rng::Rng;
 
 fn tables() -> Vec<&'static Kernels> {
     simd::available()
@@ -52,7 +28,7 @@ fn tables() -> Vec<&'static Kernels> {
 
 /// Int8 activations of `n` tokens of `k` values.
 fn i8_acts(g: &mut Rng, n: usize, k: usize) -> Vec<i8> {
-    let x = g.floats(n * k);
+    let x = g.floats(n * k, 1.0);
     let mut q = vec![0i8; n * k];
     for (qt, xt) in q.chunks_exact_mut(k).zip(x.chunks_exact(k)) {
         ops::quantize_i8s(xt, qt);
@@ -94,7 +70,7 @@ fn tq2<M: Measurement>(c: &mut Criterion<M>) {
             w.extend(g.ternary_bytes(64));
             w.extend(f16::from_f32(0.05).to_le_bytes());
         }
-        let x = g.floats(n * k);
+        let x = g.floats(n * k, 1.0);
         let mut q = vec![0i8; n * k];
         let mut d = vec![0f32; n * nb];
         ops::quantize_q8k(&x, &mut q, &mut d);
@@ -132,7 +108,7 @@ fn q8_0<M: Measurement>(c: &mut Criterion<M>) {
         w.extend(f16::from_f32(0.01).to_le_bytes());
         w.extend((0..32).map(|_| (g.next() % 255) as u8));
     }
-    let x = g.floats(k);
+    let x = g.floats(k, 1.0);
     let mut q = vec![0i8; k];
     let mut d = vec![0f32; nb];
     ops::quantize_q8_0(&x, &mut q, &mut d);
@@ -164,14 +140,18 @@ fn floats<M: Measurement>(c: &mut Criterion<M>) {
     ] {
         let eb = ty.bytes();
         let w: Vec<u8> = g
-            .floats(m * k)
+            .floats(m * k, 1.0)
             .into_iter()
             .flat_map(|v| match ty {
                 FloatType::F16 => f16::from_f32(v).to_le_bytes().to_vec(),
                 FloatType::F32 => v.to_le_bytes().to_vec(),
             })
             .collect();
-        let x: Vec<f32> = g.floats(n * k).into_iter().map(ops::round_f16).collect();
+        let x: Vec<f32> = g
+            .floats(n * k, 1.0)
+            .into_iter()
+            .map(ops::round_f16)
+            .collect();
         let mut out = vec![0f32; m * n];
         let mut grp = c.benchmark_group(format!("{ty:?}_{order:?}_{m}x{k}_n{n}"));
         grp.throughput(Throughput::Bytes((m * k * eb) as u64));
@@ -194,12 +174,12 @@ fn attention<M: Measurement>(c: &mut Criterion<M>) {
     let stride = 12 * hd * 2;
     let cache = |g: &mut Rng| -> Vec<u8> {
         (0..positions * 12 * hd)
-            .flat_map(|_| f16::from_f32(g.float()).to_le_bytes())
+            .flat_map(|_| f16::from_f32(g.float(1.0)).to_le_bytes())
             .collect()
     };
     let (k, v) = (cache(&mut g), cache(&mut g));
-    let q: Vec<f32> = g.floats(hd).into_iter().map(ops::round_f16).collect();
-    let p: Vec<f32> = g.floats(positions).into_iter().map(f32::abs).collect();
+    let q: Vec<f32> = g.floats(hd, 1.0).into_iter().map(ops::round_f16).collect();
+    let p: Vec<f32> = g.floats(positions, 1.0).into_iter().map(f32::abs).collect();
     let mut out = vec![0f32; hd];
     let mut scores = vec![0f32; positions];
     let mut scratch = vec![0f32; 32 * hd];

@@ -3,6 +3,7 @@
 
 pub mod mock_hub;
 pub mod mutate;
+pub mod rng;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -15,29 +15,11 @@ use bitconv::runtime::{
 };
 use half::f16;
 
+use crate::common::rng::Rng;
+
 // ---------------------------------------------------------------------------------------------
 // Random models
 // ---------------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn normal(&mut self) -> f32 {
-        let s: f32 = (0..4).map(|_| self.uniform()).sum();
-        (s - 2.0) * 3.0f32.sqrt()
-    }
-}
 
 #[derive(Clone)]
 struct Config {

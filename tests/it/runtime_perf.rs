@@ -13,6 +13,8 @@ use bitconv::quant::layouts::i2s;
 use bitconv::runtime::{argmax, LoadOptions, LogitsWanted, Model, Session};
 use half::f16;
 
+use crate::common::rng::Rng;
+
 /// Shapes of a random BitNet model.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -21,28 +23,6 @@ struct Shape {
     n_layer: usize,
     n_head: usize,
     n_vocab: usize,
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Approximately N(0, 1) (sum of four uniforms, rescaled).
-    fn normal(&mut self) -> f32 {
-        let s: f32 = (0..4).map(|_| self.uniform()).sum();
-        (s - 2.0) * (3.0f32).sqrt()
-    }
 }
 
 /// Writes a random `bitnet` model: I2_S projections (random codes, scale about 0.1), norms

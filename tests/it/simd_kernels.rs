@@ -8,6 +8,8 @@ use bitconv::runtime::kernels::{
     self as simd, FloatOrder, FloatType, KernelChoice, Kernels, Q8kActs,
 };
 use half::f16;
+
+use crate::common::rng::Rng;
 use proptest::prelude::*;
 
 fn tables() -> Vec<&'static Kernels> {
@@ -19,45 +21,6 @@ fn tables() -> Vec<&'static Kernels> {
 
 fn reference() -> &'static Kernels {
     Kernels::reference()
-}
-
-/// A small deterministic generator (xorshift64*), seeded by proptest.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-    fn i8s(&mut self, n: usize, lo: i32, hi: i32) -> Vec<i8> {
-        (0..n)
-            .map(|_| (lo + (self.next() % (hi - lo + 1) as u64) as i32) as i8)
-            .collect()
-    }
-    /// Uniform in (-a, a).
-    fn float(&mut self, a: f32) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
-    }
-    fn floats(&mut self, n: usize, a: f32) -> Vec<f32> {
-        (0..n).map(|_| self.float(a)).collect()
-    }
-    /// A finite f16 scale of either sign.
-    fn f16_scale(&mut self) -> [u8; 2] {
-        let v = self.float(1.0);
-        let v = if v.abs() < 1e-3 { 0.25 } else { v };
-        f16::from_f32(v).to_le_bytes()
-    }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

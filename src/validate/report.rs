@@ -101,7 +101,7 @@ pub struct Report {
     pub golden: String,
     /// Overall verdict.
     pub pass: bool,
-    /// The arithmetic the file was run with ([`arithmetic_for`] the golden's producer).
+    /// The arithmetic the file was run with ([`arithmetic_for`](super::arithmetic_for) the golden's producer).
     pub arithmetic: String,
     /// Every check.
     pub checks: Vec<Check>,

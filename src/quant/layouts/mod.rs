@@ -89,7 +89,81 @@ pub trait BlockGeometry {
         }
         Ok(())
     }
+
+    /// What the byte size of `n` values is derived from, for error messages
+    /// (`"TQ2_0 of 512 values (n/256·66)"`).
+    fn size_note(n: usize) -> String {
+        format!(
+            "{} of {n} values (n/{}·{})",
+            Self::NAME,
+            Self::BLOCK_VALUES,
+            Self::BLOCK_BYTES
+        )
+    }
+
+    /// Checks that `n` values fill whole blocks and that `out` holds exactly their bytes.
+    fn check_out(n: usize, out: &[u8]) -> Result<()> {
+        Self::check_values(n)?;
+        check_out_len(|| Self::size_note(n), out, Self::blocks_bytes(n))
+    }
+
+    /// Checks that `n` values fill whole blocks and that `data` holds at least their bytes.
+    fn check_data(data: &[u8], n: usize) -> Result<()> {
+        Self::check_values(n)?;
+        check_data_len(|| Self::size_note(n), data, Self::blocks_bytes(n))
+    }
+
+    /// Decodes `n` values (whole blocks) from `data` (at least their bytes), one block at a
+    /// time with `decode(block_bytes, block_values)`.
+    fn dequantize_blocks(
+        data: &[u8],
+        n: usize,
+        decode: impl Fn(&[u8], &mut [f32]),
+    ) -> Result<Vec<f32>> {
+        Self::check_data(data, n)?;
+        let mut out = vec![0.0f32; n];
+        for (blk, y) in data
+            .chunks_exact(Self::BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(Self::BLOCK_VALUES))
+        {
+            decode(blk, y);
+        }
+        Ok(out)
+    }
 }
+
+/// The geometry of a block layout and the module-level names that predate
+/// [`BlockGeometry`] (`TYPE_ID`, `BLOCK_VALUES`, `BLOCK_BYTES`, `nbytes`), which read it.
+macro_rules! block_layout {
+    ($ty:ident, $name:literal, id $id:literal, $values:literal values ($qk:literal), $bytes:literal bytes) => {
+        #[doc = concat!("The ", $name, " layout's block geometry.")]
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty;
+
+        impl BlockGeometry for $ty {
+            const NAME: &'static str = $name;
+            const TYPE_ID: u32 = $id;
+            const BLOCK_VALUES: usize = $values;
+            const BLOCK_BYTES: usize = $bytes;
+        }
+
+        /// GGML type id.
+        pub const TYPE_ID: u32 = $ty::TYPE_ID;
+        #[doc = concat!("Values per block (`", $qk, "`).")]
+        pub const BLOCK_VALUES: usize = $ty::BLOCK_VALUES;
+        /// Bytes per block.
+        pub const BLOCK_BYTES: usize = $ty::BLOCK_BYTES;
+
+        #[doc = concat!(
+                    "Bytes of `n` values (`n` a multiple of ", stringify!($values), "): `n/",
+                    stringify!($values), " · ", stringify!($bytes), "`."
+                )]
+        pub fn nbytes(n: usize) -> usize {
+            $ty::blocks_bytes(n)
+        }
+    };
+}
+pub(crate) use block_layout;
 
 /// Errors of the layout functions. Every variant names the shape, parameter
 /// or position that is wrong.

@@ -16,40 +16,14 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{check_data_len, check_out_len, round_away, BlockGeometry, Result};
+use super::{round_away, BlockGeometry, Result};
 
-/// The Q8_0 layout's block geometry.
-#[derive(Clone, Copy, Debug)]
-pub struct Q8_0;
-
-impl BlockGeometry for Q8_0 {
-    const NAME: &'static str = "Q8_0";
-    const TYPE_ID: u32 = 8;
-    const BLOCK_VALUES: usize = 32;
-    const BLOCK_BYTES: usize = 34;
-}
-
-/// GGML type id.
-pub const TYPE_ID: u32 = Q8_0::TYPE_ID;
-/// Values per block (`QK8_0`).
-pub const BLOCK_VALUES: usize = Q8_0::BLOCK_VALUES;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = Q8_0::BLOCK_BYTES;
-
-/// Bytes of `n` values (`n` a multiple of 32): `n/32 · 34`.
-pub fn nbytes(n: usize) -> usize {
-    Q8_0::blocks_bytes(n)
-}
+super::block_layout!(Q8_0, "Q8_0", id 8, 32 values ("QK8_0"), 34 bytes);
 
 /// Quantizes `values` (row-major; length a multiple of 32) into `out`
 /// (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Q8_0::check_values(values.len())?;
-    check_out_len(
-        || format!("Q8_0 of {} values (n/32·34)", values.len()),
-        out,
-        nbytes(values.len()),
-    )?;
+    Q8_0::check_out(values.len(), out)?;
     for (x, o) in values
         .chunks_exact(BLOCK_VALUES)
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
@@ -68,19 +42,12 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
 /// Dequantizes `n` values (a multiple of 32) from `data` (at least
 /// [`nbytes`]`(n)` bytes).
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
-    Q8_0::check_values(n)?;
-    check_data_len(|| format!("Q8_0 of {n} values (n/32·34)"), data, nbytes(n))?;
-    let mut out = vec![0.0f32; n];
-    for (blk, y) in data
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_VALUES))
-    {
+    Q8_0::dequantize_blocks(data, n, |blk, y| {
         let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
         for (v, &q) in y.iter_mut().zip(&blk[2..]) {
             *v = (q as i8) as f32 * d;
         }
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]

@@ -22,34 +22,11 @@
 
 use half::f16;
 
-use super::{
-    check_data_len, check_out_len, pack_ternary_blocks, round_away, BlockGeometry, Result,
-};
+use super::{pack_ternary_blocks, round_away, BlockGeometry, Result};
 
-/// The TQ1_0 layout's block geometry.
-#[derive(Clone, Copy, Debug)]
-pub struct Tq1_0;
-
-impl BlockGeometry for Tq1_0 {
-    const NAME: &'static str = "TQ1_0";
-    const TYPE_ID: u32 = 34;
-    const BLOCK_VALUES: usize = 256;
-    const BLOCK_BYTES: usize = 54;
-}
-
-/// GGML type id.
-pub const TYPE_ID: u32 = Tq1_0::TYPE_ID;
-/// Values per block (`QK_K`).
-pub const BLOCK_VALUES: usize = Tq1_0::BLOCK_VALUES;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = Tq1_0::BLOCK_BYTES;
+super::block_layout!(Tq1_0, "TQ1_0", id 34, 256 values ("QK_K"), 54 bytes);
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
-
-/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 54`.
-pub fn nbytes(n: usize) -> usize {
-    Tq1_0::blocks_bytes(n)
-}
 
 /// Per-block scale `max|x|` (C `MAX(amax, fabsf(v))` order).
 pub(crate) fn block_amax(x: &[f32]) -> f32 {
@@ -117,12 +94,7 @@ fn encode_block(t: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
 /// normal scale every block's trits are `c + 1` and `d = f16(scale)` (`0` for
 /// an all-zero block); any other scale takes the quantizer itself.
 pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
-    Tq1_0::check_values(codes.len())?;
-    check_out_len(
-        || format!("TQ1_0 of {} values (n/256·54)", codes.len()),
-        out,
-        nbytes(codes.len()),
-    )?;
+    Tq1_0::check_out(codes.len(), out)?;
     pack_ternary_blocks(
         codes,
         scale,
@@ -136,12 +108,7 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Tq1_0::check_values(values.len())?;
-    check_out_len(
-        || format!("TQ1_0 of {} values (n/256·54)", values.len()),
-        out,
-        nbytes(values.len()),
-    )?;
+    Tq1_0::check_out(values.len(), out)?;
     for (x, o) in values
         .chunks_exact(BLOCK_VALUES)
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
@@ -179,34 +146,19 @@ fn block_d(blk: &[u8]) -> f32 {
     f16::from_le_bytes([blk[52], blk[53]]).to_f32()
 }
 
-fn check_input(data: &[u8], n: usize) -> Result<()> {
-    Tq1_0::check_values(n)?;
-    check_data_len(
-        || format!("TQ1_0 of {n} values (n/256·54)"),
-        data,
-        nbytes(n),
-    )
-}
-
 /// Dequantizes `n` values (a multiple of 256) from `data` (at least
 /// [`nbytes`]`(n)` bytes): `(t − 1)·d` per value, as ggml does.
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
-    check_input(data, n)?;
-    let mut out = vec![0.0f32; n];
-    for (blk, y) in data
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_VALUES))
-    {
+    Tq1_0::dequantize_blocks(data, n, |blk, y| {
         let d = block_d(blk);
         decode_block(blk, |i, t| y[i] = (t as i32 - 1) as f32 * d);
-    }
-    Ok(out)
+    })
 }
 
 /// Ternary codes (`t − 1 ∈ {-1, 0, 1}`) of `n` values and the per-block
 /// scales `d` (f16 widened to f32, one per 256 values).
 pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
-    check_input(data, n)?;
+    Tq1_0::check_data(data, n)?;
     let mut codes = vec![0i8; n];
     let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
     for (blk, c) in data

@@ -17,33 +17,9 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{
-    check_data_len, check_out_len, pack_ternary_blocks, round_away, BlockGeometry, LayoutError,
-    Result,
-};
+use super::{pack_ternary_blocks, round_away, BlockGeometry, LayoutError, Result};
 
-/// The TQ2_0 layout's block geometry.
-#[derive(Clone, Copy, Debug)]
-pub struct Tq2_0;
-
-impl BlockGeometry for Tq2_0 {
-    const NAME: &'static str = "TQ2_0";
-    const TYPE_ID: u32 = 35;
-    const BLOCK_VALUES: usize = 256;
-    const BLOCK_BYTES: usize = 66;
-}
-
-/// GGML type id.
-pub const TYPE_ID: u32 = Tq2_0::TYPE_ID;
-/// Values per block (`QK_K`).
-pub const BLOCK_VALUES: usize = Tq2_0::BLOCK_VALUES;
-/// Bytes per block.
-pub const BLOCK_BYTES: usize = Tq2_0::BLOCK_BYTES;
-
-/// Bytes of `n` values (`n` a multiple of 256): `n/256 · 66`.
-pub fn nbytes(n: usize) -> usize {
-    Tq2_0::blocks_bytes(n)
-}
+super::block_layout!(Tq2_0, "TQ2_0", id 35, 256 values ("QK_K"), 66 bytes);
 
 #[inline]
 fn code(x: f32, id: f32) -> u8 {
@@ -77,12 +53,7 @@ fn encode_block(c: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Tq2_0::check_values(values.len())?;
-    check_out_len(
-        || format!("TQ2_0 of {} values (n/256·66)", values.len()),
-        out,
-        nbytes(values.len()),
-    )?;
+    Tq2_0::check_out(values.len(), out)?;
     for (x, o) in values
         .chunks_exact(BLOCK_VALUES)
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
@@ -99,12 +70,7 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
 /// normal scale every block's codes are `c + 1` and `d = f16(scale)` (`0` for
 /// an all-zero block); any other scale takes the quantizer itself.
 pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()> {
-    Tq2_0::check_values(codes.len())?;
-    check_out_len(
-        || format!("TQ2_0 of {} values (n/256·66)", codes.len()),
-        out,
-        nbytes(codes.len()),
-    )?;
+    Tq2_0::check_out(codes.len(), out)?;
     pack_ternary_blocks(
         codes,
         scale,
@@ -130,36 +96,21 @@ fn block_d(blk: &[u8]) -> f32 {
     f16::from_le_bytes([blk[64], blk[65]]).to_f32()
 }
 
-fn check_input(data: &[u8], n: usize) -> Result<()> {
-    Tq2_0::check_values(n)?;
-    check_data_len(
-        || format!("TQ2_0 of {n} values (n/256·66)"),
-        data,
-        nbytes(n),
-    )
-}
-
 /// Dequantizes `n` values (a multiple of 256) from `data` (at least
 /// [`nbytes`]`(n)` bytes): `(c − 1)·d` per value, as ggml does (code 3 gives
 /// `2·d`, as in ggml).
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
-    check_input(data, n)?;
-    let mut out = vec![0.0f32; n];
-    for (blk, y) in data
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_VALUES))
-    {
+    Tq2_0::dequantize_blocks(data, n, |blk, y| {
         let d = block_d(blk);
         decode_block(blk, |i, c| y[i] = (c as i32 - 1) as f32 * d);
-    }
-    Ok(out)
+    })
 }
 
 /// Ternary codes (`c − 1`) of `n` values and the per-block scales `d` (f16
 /// widened to f32). Code 3 never comes out of the quantizer and is reported
 /// as [`LayoutError::InvalidData`].
 pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
-    check_input(data, n)?;
+    Tq2_0::check_data(data, n)?;
     let mut codes = vec![0i8; n];
     let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
     let mut bad = None;

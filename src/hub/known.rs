@@ -18,6 +18,8 @@
 //! 9216, 22 layers (3B), FFN 23040, 28 layers (7B) or 40 layers (10B); vocabulary 131072. The
 //! Falcon-E shapes could not be checked.
 
+use crate::quant::out_type::{OutType, OUT_TYPES};
+
 /// One known repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KnownRepo {
@@ -34,9 +36,26 @@ pub struct KnownRepo {
     pub note: &'static str,
 }
 
-const ALL: &[&str] = &["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"];
-const NO_TQ: &[&str] = &["i2_s", "tl1", "tl2", "f16", "f32"];
-const BASIC: &[&str] = &["i2_s", "f16", "f32"];
+/// The names of `types`, for the lists below.
+const fn names<const N: usize>(types: [OutType; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = types[i].name();
+        i += 1;
+    }
+    out
+}
+
+const ALL: &[&str] = &names(OUT_TYPES);
+const NO_TQ: &[&str] = &names([
+    OutType::I2S,
+    OutType::Tl1,
+    OutType::Tl2,
+    OutType::F16,
+    OutType::F32,
+]);
+const BASIC: &[&str] = &names([OutType::I2S, OutType::F16, OutType::F32]);
 
 const FALCON_NOTE: &str = "shapes not recorded: tq1_0/tq2_0 unverified; no TL kernel tables \
                            for these shapes";

@@ -43,7 +43,7 @@ pub const OUT_TYPES: [OutType; 7] = [
 
 impl OutType {
     /// The lower-case name used on the command line and in file names (`i2_s`, `tl1`, …).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             OutType::I2S => "i2_s",
             OutType::Tl1 => "tl1",

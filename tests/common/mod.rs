@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hub;
 pub mod mock_hub;
 pub mod mutate;
 pub mod rng;

@@ -6,6 +6,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::hub::tiny_repo;
 use crate::common::mock_hub::{MockHub, MockRepo};
 
 /// `bitconv fetch` with the Hub at `url`, the cache in `cache` and nothing else from the
@@ -23,10 +24,6 @@ fn fetch(url: &str, cache: &Path, cwd: &Path, args: &[&str]) -> Output {
         .env("BITCONV_HUB_RETRY_BASE_MS", "1")
         .output()
         .unwrap()
-}
-
-fn tiny_repo() -> MockRepo {
-    MockRepo::from_dir("org/tiny", &common::tiny().join("ckpt-fp16"))
 }
 
 fn text(o: &Output) -> String {

@@ -8,28 +8,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::hub::{fast_config, quiet};
 use crate::common::mock_hub::{MockHub, MockRepo};
-use bitconv::hub::{self, FetchOptions, HubConfig, RetryPolicy};
+use bitconv::hub::{self, HubConfig};
 
 const CHILD_URL: &str = "BITCONV_HUB_TEST_CHILD_URL";
 const CHILD_CACHE: &str = "BITCONV_HUB_TEST_CHILD_CACHE";
 
 fn config(url: &str, cache: &Path) -> HubConfig {
-    let mut c = HubConfig::new(url, cache).unwrap();
-    c.retry = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-    };
-    c
-}
-
-fn quiet() -> FetchOptions {
-    FetchOptions {
-        quiet: true,
-        progress: false,
-        ..FetchOptions::default()
-    }
+    fast_config(url, cache, 4)
 }
 
 fn slow_hub() -> MockHub {

@@ -1,45 +1,23 @@
 //! `bitconv::hub::snapshot` against the mock hub: cache layout, cache reuse, offline mode,
 //! resume, verification, retries, errors, hostile listings and token safety.
 
-use crate::common;
-
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::hub::{fast_config, quiet, tiny_dir, tiny_repo};
 use crate::common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
-use bitconv::hub::{self, FetchOptions, HubConfig, HubError, RetryPolicy};
+use bitconv::hub::{self, FetchOptions, HubConfig, HubError};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "hf_TESTsecretTOKEN0123456789";
 
-fn tiny_dir() -> PathBuf {
-    common::tiny().join("ckpt-fp16")
-}
-
-fn tiny_repo() -> MockRepo {
-    MockRepo::from_dir("org/tiny", &tiny_dir())
-}
-
 /// An online configuration with fast retries.
 fn config(url: &str, cache: &Path) -> HubConfig {
-    let mut c = HubConfig::new(url, cache).unwrap();
-    c.retry = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-    };
+    let mut c = fast_config(url, cache, 4);
     c.read_timeout = Duration::from_secs(10);
     c
-}
-
-fn quiet() -> FetchOptions {
-    FetchOptions {
-        quiet: true,
-        progress: false,
-        ..FetchOptions::default()
-    }
 }
 
 /// Every path under `dir` (files, symlinks, directories), relative, sorted.
@@ -94,6 +72,19 @@ const TINY_FILES: [&str; 7] = [
     "tokenizer_config.json",
 ];
 
+/// `org/tiny` at `main`, fetched quietly with `cfg`.
+fn fetch_tiny(cfg: &HubConfig) -> Result<hub::Snapshot, HubError> {
+    hub::snapshot(cfg, "org/tiny", "main", &quiet())
+}
+
+/// The `Range` header of every body request for `org/tiny`'s weights, in order.
+fn weight_ranges(hub: &MockHub) -> Vec<Option<String>> {
+    hub.body_gets("org/tiny", "model.safetensors")
+        .iter()
+        .map(|r| r.header("range").map(str::to_owned))
+        .collect()
+}
+
 /// The snapshot matches the checkpoint directory byte for byte.
 fn assert_tiny_snapshot(snap: &hub::Snapshot) {
     let mut names: Vec<&str> = snap.files.iter().map(|f| f.path.as_str()).collect();
@@ -115,7 +106,7 @@ fn fetch_lays_out_the_python_cache() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
 
     assert_eq!(snap.commit, TINY_COMMIT);
     let repo_dir = cache.path().join("models--org--tiny");
@@ -170,9 +161,9 @@ fn second_fetch_is_served_from_the_cache() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
-    hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    fetch_tiny(&cfg).unwrap();
     hub.clear_log();
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert_tiny_snapshot(&snap);
     assert!(snap.files.iter().all(|f| f.from_cache));
     let reqs = hub.requests();
@@ -186,13 +177,7 @@ fn second_fetch_is_served_from_the_cache() {
 fn offline_with_a_complete_cache_makes_no_request() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
-    hub::snapshot(
-        &config(&hub.url(), cache.path()),
-        "org/tiny",
-        "main",
-        &quiet(),
-    )
-    .unwrap();
+    fetch_tiny(&config(&hub.url(), cache.path())).unwrap();
     hub.clear_log();
 
     // Offline through the environment, as a user would set it.
@@ -206,7 +191,7 @@ fn offline_with_a_complete_cache_makes_no_request() {
     };
     let cfg = HubConfig::resolve(&hub::HubFlags::default(), &env).unwrap();
     assert!(cfg.offline);
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert!(snap.from_cache_only);
     assert_tiny_snapshot(&snap);
     // By commit hash, too.
@@ -216,7 +201,7 @@ fn offline_with_a_complete_cache_makes_no_request() {
 
     // And with the endpoint gone entirely.
     drop(hub);
-    hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    fetch_tiny(&cfg).unwrap();
 }
 
 #[test]
@@ -224,7 +209,7 @@ fn offline_with_a_missing_file_names_it() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let online = config(&hub.url(), cache.path());
-    let snap = hub::snapshot(&online, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&online).unwrap();
     let mut offline = online.clone();
     offline.offline = true;
 
@@ -241,20 +226,20 @@ fn offline_with_a_missing_file_names_it() {
     let etag = hub.file("org/tiny", "model.safetensors").unwrap().sha256;
     let blob = cache.path().join("models--org--tiny/blobs").join(&etag);
     fs::remove_file(&blob).unwrap();
-    let err = hub::snapshot(&offline, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&offline).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("missing model.safetensors"), "{msg}");
     assert!(msg.contains("run without --offline"), "{msg}");
 
     // config.json removed from the snapshot.
     fs::remove_file(snap.dir.join("config.json")).unwrap();
-    let err = hub::snapshot(&offline, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&offline).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
 
     // Online repairs it, reusing what is there: config.json's blob is still cached (it is only
     // linked again); the weights are downloaded.
     hub.clear_log();
-    let snap = hub::snapshot(&online, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&online).unwrap();
     assert_tiny_snapshot(&snap);
     let fresh: Vec<_> = snap
         .files
@@ -267,7 +252,7 @@ fn offline_with_a_missing_file_names_it() {
         hub.requests().iter().filter(|r| r.method == "GET").count(),
         2
     );
-    assert!(hub::snapshot(&offline, "org/tiny", "main", &quiet()).is_ok());
+    assert!(fetch_tiny(&offline).is_ok());
 }
 
 #[test]
@@ -281,7 +266,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     // First run: no retries, so it stops with the partial file kept.
     let mut cfg = config(&hub.url(), cache.path());
     cfg.retry.max_attempts = 1;
-    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg).unwrap_err();
     assert!(matches!(err, HubError::Network { .. }), "{err:?}");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     let inc = cache
@@ -292,13 +277,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     assert!(!cache.path().join("models--org--tiny/refs/main").exists());
 
     // Next run resumes at `half`.
-    let snap = hub::snapshot(
-        &config(&hub.url(), cache.path()),
-        "org/tiny",
-        "main",
-        &quiet(),
-    )
-    .unwrap();
+    let snap = fetch_tiny(&config(&hub.url(), cache.path())).unwrap();
     assert_tiny_snapshot(&snap);
     let gets = hub.body_gets("org/tiny", "model.safetensors");
     assert_eq!(gets.len(), 2, "{gets:?}");
@@ -327,19 +306,9 @@ fn a_dropped_connection_is_retried_and_resumed_in_the_same_run() {
         .len()
         / 3;
     hub.drop_body_after("model.safetensors", third, 2);
-    let snap = hub::snapshot(
-        &config(&hub.url(), cache.path()),
-        "org/tiny",
-        "main",
-        &quiet(),
-    )
-    .unwrap();
+    let snap = fetch_tiny(&config(&hub.url(), cache.path())).unwrap();
     assert_tiny_snapshot(&snap);
-    let ranges: Vec<Option<String>> = hub
-        .body_gets("org/tiny", "model.safetensors")
-        .iter()
-        .map(|r| r.header("range").map(str::to_owned))
-        .collect();
+    let ranges = weight_ranges(&hub);
     assert_eq!(
         ranges,
         [
@@ -387,7 +356,7 @@ fn a_failed_file_stops_the_downloads_under_way() {
     hub.corrupt_body("config.json", 1);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
-    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg).unwrap_err();
     assert!(
         matches!(&err, HubError::GitBlobMismatch { file, .. } if file == "config.json"),
         "{err:?}"
@@ -402,7 +371,7 @@ fn a_failed_file_stops_the_downloads_under_way() {
     let kept = fs::metadata(&partial).map_or(0, |m| m.len());
     assert!(kept < model.content.len() as u64);
     hub.throttle(1 << 20, Duration::from_millis(0));
-    assert_tiny_snapshot(&hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap());
+    assert_tiny_snapshot(&fetch_tiny(&cfg).unwrap());
 }
 
 #[test]
@@ -416,7 +385,7 @@ fn corrupted_git_stored_file_is_reported_and_removed() {
         "config.json is stored in git: its ETag is the git blob id"
     );
     hub.corrupt_body("config.json", 1);
-    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, HubError::GitBlobMismatch { .. }), "{err:?}");
     assert!(
@@ -426,7 +395,7 @@ fn corrupted_git_stored_file_is_reported_and_removed() {
     let blobs = cache.path().join("models--org--tiny/blobs");
     assert!(!blobs.join(&file.oid).exists());
     assert!(!blobs.join(format!("{}.incomplete", file.oid)).exists());
-    assert_tiny_snapshot(&hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap());
+    assert_tiny_snapshot(&fetch_tiny(&cfg).unwrap());
 }
 
 /// Blobs damaged in the cache after a fetch (same size, one byte changed) are served as they
@@ -437,7 +406,7 @@ fn verify_cached_downloads_damaged_blobs_again() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
-    hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    fetch_tiny(&cfg).unwrap();
     let blobs = cache.path().join("models--org--tiny/blobs");
     let damaged = ["config.json", "model.safetensors"];
     for name in damaged {
@@ -453,7 +422,7 @@ fn verify_cached_downloads_damaged_blobs_again() {
             .count()
     };
     let before = gets(&hub);
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert_eq!(
         gets(&hub),
         before,
@@ -484,7 +453,7 @@ fn corrupted_bytes_are_reported_and_removed() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
     hub.corrupt_body("model.safetensors", 1);
-    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, HubError::Sha256Mismatch { .. }), "{err:?}");
     assert!(
@@ -502,7 +471,7 @@ fn corrupted_bytes_are_reported_and_removed() {
         .join("model.safetensors")
         .exists());
     // A clean server then works.
-    assert_tiny_snapshot(&hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap());
+    assert_tiny_snapshot(&fetch_tiny(&cfg).unwrap());
 }
 
 #[test]
@@ -568,7 +537,7 @@ fn server_errors_are_retried_with_backoff() {
     let cfg = config(&hub.url(), cache.path());
     hub.fail(Some("GET"), "/model.safetensors", 500, 2);
     hub.fail(Some("GET"), "/api/models/", 503, 2);
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert_tiny_snapshot(&snap);
     let gets = hub.body_gets("org/tiny", "model.safetensors");
     assert_eq!(gets.len(), 3, "two 500s, then success");
@@ -585,7 +554,7 @@ fn server_errors_are_retried_with_backoff() {
     cfg2.retry.max_attempts = 3;
     hub.clear_log();
     hub.fail(Some("HEAD"), "/config.json", 502, 100);
-    let err = hub::snapshot(&cfg2, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg2).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, HubError::Http { status: 502, .. }), "{err:?}");
     assert!(
@@ -605,17 +574,17 @@ fn an_unreachable_hub_falls_back_to_a_complete_cache() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let cfg = config(&hub.url(), cache.path());
-    hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    fetch_tiny(&cfg).unwrap();
 
     hub.fail(None, "/api/", 503, 1000);
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert!(snap.from_cache_only);
     assert_eq!(snap.warnings.len(), 1);
     assert!(snap.warnings[0].contains("503"), "{:?}", snap.warnings);
     assert_tiny_snapshot(&snap);
 
     drop(hub); // connection refused
-    let snap = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap();
+    let snap = fetch_tiny(&cfg).unwrap();
     assert!(snap.from_cache_only);
     assert!(snap.warnings[0].contains("network"), "{:?}", snap.warnings);
 
@@ -623,7 +592,7 @@ fn an_unreachable_hub_falls_back_to_a_complete_cache() {
     let empty = tempfile::tempdir().unwrap();
     let mut cfg = cfg.clone();
     cfg.cache_dir = empty.path().to_path_buf();
-    let err = hub::snapshot(&cfg, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&cfg).unwrap_err();
     assert!(matches!(err, HubError::Network { .. }), "{err:?}");
 }
 
@@ -640,13 +609,7 @@ fn unsafe_listings_are_refused_before_writing_anything() {
         let repo = tiny_repo().with_listing(&["config.json", evil, "model.safetensors"]);
         let hub = MockHub::start(vec![repo]);
         let cache = tempfile::tempdir().unwrap();
-        let err = hub::snapshot(
-            &config(&hub.url(), cache.path()),
-            "org/tiny",
-            "main",
-            &quiet(),
-        )
-        .unwrap_err();
+        let err = fetch_tiny(&config(&hub.url(), cache.path())).unwrap_err();
         assert!(
             matches!(err, HubError::UnsafeFileName { .. }),
             "{evil:?}: {err:?}"
@@ -807,19 +770,9 @@ fn a_resumed_download_with_bad_partial_bytes_starts_over_once() {
     let mut junk = file.content[..1000].to_vec();
     junk[10] ^= 1;
     fs::write(blobs.join(format!("{}.incomplete", file.sha256)), &junk).unwrap();
-    let snap = hub::snapshot(
-        &config(&hub.url(), cache.path()),
-        "org/tiny",
-        "main",
-        &quiet(),
-    )
-    .unwrap();
+    let snap = fetch_tiny(&config(&hub.url(), cache.path())).unwrap();
     assert_tiny_snapshot(&snap);
-    let ranges: Vec<Option<String>> = hub
-        .body_gets("org/tiny", "model.safetensors")
-        .iter()
-        .map(|r| r.header("range").map(str::to_owned))
-        .collect();
+    let ranges = weight_ranges(&hub);
     assert_eq!(ranges, [Some("bytes=1000-".to_owned()), None]);
 }
 
@@ -859,7 +812,7 @@ fn offline_uses_the_python_tree_listing_when_present() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let cache = tempfile::tempdir().unwrap();
     let online = config(&hub.url(), cache.path());
-    hub::snapshot(&online, "org/tiny", "main", &quiet()).unwrap();
+    fetch_tiny(&online).unwrap();
     let trees = cache.path().join("models--org--tiny/trees");
     fs::create_dir_all(&trees).unwrap();
     let mut files = serde_json::Map::new();
@@ -877,7 +830,7 @@ fn offline_uses_the_python_tree_listing_when_present() {
     .unwrap();
     let mut offline = online.clone();
     offline.offline = true;
-    let err = hub::snapshot(&offline, "org/tiny", "main", &quiet()).unwrap_err();
+    let err = fetch_tiny(&offline).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("missing added_tokens.json"), "{msg}");
     assert!(!msg.contains("README.md"), "not a conversion file: {msg}");
@@ -895,13 +848,7 @@ fn a_server_ignoring_range_restarts_the_download_cleanly() {
         / 2;
     hub.drop_body_after("model.safetensors", half, 1);
     hub.ignore_range(true);
-    let snap = hub::snapshot(
-        &config(&hub.url(), cache.path()),
-        "org/tiny",
-        "main",
-        &quiet(),
-    )
-    .unwrap();
+    let snap = fetch_tiny(&config(&hub.url(), cache.path())).unwrap();
     assert_tiny_snapshot(&snap);
     let gets = hub.body_gets("org/tiny", "model.safetensors");
     assert_eq!(gets.len(), 2);

@@ -11,10 +11,10 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::common::mock_hub::{hex, MockHub, MockRepo, TINY_COMMIT};
-use bitconv::hub::{self, FetchOptions, HubConfig, RetryPolicy};
+use crate::common::hub::{fast_config, quiet, tiny_repo};
+use crate::common::mock_hub::{hex, MockHub, TINY_COMMIT};
+use bitconv::hub::{self, HubConfig};
 use sha2::{Digest, Sha256};
 
 fn python() -> Option<String> {
@@ -69,25 +69,7 @@ fn run_python(py: &str, home: &Path, code: &str, args: &[&str], env: &[(&str, &s
 }
 
 fn config(url: &str, cache: &Path) -> HubConfig {
-    let mut c = HubConfig::new(url, cache).unwrap();
-    c.retry = RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-    };
-    c
-}
-
-fn quiet() -> FetchOptions {
-    FetchOptions {
-        quiet: true,
-        progress: false,
-        ..FetchOptions::default()
-    }
-}
-
-fn tiny_repo() -> MockRepo {
-    MockRepo::from_dir("org/tiny", &common::tiny().join("ckpt-fp16"))
+    fast_config(url, cache, 3)
 }
 
 /// file → sha256 of the checkpoint directory.

@@ -31,13 +31,8 @@ pub struct Args {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Worker threads [default: all cores].
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
-    /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
-    /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
-    #[arg(long, value_parser = super::runopts::parse_kernel)]
-    kernel: Option<bitconv::runtime::KernelChoice>,
+    #[command(flatten)]
+    runner: super::runopts::Runner,
     /// Read the weights in place from the file mapping. By default the matrices a token reads
     /// are copied into memory backed by huge pages, which streams them faster.
     #[arg(long)]
@@ -54,8 +49,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> super::Outcome {
-    super::init_threads(a.threads)?;
-    super::runopts::init_kernel(a.kernel)?;
+    a.runner.init()?;
     let load = LoadOptions {
         weights: if a.mmap {
             WeightMemory::Mapped

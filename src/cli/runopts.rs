@@ -18,6 +18,28 @@ pub fn load_tl_params(path: Option<&Path>) -> anyhow::Result<Vec<KernelEntry>> {
     }
 }
 
+/// `-t` and `--kernel`, as the commands that run one model take them (`golden`, `validate`,
+/// `run`).
+#[derive(clap::Args)]
+pub struct Runner {
+    /// Worker threads [default: all cores].
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
+    /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
+    #[arg(long, value_parser = parse_kernel)]
+    kernel: Option<KernelChoice>,
+}
+
+impl Runner {
+    /// Sizes the rayon pool and chooses the process-wide kernel table.
+    pub fn init(&self) -> anyhow::Result<()> {
+        super::init_threads(self.threads)?;
+        init_kernel(self.kernel)?;
+        Ok(())
+    }
+}
+
 /// Parses a `--kernel` value.
 pub fn parse_kernel(s: &str) -> Result<KernelChoice, String> {
     s.parse::<KernelChoice>().map_err(|e| e.to_string())

@@ -31,18 +31,12 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Worker threads [default: all cores].
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
-    /// Kernels: auto (the fastest this CPU runs), reference (the scalar twin of every kernel),
-    /// avx2, avx512, neon [default: $BITCONV_KERNEL, else auto].
-    #[arg(long, value_parser = super::runopts::parse_kernel)]
-    kernel: Option<bitconv::runtime::KernelChoice>,
+    #[command(flatten)]
+    runner: super::runopts::Runner,
 }
 
 pub fn run(a: Args) -> super::Outcome {
-    super::init_threads(a.threads)?;
-    super::runopts::init_kernel(a.kernel)?;
+    a.runner.init()?;
     let opts = RunOptions {
         tl_params: load_tl_params(a.kernel_config.as_deref())?,
     };

@@ -257,21 +257,23 @@ enum RowSource<'a> {
 }
 
 impl RowSource<'_> {
+    /// Latent source row `r` widened to f32 into `scratch` (resized to K).
+    fn latent_row(&self, r: usize, scratch: &mut Vec<f32>) {
+        if let RowSource::Latent { data, dtype, k, .. } = *self {
+            scratch.resize(k, 0.0);
+            to_f32_into(
+                dtype,
+                &data[r * k * dtype.size()..(r + 1) * k * dtype.size()],
+                scratch,
+            );
+        }
+    }
+
     /// Codes of source row `r` into `out` (length K).
     fn codes(&self, r: usize, scratch: &mut Vec<f32>, out: &mut [i8]) {
         match *self {
-            RowSource::Latent {
-                data,
-                dtype,
-                k,
-                tern,
-            } => {
-                scratch.resize(k, 0.0);
-                to_f32_into(
-                    dtype,
-                    &data[r * k * dtype.size()..(r + 1) * k * dtype.size()],
-                    scratch,
-                );
+            RowSource::Latent { tern, .. } => {
+                self.latent_row(r, scratch);
                 tern.codes_into(scratch, out);
             }
             RowSource::Packed { data, rows, k } => {
@@ -296,18 +298,8 @@ impl RowSource<'_> {
         out: &mut [f32],
     ) {
         match *self {
-            RowSource::Latent {
-                data,
-                dtype,
-                k,
-                tern,
-            } => {
-                scratch.resize(k, 0.0);
-                to_f32_into(
-                    dtype,
-                    &data[r * k * dtype.size()..(r + 1) * k * dtype.size()],
-                    scratch,
-                );
+            RowSource::Latent { tern, .. } => {
+                self.latent_row(r, scratch);
                 tern.values_into(scratch, out);
             }
             RowSource::Packed { k, .. } => {

@@ -379,6 +379,37 @@ pub(crate) fn checked_n(layout: &'static str, m: usize, k: usize) -> Result<usiz
     })
 }
 
+/// Checks that an `M × K` matrix can be tiled at all: both dimensions positive and `M·K` within
+/// `usize`.
+pub(crate) fn check_tile_shape(layout: &'static str, m: usize, k: usize) -> Result<()> {
+    if m == 0 || k == 0 {
+        return Err(LayoutError::InvalidShape {
+            layout,
+            m,
+            k,
+            reason: "M and K must be positive".into(),
+        });
+    }
+    checked_n(layout, m, k).map(|_| ())
+}
+
+/// The [`LayoutError::InvalidParams`] of `params` for an `M × K` matrix, given its reason.
+pub(crate) fn invalid_params(
+    layout: &'static str,
+    m: usize,
+    k: usize,
+    params: &TlParams,
+) -> impl Fn(String) -> LayoutError {
+    let params = *params;
+    move |reason| LayoutError::InvalidParams {
+        layout,
+        m,
+        k,
+        params,
+        reason,
+    }
+}
+
 /// Checks `codes.len() == m * k` (with overflow detection).
 pub(crate) fn check_codes_len(
     layout: &'static str,

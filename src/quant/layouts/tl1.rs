@@ -17,8 +17,8 @@
 //! calling [`pack_into`] on each tile with `m = BM` (or any multiple of it).
 
 use super::{
-    check_codes, check_codes_len, check_data_len, check_out_len, checked_n, LayoutError, Result,
-    TlParams,
+    check_codes, check_codes_len, check_data_len, check_out_len, check_tile_shape, invalid_params,
+    LayoutError, Result, TlParams,
 };
 
 const LAYOUT: &str = "TL1";
@@ -33,22 +33,8 @@ pub const fn nbytes(m: usize, k: usize) -> usize {
 /// (`bmm`), `BM % bm == 0`, `M % BM == 0`, `BK % (256/bm) == 0`,
 /// `K % BK == 0`.
 pub fn validate(m: usize, k: usize, params: &TlParams) -> Result<()> {
-    let bad = |reason: String| LayoutError::InvalidParams {
-        layout: LAYOUT,
-        m,
-        k,
-        params: *params,
-        reason,
-    };
-    if m == 0 || k == 0 {
-        return Err(LayoutError::InvalidShape {
-            layout: LAYOUT,
-            m,
-            k,
-            reason: "M and K must be positive".into(),
-        });
-    }
-    checked_n(LAYOUT, m, k)?;
+    let bad = invalid_params(LAYOUT, m, k, params);
+    check_tile_shape(LAYOUT, m, k)?;
     let TlParams { bm: big_m, bk, bmm } = *params;
     if bmm != 32 && bmm != 64 {
         return Err(bad(format!("bm (bmm) must be 32 or 64, got {bmm}")));

@@ -40,8 +40,8 @@
 use std::ops::Range;
 
 use super::{
-    check_codes, check_codes_len, check_data_len, check_out_len, checked_n, LayoutError, Result,
-    TlParams,
+    check_codes, check_codes_len, check_data_len, check_out_len, check_tile_shape, invalid_params,
+    LayoutError, Result, TlParams,
 };
 
 const LAYOUT: &str = "TL2";
@@ -117,22 +117,8 @@ pub fn content_bytes(m: usize, k: usize, params: &TlParams) -> usize {
 /// `K ≥ 256`, and magnitudes + signs + two-part fitting into [`nbytes`].
 /// The kernels' work-buffer bound is [`check_work_buffer`].
 pub fn validate(m: usize, k: usize, params: &TlParams) -> Result<()> {
-    let bad = |reason: String| LayoutError::InvalidParams {
-        layout: LAYOUT,
-        m,
-        k,
-        params: *params,
-        reason,
-    };
-    if m == 0 || k == 0 {
-        return Err(LayoutError::InvalidShape {
-            layout: LAYOUT,
-            m,
-            k,
-            reason: "M and K must be positive".into(),
-        });
-    }
-    checked_n(LAYOUT, m, k)?;
+    let bad = invalid_params(LAYOUT, m, k, params);
+    check_tile_shape(LAYOUT, m, k)?;
     let size = nbytes(m, k)?;
     let TlParams { bm: big_m, bk, bmm } = *params;
     if bmm != BMM {

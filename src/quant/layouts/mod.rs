@@ -113,6 +113,23 @@ pub trait BlockGeometry {
         check_data_len(|| Self::size_note(n), data, Self::blocks_bytes(n))
     }
 
+    /// Encodes `values` (whole blocks) into `out` (exactly their bytes), one block at a time
+    /// with `encode(block_values, block_bytes)`.
+    fn quantize_blocks(
+        values: &[f32],
+        out: &mut [u8],
+        encode: impl Fn(&[f32], &mut [u8]),
+    ) -> Result<()> {
+        Self::check_out(values.len(), out)?;
+        for (x, o) in values
+            .chunks_exact(Self::BLOCK_VALUES)
+            .zip(out.chunks_exact_mut(Self::BLOCK_BYTES))
+        {
+            encode(x, o);
+        }
+        Ok(())
+    }
+
     /// Decodes `n` values (whole blocks) from `data` (at least their bytes), one block at a
     /// time with `decode(block_bytes, block_values)`.
     fn dequantize_blocks(

@@ -23,11 +23,7 @@ super::block_layout!(Q8_0, "Q8_0", id 8, 32 values ("QK8_0"), 34 bytes);
 /// Quantizes `values` (row-major; length a multiple of 32) into `out`
 /// (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Q8_0::check_out(values.len(), out)?;
-    for (x, o) in values
-        .chunks_exact(BLOCK_VALUES)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
+    Q8_0::quantize_blocks(values, out, |x, o| {
         let amax = block_amax(x);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -35,8 +31,7 @@ pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
         for (q, &v) in o[2..].iter_mut().zip(x) {
             *q = (round_away(v * id) as i8) as u8;
         }
-    }
-    Ok(())
+    })
 }
 
 /// Dequantizes `n` values (a multiple of 32) from `data` (at least

@@ -108,14 +108,7 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Tq1_0::check_out(values.len(), out)?;
-    for (x, o) in values
-        .chunks_exact(BLOCK_VALUES)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        quantize_block(x, o);
-    }
-    Ok(())
+    Tq1_0::quantize_blocks(values, out, quantize_block)
 }
 
 #[inline]

@@ -53,14 +53,7 @@ fn encode_block(c: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
 /// Quantizes `values` (row-major; length a multiple of 256, i.e. every row
 /// has `K % 256 == 0`) into `out` (exactly [`nbytes`]`(values.len())` bytes).
 pub fn quantize_into(values: &[f32], out: &mut [u8]) -> Result<()> {
-    Tq2_0::check_out(values.len(), out)?;
-    for (x, o) in values
-        .chunks_exact(BLOCK_VALUES)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-    {
-        quantize_block(x, o);
-    }
-    Ok(())
+    Tq2_0::quantize_blocks(values, out, quantize_block)
 }
 
 /// Packs ternary `codes` (row-major, values in `{-1, 0, 1}`, length a

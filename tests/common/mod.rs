@@ -6,7 +6,7 @@ pub mod mock_hub;
 pub mod mutate;
 pub mod rng;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The reference files copied from `shared/reference/tiny`.
@@ -17,6 +17,42 @@ pub fn tiny() -> PathBuf {
 /// The built `bitconv` binary.
 pub fn bitconv() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bitconv"))
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The stdout of a command that must have succeeded (else the test fails showing both
+/// streams).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Copies the files of `src` (not its subdirectories) into `dst`, creating `dst`.
+pub fn copy_files(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Copies the tiny checkpoint `which` (`ckpt-fp16`, `ckpt-fp32`) into `<tmp>/tiny`, the
+/// directory name the reference converted (general.name is the directory's name).
+pub fn tiny_copy(which: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    copy_files(&tiny().join(which), &dir);
+    (tmp, dir)
 }
 
 /// Writes a random 1bitLLM-style checkpoint (`BitnetForCausalLM`, fp16 latent weights, tied

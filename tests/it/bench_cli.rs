@@ -13,10 +13,17 @@ fn bench(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The JSON report of a `bitconv bench` run that must succeed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let o = bench(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn json_report_is_consistent() {
     let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
-    let o = bench(&[
+    let d = bench_json(&[
         file,
         "-p",
         "8",
@@ -32,8 +39,6 @@ fn json_report_is_consistent() {
         "16",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let bpt = d["bytes_per_token"].as_f64().unwrap();
     // Two layers of h256/ffn768 I2_S projections, the F16 head and one embedding row.
     let proj = 2.0 * (4.0 * 256.0 * 256.0 + 3.0 * 256.0 * 768.0) / 4.0;
@@ -63,7 +68,7 @@ fn json_report_is_consistent() {
 #[test]
 fn mmap_reads_the_weights_in_place() {
     let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
-    let o = bench(&[
+    let d = bench_json(&[
         file,
         "-p",
         "0",
@@ -76,8 +81,6 @@ fn mmap_reads_the_weights_in_place() {
         "--mmap",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["weights_memory"], "mapped");
     assert_eq!(d["resident_bytes"], 0);
     assert!(d["resident_huge_page_bytes"].is_null());
@@ -86,7 +89,7 @@ fn mmap_reads_the_weights_in_place() {
 #[test]
 fn forced_reference_and_bad_input() {
     let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
-    let o = bench(&[
+    let d = bench_json(&[
         file,
         "-p",
         "4",
@@ -100,8 +103,6 @@ fn forced_reference_and_bad_input() {
         "16",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["results"][0]["kernel"], "reference");
     let o = bench(&["no/such/model.gguf"]);
     assert_eq!(o.status.code(), Some(2));
@@ -112,7 +113,7 @@ fn forced_reference_and_bad_input() {
 fn against_alternates_files_in_one_process() {
     let file = "tests/data/tiny/bitnet-cpp/from-fp16/ggml-model-i2_s.gguf";
     let other = "tests/data/tiny/llama-cpp/tiny-tq2_0.gguf";
-    let o = bench(&[
+    let d = bench_json(&[
         file,
         "--against",
         other,
@@ -126,8 +127,6 @@ fn against_alternates_files_in_one_process() {
         "16",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let alt = d["alternated"].as_array().unwrap();
     assert_eq!(alt.len(), 2);
     assert_eq!(alt[0]["file"], file);

@@ -1,25 +1,12 @@
 //! `bitconv convert`: byte equality with the reference files, the exact-mean variant, the
 //! Python `gguf` cross-check, and bad input.
 
-use crate::common;
+use crate::common::{self, tiny_copy};
 
 use std::path::{Path, PathBuf};
 
 use bitconv::gguf::{GgmlType, MappedGguf};
 use bitconv::quant::layouts::{i2s, params, tl1, tl2, tq1_0, tq2_0};
-
-/// Copies a tiny checkpoint into `<tmp>/tiny`, the directory name the reference converted
-/// (general.name is the directory's name).
-fn tiny_copy(which: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny");
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(common::tiny().join(which)).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
-    (tmp, dir)
-}
 
 fn convert(dir: &Path, args: &[&str]) -> (PathBuf, std::process::Output) {
     let out = dir.parent().unwrap().join(format!(
@@ -110,24 +97,28 @@ fn fp16_and_fp32_outputs_equal_bitnet_cpp_byte_for_byte() {
     }
 }
 
+/// Converts `dir` to `tl` (`tl1`, `tl2`) with the reference's flags and kernel_config.ini, and
+/// `extra`.
+fn convert_tl_as_reference(dir: &Path, tl: &str, extra: &[&str]) -> PathBuf {
+    let ini = reference(&format!("bitnet-cpp/kernel_config_{tl}.ini"));
+    let mut args = vec![
+        "--quant",
+        tl,
+        "--absmean",
+        "torch:2",
+        "--quant-embd",
+        "--kernel-config",
+        ini.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    convert_ok(dir, &args)
+}
+
 #[test]
 fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
     let (_tmp, dir) = tiny_copy("ckpt-fp32");
     for tl in ["tl1", "tl2"] {
-        let ini = reference(&format!("bitnet-cpp/kernel_config_{tl}.ini"));
-        let out = convert_ok(
-            &dir,
-            &[
-                "--quant",
-                tl,
-                "--absmean",
-                "torch:2",
-                "--quant-embd",
-                "--kernel-config",
-                ini.to_str().unwrap(),
-                "--reference-bytes",
-            ],
-        );
+        let out = convert_tl_as_reference(&dir, tl, &["--reference-bytes"]);
         let ours = std::fs::read(&out).unwrap();
         let theirs = std::fs::read(reference(&format!(
             "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"
@@ -145,18 +136,7 @@ fn tl_files_record_their_kernel_parameters() {
     let (_tmp, dir) = tiny_copy("ckpt-fp32");
     for tl in ["tl1", "tl2"] {
         let ini = reference(&format!("bitnet-cpp/kernel_config_{tl}.ini"));
-        let out = convert_ok(
-            &dir,
-            &[
-                "--quant",
-                tl,
-                "--absmean",
-                "torch:2",
-                "--quant-embd",
-                "--kernel-config",
-                ini.to_str().unwrap(),
-            ],
-        );
+        let out = convert_tl_as_reference(&dir, tl, &[]);
         let ours = MappedGguf::open(&out).unwrap();
         let theirs = MappedGguf::open(&reference(&format!(
             "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"

@@ -2,10 +2,9 @@
 //! Face transformers (`tests/data/families/make_families.py`), converted to every applicable
 //! output type and validated against transformers' own forward pass (`golden/families/`).
 
-use crate::common;
+use crate::common::{self, ok, s};
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use bitconv::gguf::{GgmlType, MappedGguf};
 
@@ -21,21 +20,6 @@ fn golden(name: &str) -> PathBuf {
     root()
         .join("golden/families")
         .join(format!("{name}.transformers.json"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The family fixtures. Their tokenizers are trained for the tests (no published vocabulary),
@@ -307,11 +291,7 @@ fn falcon_tokenizers_are_named_from_their_definition() {
 fn packed_shape_disagreeing_with_config_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("llama3-8b");
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(fixture("llama3-8b")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_files(&fixture("llama3-8b"), &dir);
     let cfg = dir.join("config.json");
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
@@ -437,11 +417,7 @@ fn every_family_and_type_validates_at_convert_time_and_after() {
 fn merges_naming_unknown_tokens_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("llama3-8b");
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(fixture("llama3-8b")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_files(&fixture("llama3-8b"), &dir);
     let tj = dir.join("tokenizer.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&tj).unwrap()).unwrap();

@@ -60,11 +60,7 @@ fn fetch_converts_and_validates_like_a_local_convert() {
 
     // The same file as `bitconv convert` on a local copy named like the repo.
     let local = tmp.path().join("local/tiny");
-    std::fs::create_dir_all(&local).unwrap();
-    for e in std::fs::read_dir(common::tiny().join("ckpt-fp16")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, local.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_files(&common::tiny().join("ckpt-fp16"), &local);
     let conv = tmp.path().join("local.gguf");
     let c = common::bitconv()
         .arg("convert")

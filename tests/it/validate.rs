@@ -1,6 +1,6 @@
 //! `bitconv golden`, `bitconv validate`, `convert --validate` and `bitconv run`.
 
-use crate::common;
+use crate::common::{self, ok, s};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,37 +14,15 @@ fn bin(args: &[&str]) -> Output {
     common::bitconv().args(args).output().unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The tiny fp16 checkpoint in `<tmp>/tiny`.
 fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny");
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(common::tiny().join("ckpt-fp16")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
-    (tmp, dir)
+    common::tiny_copy("ckpt-fp16")
 }
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("golden")
         .join(name)
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn failed(o: &Output) -> String {

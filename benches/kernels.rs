@@ -17,7 +17,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use half::f16;
 
-#[path = "../tests/common/rng.rs"]
+#[path = "../src/test_rng.rs"]
 mod rng;
 
 use rng::Rng;

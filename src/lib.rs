@@ -28,5 +28,7 @@ pub mod pretok;
 pub mod quant;
 pub mod runtime;
 pub mod sample;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod util;
 pub mod validate;

@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod mock_hub;
 pub mod mutate;
+#[path = "../../src/test_rng.rs"]
 pub mod rng;
 
 use std::path::{Path, PathBuf};
@@ -110,13 +111,8 @@ pub fn random_checkpoint(
     let mut w = std::io::BufWriter::new(f);
     w.write_all(&(hb.len() as u64).to_le_bytes()).unwrap();
     w.write_all(&hb).unwrap();
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut x = rng::XorShift64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut next = move || (x.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
     let mut buf = Vec::new();
     for (_, s) in &tensors {
         buf.clear();

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::common::rng::Lcg;
 use bitconv::quant::absmean::{absmean, absmean_src, AbsmeanMode};
 use bitconv::quant::dtype::{to_f32_into, SrcDtype};
 use bitconv::quant::ternary::{find_non_finite_src, Ternarized};
@@ -13,12 +14,10 @@ use rayon::prelude::*;
 const N: usize = 50_000_000;
 
 fn synthetic(n: usize) -> Vec<f32> {
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut g = Lcg(0x9e37_79b9_7f4a_7c15);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let s = g.step();
             let u = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
             u * u * u * 0.06 + u * 0.01
         })

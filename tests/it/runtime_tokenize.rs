@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::common::rng;
 use bitconv::checkpoint::tokenizer::TokenType;
 use bitconv::gguf::{GgufHeader, GgufWriter, MappedGguf, Value, ValueType};
 use bitconv::runtime::tokenize::{GgufTokenizer, StreamDecoder, TokenizeError, TokenizerModel};
@@ -336,16 +337,15 @@ fn calibration_prompts_and_tricky_strings_match_sentencepiece() {
     check_against_sentencepiece(&texts);
 }
 
-/// A small deterministic generator (no extra dependencies).
+/// A small deterministic generator (no extra dependencies): the high bits of [`rng::Lcg`].
 struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
+        let mut g = rng::Lcg(self.0);
+        let s = g.step();
+        self.0 = s;
+        s >> 33
     }
 
     fn below(&mut self, n: u64) -> u64 {

@@ -309,13 +309,8 @@ fn truncations_of_the_real_model_never_panic() {
 #[test]
 fn random_mutations_never_panic() {
     let bytes = std::fs::read(TINY_MODEL).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::test_rng::XorShift64(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next();
     let (mut ok, mut failed) = (0u32, 0u32);
     for _ in 0..3000 {
         let mut b = bytes.clone();

@@ -240,13 +240,8 @@ fn torch_mean_plain(values: &[f32], threads: usize) -> f32 {
 }
 
 fn lcg(seed: u64) -> impl FnMut() -> u64 {
-    let mut s = seed;
-    move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s >> 11
-    }
+    let mut s = crate::test_rng::Lcg(seed);
+    move || s.step() >> 11
 }
 
 /// Values like a weight matrix: mostly ~N(0, 0.02), some larger, signs random.

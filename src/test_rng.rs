@@ -1,7 +1,10 @@
-//! The one small deterministic generator of the tests and benchmarks (xorshift64*).
+//! The small deterministic generators of the tests and benchmarks, one copy each: [`Rng`]
+//! (xorshift64*, with the helpers the tests draw from it), [`XorShift64`] (the plain 13/7/17
+//! xorshift) and [`Lcg`] (Knuth's MMIX linear congruential step).
 //!
-//! `tests/it` reaches it as `common::rng::Rng`; `benches/kernels.rs` includes this file with
-//! `#[path]`.
+//! The library's unit tests reach this file as `crate::test_rng` (compiled only under
+//! `cfg(test)`); `tests/common` includes it as `common::rng` and `benches/kernels.rs` as `rng`,
+//! both with `#[path]`.
 #![allow(dead_code)]
 
 /// xorshift64*. The state must not be zero: [`Rng::new`] makes it odd.
@@ -77,5 +80,33 @@ impl Rng {
                 b
             })
             .collect()
+    }
+}
+
+/// The plain xorshift64 (shifts 13, 7, 17). The state must not be zero.
+pub struct XorShift64(pub u64);
+
+impl XorShift64 {
+    /// The next state, which is also the output.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The linear congruential step of Knuth's MMIX (`s·6364136223846793005 + 1442695040888963407`).
+/// Its low bits are weak: callers take the high ones.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// Advances and returns the whole new state.
+    pub fn step(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0
     }
 }

@@ -367,6 +367,34 @@ pub(crate) fn pack_ternary_blocks(
     Ok(())
 }
 
+/// The f16 scale `d` that ends a TQ1_0 or TQ2_0 block, widened to f32.
+pub(crate) fn tail_scale(blk: &[u8]) -> f32 {
+    let n = blk.len();
+    half::f16::from_le_bytes([blk[n - 2], blk[n - 1]]).to_f32()
+}
+
+/// The ternary codes of `n` values (whole blocks of the ternary block layout `G`) and the
+/// blocks' scales ([`tail_scale`]): `decode(block_index, block_bytes, block_codes)` fills each
+/// block's codes.
+pub(crate) fn ternary_block_codes<G: BlockGeometry>(
+    data: &[u8],
+    n: usize,
+    mut decode: impl FnMut(usize, &[u8], &mut [i8]),
+) -> Result<(Vec<i8>, Vec<f32>)> {
+    G::check_data(data, n)?;
+    let mut codes = vec![0i8; n];
+    let mut scales = Vec::with_capacity(n / G::BLOCK_VALUES);
+    for (b, (blk, c)) in data
+        .chunks_exact(G::BLOCK_BYTES)
+        .zip(codes.chunks_exact_mut(G::BLOCK_VALUES))
+        .enumerate()
+    {
+        scales.push(tail_scale(blk));
+        decode(b, blk, c);
+    }
+    Ok((codes, scales))
+}
+
 /// Checks that every code is in `{-1, 0, 1}`; reports the first one that is
 /// not.
 #[inline]

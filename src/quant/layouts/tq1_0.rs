@@ -22,7 +22,9 @@
 
 use half::f16;
 
-use super::{pack_ternary_blocks, round_away, BlockGeometry, Result};
+use super::{
+    pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry, Result,
+};
 
 super::block_layout!(Tq1_0, "TQ1_0", id 34, 256 values ("QK_K"), 54 bytes);
 
@@ -135,15 +137,11 @@ fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {
     }
 }
 
-fn block_d(blk: &[u8]) -> f32 {
-    f16::from_le_bytes([blk[52], blk[53]]).to_f32()
-}
-
 /// Dequantizes `n` values (a multiple of 256) from `data` (at least
 /// [`nbytes`]`(n)` bytes): `(t − 1)·d` per value, as ggml does.
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
     Tq1_0::dequantize_blocks(data, n, |blk, y| {
-        let d = block_d(blk);
+        let d = tail_scale(blk);
         decode_block(blk, |i, t| y[i] = (t as i32 - 1) as f32 * d);
     })
 }
@@ -151,17 +149,9 @@ pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
 /// Ternary codes (`t − 1 ∈ {-1, 0, 1}`) of `n` values and the per-block
 /// scales `d` (f16 widened to f32, one per 256 values).
 pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
-    Tq1_0::check_data(data, n)?;
-    let mut codes = vec![0i8; n];
-    let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
-    for (blk, c) in data
-        .chunks_exact(BLOCK_BYTES)
-        .zip(codes.chunks_exact_mut(BLOCK_VALUES))
-    {
-        scales.push(block_d(blk));
-        decode_block(blk, |i, t| c[i] = t as i8 - 1);
-    }
-    Ok((codes, scales))
+    ternary_block_codes::<Tq1_0>(data, n, |_, blk, c| {
+        decode_block(blk, |i, t| c[i] = t as i8 - 1)
+    })
 }
 
 #[cfg(test)]

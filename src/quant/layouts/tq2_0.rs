@@ -17,7 +17,10 @@
 use half::f16;
 
 use super::tq1_0::block_amax;
-use super::{pack_ternary_blocks, round_away, BlockGeometry, LayoutError, Result};
+use super::{
+    pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry, LayoutError,
+    Result,
+};
 
 super::block_layout!(Tq2_0, "TQ2_0", id 35, 256 values ("QK_K"), 66 bytes);
 
@@ -85,16 +88,12 @@ fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {
     }
 }
 
-fn block_d(blk: &[u8]) -> f32 {
-    f16::from_le_bytes([blk[64], blk[65]]).to_f32()
-}
-
 /// Dequantizes `n` values (a multiple of 256) from `data` (at least
 /// [`nbytes`]`(n)` bytes): `(c − 1)·d` per value, as ggml does (code 3 gives
 /// `2·d`, as in ggml).
 pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
     Tq2_0::dequantize_blocks(data, n, |blk, y| {
-        let d = block_d(blk);
+        let d = tail_scale(blk);
         decode_block(blk, |i, c| y[i] = (c as i32 - 1) as f32 * d);
     })
 }
@@ -103,23 +102,15 @@ pub fn dequantize(data: &[u8], n: usize) -> Result<Vec<f32>> {
 /// widened to f32). Code 3 never comes out of the quantizer and is reported
 /// as [`LayoutError::InvalidData`].
 pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
-    Tq2_0::check_data(data, n)?;
-    let mut codes = vec![0i8; n];
-    let mut scales = Vec::with_capacity(n / BLOCK_VALUES);
     let mut bad = None;
-    for (b, (blk, c)) in data
-        .chunks_exact(BLOCK_BYTES)
-        .zip(codes.chunks_exact_mut(BLOCK_VALUES))
-        .enumerate()
-    {
-        scales.push(block_d(blk));
+    let (codes, scales) = ternary_block_codes::<Tq2_0>(data, n, |b, blk, c| {
         decode_block(blk, |i, q| {
             if q == 3 {
                 bad.get_or_insert(b * BLOCK_BYTES + (i / 128) * 32 + i % 32);
             }
             c[i] = q as i8 - 1;
-        });
-    }
+        })
+    })?;
     if let Some(offset) = bad {
         return Err(LayoutError::InvalidData {
             offset,

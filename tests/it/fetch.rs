@@ -26,6 +26,11 @@ fn fetch(url: &str, cache: &Path, cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `bitconv fetch` from `hub`, run in `dir` with its cache in `dir/cache`.
+fn fetch_in(hub: &MockHub, dir: &Path, args: &[&str]) -> Output {
+    fetch(&hub.url(), &dir.join("cache"), dir, args)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -125,9 +130,8 @@ fn offline_without_the_files_says_which_and_how() {
 fn gated_repo_asks_for_a_token_and_never_prints_it() {
     let hub = MockHub::start(vec![tiny_repo().gated("right-token")]);
     let tmp = tempfile::tempdir().unwrap();
-    let o = fetch(
-        &hub.url(),
-        &tmp.path().join("cache"),
+    let o = fetch_in(
+        &hub,
         tmp.path(),
         &["org/tiny", "--token", "wrong-secret-token"],
     );
@@ -135,9 +139,8 @@ fn gated_repo_asks_for_a_token_and_never_prints_it() {
     let t = text(&o);
     assert!(t.contains("--token") && t.contains("HF_TOKEN"), "{t}");
     assert!(!t.contains("wrong-secret-token"), "the token leaked: {t}");
-    let o = fetch(
-        &hub.url(),
-        &tmp.path().join("cache"),
+    let o = fetch_in(
+        &hub,
         tmp.path(),
         &["org/tiny", "--token", "right-token", "--no-validate", "-q"],
     );
@@ -149,20 +152,10 @@ fn gated_repo_asks_for_a_token_and_never_prints_it() {
 fn missing_repo_and_revision() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let tmp = tempfile::tempdir().unwrap();
-    let o = fetch(
-        &hub.url(),
-        &tmp.path().join("cache"),
-        tmp.path(),
-        &["org/nope"],
-    );
+    let o = fetch_in(&hub, tmp.path(), &["org/nope"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("org/nope"), "{}", text(&o));
-    let o = fetch(
-        &hub.url(),
-        &tmp.path().join("cache"),
-        tmp.path(),
-        &["org/tiny", "--revision", "v9"],
-    );
+    let o = fetch_in(&hub, tmp.path(), &["org/tiny", "--revision", "v9"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("v9"), "{}", text(&o));
 }
@@ -209,12 +202,7 @@ fn list_and_help_read_well() {
 fn readme_session() {
     let hub = MockHub::start(vec![tiny_repo()]);
     let tmp = tempfile::tempdir().unwrap();
-    let o = fetch(
-        &hub.url(),
-        &tmp.path().join("cache"),
-        tmp.path(),
-        &["org/tiny", "--quant", "tl1"],
-    );
+    let o = fetch_in(&hub, tmp.path(), &["org/tiny", "--quant", "tl1"]);
     println!(
         "$ HF_ENDPOINT={} bitconv fetch org/tiny --quant tl1\n{}",
         hub.url(),

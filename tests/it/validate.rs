@@ -99,8 +99,8 @@ fn reference_goldens_from_bitnet_cpp_and_llama_cpp() {
     }
 }
 
-#[test]
-fn a_flipped_weight_code_fails_and_names_the_tensor() {
+/// The tiny checkpoint converted with `--validate` to `<tmp>/m.gguf` (its golden beside it).
+fn converted_tiny() -> (tempfile::TempDir, PathBuf) {
     let (tmp, dir) = tiny_dir();
     let out = tmp.path().join("m.gguf");
     ok(&bin(&[
@@ -111,6 +111,12 @@ fn a_flipped_weight_code_fails_and_names_the_tensor() {
         "-o",
         s(&out),
     ]));
+    (tmp, out)
+}
+
+#[test]
+fn a_flipped_weight_code_fails_and_names_the_tensor() {
+    let (tmp, out) = converted_tiny();
     let g = tmp.path().join("m.gguf.golden.json");
     assert!(g.is_file(), "convert --validate writes OUT.golden.json");
     // Flip one 2-bit code of blk.1.ffn_up.weight: code 0 (-1) <-> 2 (+1), or 1 (0) -> 2.
@@ -134,16 +140,7 @@ fn a_flipped_weight_code_fails_and_names_the_tensor() {
 
 #[test]
 fn a_truncated_file_fails_with_a_clear_report() {
-    let (tmp, dir) = tiny_dir();
-    let out = tmp.path().join("m.gguf");
-    ok(&bin(&[
-        "convert",
-        s(&dir),
-        "--validate",
-        "-q",
-        "-o",
-        s(&out),
-    ]));
+    let (tmp, out) = converted_tiny();
     let bytes = std::fs::read(&out).unwrap();
     let cut = tmp.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();

@@ -83,12 +83,7 @@ pub fn is_projection(name: &str) -> bool {
 /// mistake does not apply to this file (nothing is written then).
 pub fn inject(src: &Path, dst: &Path, m: Mistake) -> Result<String, String> {
     let g = MappedGguf::open(src).map_err(|e| e.to_string())?;
-    let mut e = Edit {
-        g: &g,
-        kv: g.header.kv.clone(),
-        data: HashMap::new(),
-        removed: None,
-    };
+    let mut e = Edit::new(&g);
     let what = e.apply(m)?;
     e.write(dst)?;
     Ok(what)
@@ -98,12 +93,7 @@ pub fn inject(src: &Path, dst: &Path, m: Mistake) -> Result<String, String> {
 /// byte-identical: for hostile-value tests.
 pub fn with_key(src: &Path, dst: &Path, key: &str, value: Value) -> Result<(), String> {
     let g = MappedGguf::open(src).map_err(|e| e.to_string())?;
-    let mut e = Edit {
-        g: &g,
-        kv: g.header.kv.clone(),
-        data: HashMap::new(),
-        removed: None,
-    };
+    let mut e = Edit::new(&g);
     e.set(key, value);
     e.write(dst)
 }
@@ -117,6 +107,16 @@ struct Edit<'a> {
 }
 
 impl<'a> Edit<'a> {
+    /// An edit of `g` that changes nothing yet.
+    fn new(g: &'a MappedGguf) -> Edit<'a> {
+        Edit {
+            g,
+            kv: g.header.kv.clone(),
+            data: HashMap::new(),
+            removed: None,
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&Value> {
         self.kv.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

@@ -23,6 +23,19 @@ fn reference() -> &'static Kernels {
     Kernels::reference()
 }
 
+/// `n` values uniform in (-a, a), stored as `ty`.
+fn float_bytes(g: &mut Rng, ty: FloatType, n: usize, a: f32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * ty.bytes());
+    for _ in 0..n {
+        let x = g.float(a);
+        match ty {
+            FloatType::F16 => out.extend(f16::from_f32(x).to_le_bytes()),
+            FloatType::F32 => out.extend(x.to_le_bytes()),
+        }
+    }
+    out
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -222,14 +235,7 @@ proptest! {
         let ty = if half { FloatType::F16 } else { FloatType::F32 };
         let order = if lanes8 { FloatOrder::Lanes8 } else { FloatOrder::Ggml };
         let stride = (k + pad) * ty.bytes();
-        let mut w = vec![];
-        for _ in 0..(rows - 1) * (k + pad) + k {
-            let v = g.float(2.0);
-            match ty {
-                FloatType::F16 => w.extend(f16::from_f32(v).to_le_bytes()),
-                FloatType::F32 => w.extend(v.to_le_bytes()),
-            }
-        }
+        let w = float_bytes(&mut g, ty, (rows - 1) * (k + pad) + k, 2.0);
         let x = g.floats(n * k, 2.0);
         let mut want = vec![0f32; rows * n];
         reference().float_dots(order, ty, &w, stride, k, &x, n, &mut want);
@@ -253,14 +259,7 @@ proptest! {
         let ty = if half { FloatType::F16 } else { FloatType::F32 };
         let order = if lanes8 { FloatOrder::Lanes8 } else { FloatOrder::Ggml };
         let stride = (hd + pad) * ty.bytes();
-        let mut v = vec![];
-        for _ in 0..p.max(1) * (hd + pad) {
-            let x = g.float(3.0);
-            match ty {
-                FloatType::F16 => v.extend(f16::from_f32(x).to_le_bytes()),
-                FloatType::F32 => v.extend(x.to_le_bytes()),
-            }
-        }
+        let v = float_bytes(&mut g, ty, p.max(1) * (hd + pad), 3.0);
         let probs: Vec<f32> = (0..p).map(|_| g.float(1.0).abs()).collect();
         let mut want = vec![0f32; hd];
         let mut scratch = vec![0f32; 32 * hd];

@@ -38,6 +38,53 @@ pub fn ok(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The hyperparameters a synthetic GGUF model states in its metadata.
+pub struct Hparams {
+    /// Blocks.
+    pub n_layer: usize,
+    /// `context_length`.
+    pub n_ctx: usize,
+    /// Embedding width.
+    pub n_embd: usize,
+    /// FFN width.
+    pub n_ff: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// KV heads.
+    pub n_head_kv: usize,
+    /// `rope.freq_base`.
+    pub rope_base: f32,
+}
+
+/// The `{arch}.*` hyperparameter keys from `block_count` to `layer_norm_rms_epsilon` (1e-5), in
+/// the order the synthetic models of the runtime tests write them.
+pub fn hparams_kv(arch: &str, h: &Hparams) -> Vec<(String, bitconv::gguf::Value)> {
+    use bitconv::gguf::Value;
+    let a = arch;
+    vec![
+        (format!("{a}.block_count"), Value::U32(h.n_layer as u32)),
+        (format!("{a}.context_length"), Value::U32(h.n_ctx as u32)),
+        (format!("{a}.embedding_length"), Value::U32(h.n_embd as u32)),
+        (
+            format!("{a}.feed_forward_length"),
+            Value::U32(h.n_ff as u32),
+        ),
+        (
+            format!("{a}.attention.head_count"),
+            Value::U32(h.n_head as u32),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            Value::U32(h.n_head_kv as u32),
+        ),
+        (format!("{a}.rope.freq_base"), Value::F32(h.rope_base)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+    ]
+}
+
 /// Copies the files of `src` (not its subdirectories) into `dst`, creating `dst`.
 pub fn copy_files(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();

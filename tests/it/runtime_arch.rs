@@ -15,7 +15,7 @@ use bitconv::runtime::{
 };
 use half::f16;
 
-use crate::common::rng::Rng;
+use crate::common::{self, rng::Rng};
 
 // ---------------------------------------------------------------------------------------------
 // Random models
@@ -247,30 +247,20 @@ fn make_tensors(c: &Config, seed: u64) -> Vec<Tensor> {
 
 fn metadata(c: &Config) -> Vec<(String, Value)> {
     let a = c.arch;
-    let mut kv = vec![
-        ("general.architecture".to_string(), Value::String(a.into())),
-        (format!("{a}.block_count"), Value::U32(c.n_layer as u32)),
-        (format!("{a}.context_length"), Value::U32(256)),
-        (format!("{a}.embedding_length"), Value::U32(c.n_embd as u32)),
-        (
-            format!("{a}.feed_forward_length"),
-            Value::U32(c.n_ff as u32),
-        ),
-        (
-            format!("{a}.attention.head_count"),
-            Value::U32(c.n_head as u32),
-        ),
-        (
-            format!("{a}.attention.head_count_kv"),
-            Value::U32(c.n_head_kv as u32),
-        ),
-        (format!("{a}.rope.freq_base"), Value::F32(c.rope_base)),
-        (
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(1e-5),
-        ),
-        (format!("{a}.vocab_size"), Value::U32(c.n_vocab as u32)),
-    ];
+    let mut kv = vec![("general.architecture".to_string(), Value::String(a.into()))];
+    kv.extend(common::hparams_kv(
+        a,
+        &common::Hparams {
+            n_layer: c.n_layer,
+            n_ctx: 256,
+            n_embd: c.n_embd,
+            n_ff: c.n_ff,
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            rope_base: c.rope_base,
+        },
+    ));
+    kv.push((format!("{a}.vocab_size"), Value::U32(c.n_vocab as u32)));
     if let Some(r) = c.n_rot {
         kv.push((format!("{a}.rope.dimension_count"), Value::U32(r as u32)));
     }

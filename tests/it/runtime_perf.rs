@@ -13,7 +13,7 @@ use bitconv::quant::layouts::i2s;
 use bitconv::runtime::{argmax, LoadOptions, LogitsWanted, Model, Session};
 use half::f16;
 
-use crate::common::rng::Rng;
+use crate::common::{self, rng::Rng};
 
 /// Shapes of a random BitNet model.
 #[derive(Clone, Copy)]
@@ -30,32 +30,24 @@ struct Shape {
 fn write_random_bitnet(path: &Path, s: Shape, seed: u64) {
     let mut rng = Rng(seed | 1);
     let a = "bitnet";
-    let kv: Vec<(String, Value)> = vec![
+    let mut kv: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(a.into())),
         ("general.name".into(), Value::String("random".into())),
-        (format!("{a}.block_count"), Value::U32(s.n_layer as u32)),
-        (format!("{a}.context_length"), Value::U32(2048)),
-        (format!("{a}.embedding_length"), Value::U32(s.n_embd as u32)),
-        (
-            format!("{a}.feed_forward_length"),
-            Value::U32(s.n_ff as u32),
-        ),
-        (
-            format!("{a}.attention.head_count"),
-            Value::U32(s.n_head as u32),
-        ),
-        (
-            format!("{a}.attention.head_count_kv"),
-            Value::U32(s.n_head as u32),
-        ),
-        (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
-        (
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(1e-5),
-        ),
-        ("general.file_type".into(), Value::U32(40)),
-        (format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32)),
     ];
+    kv.extend(common::hparams_kv(
+        a,
+        &common::Hparams {
+            n_layer: s.n_layer,
+            n_ctx: 2048,
+            n_embd: s.n_embd,
+            n_ff: s.n_ff,
+            n_head: s.n_head,
+            n_head_kv: s.n_head,
+            rope_base: 10000.0,
+        },
+    ));
+    kv.push(("general.file_type".into(), Value::U32(40)));
+    kv.push((format!("{a}.vocab_size"), Value::U32(s.n_vocab as u32)));
     let (e, f) = (s.n_embd as u64, s.n_ff as u64);
     let mut specs = vec![TensorSpec {
         name: "token_embd.weight".into(),

@@ -103,6 +103,92 @@ pub enum Activation {
     Relu2,
 }
 
+impl Activation {
+    /// The name `config.json`'s `hidden_act` and the `{arch}.hidden_activation` key use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Relu2 => "relu2",
+        }
+    }
+
+    /// The activation a `{arch}.hidden_activation` value names (`swish` is SiLU).
+    pub fn from_name(name: &str) -> Option<Activation> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "relu2" => Some(Activation::Relu2),
+            _ => None,
+        }
+    }
+}
+
+/// The suffix of the key that records the FFN activation: `{arch}.hidden_activation`, the key
+/// the runtimes' proposed fixes read (gguf-py's `Keys.LLM.HIDDEN_ACT`). Files without it get
+/// their architecture's default ([`Arch::activation`]).
+pub const HIDDEN_ACTIVATION: &str = "hidden_activation";
+
+/// The key of bitconv's own that names the runtime a file was written for ([`Target::name`]):
+/// it says how the file's tensor type ids are numbered, which the ids alone cannot.
+pub const TARGET_KEY: &str = "bitconv.target";
+
+/// A runtime a file is written for or run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Target {
+    /// microsoft/BitNet as of 2026 (`16da220`, its llama.cpp fork `390c3077`).
+    BitnetCpp,
+    /// microsoft/BitNet as of 2024 (`4645960`, its llama.cpp fork `406a503`): the reference
+    /// converter's bytes.
+    BitnetCpp2024,
+    /// Mainline llama.cpp (ggml-org).
+    LlamaCpp,
+}
+
+/// Every target, in the order `--help` lists them.
+pub const TARGETS: [Target; 3] = [Target::BitnetCpp, Target::BitnetCpp2024, Target::LlamaCpp];
+
+impl Target {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::BitnetCpp => "bitnet-cpp",
+            Target::BitnetCpp2024 => "bitnet-cpp-2024",
+            Target::LlamaCpp => "llama-cpp",
+        }
+    }
+
+    /// The target a [`TARGET_KEY`] value names.
+    pub fn from_name(name: &str) -> Option<Target> {
+        TARGETS.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The FFN activation this runtime computes for `arch`: the 2024 bitnet.cpp follows the
+    /// architecture (ReLU² for `bitnet-b1.58`); the current bitnet.cpp and mainline llama.cpp
+    /// build every BitNet graph with SiLU and read no activation key (microsoft/BitNet issues
+    /// #588, #602; fixes proposed, not merged).
+    pub fn activation_for(self, arch: Arch) -> Activation {
+        match self {
+            Target::BitnetCpp2024 => arch.activation(),
+            Target::BitnetCpp | Target::LlamaCpp => Activation::Silu,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for Target {
+    fn value_variants<'a>() -> &'a [Self] {
+        &TARGETS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 /// The rotary embedding convention of an architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -125,5 +211,31 @@ mod tests {
         assert_eq!(Arch::from_name("bitnet-25"), Some(Arch::BitnetB158));
         assert_eq!(Arch::BitnetB158.name(), "bitnet-b1.58");
         assert_eq!(Arch::from_name("mistral"), None);
+    }
+
+    #[test]
+    fn activations_and_targets() {
+        for a in [Activation::Silu, Activation::Relu2] {
+            assert_eq!(Activation::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Activation::from_name("gelu"), None);
+        // What each runtime computes for 2B-4T: only the 2024 bitnet.cpp is right.
+        assert_eq!(
+            Target::BitnetCpp2024.activation_for(Arch::BitnetB158),
+            Activation::Relu2
+        );
+        assert_eq!(
+            Target::BitnetCpp.activation_for(Arch::BitnetB158),
+            Activation::Silu
+        );
+        assert_eq!(
+            Target::LlamaCpp.activation_for(Arch::BitnetB158),
+            Activation::Silu
+        );
+        // 1bitLLM and Llama-style models are SiLU everywhere.
+        for t in TARGETS {
+            assert_eq!(t.activation_for(Arch::Bitnet), Activation::Silu);
+            assert_eq!(t.activation_for(Arch::Llama), Activation::Silu);
+        }
     }
 }

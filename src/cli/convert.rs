@@ -41,11 +41,12 @@ pub struct Args {
     /// Write the kernel_config.ini that bitnet.cpp's build needs for this model's TL kernels.
     #[arg(long, value_name = "FILE")]
     emit_kernel_config: Option<PathBuf>,
-    /// Write exactly the bytes of bitnet.cpp's converter: no bitconv.* metadata keys (TL files
-    /// then do not record their kernel parameters, and running them needs the tables or
-    /// --kernel-config).
-    #[arg(long)]
-    reference_bytes: bool,
+    /// The runtime the file is for: bitnet-cpp (current microsoft/BitNet: TL2 is type 42),
+    /// bitnet-cpp-2024 (exactly the bytes of bitnet.cpp's 2024 converter, or of llama.cpp's
+    /// for tq1_0/tq2_0: no bitconv.* or activation keys), llama-cpp (mainline: tq1_0, tq2_0,
+    /// f16, f32) [default: llama-cpp for tq1_0/tq2_0, else bitnet-cpp].
+    #[arg(long, value_name = "RUNTIME")]
+    target: Option<bitconv::arch::Target>,
     /// Model name that breaks ties between built-in kernel tables with the same shapes
     /// [default: the directory's name].
     #[arg(long)]
@@ -95,7 +96,7 @@ pub fn run(a: Args) -> super::Outcome {
     opts.model_name = a.model_name.clone();
     opts.general_name = a.name.clone();
     opts.tokenizer_pre = a.tokenizer_pre.clone();
-    opts.reference_bytes = a.reference_bytes;
+    opts.target = a.target;
     if let Some(p) = &a.kernel_config {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -105,6 +106,7 @@ pub fn run(a: Args) -> super::Outcome {
     }
     let plan =
         convert::plan(&ck, &opts).with_context(|| format!("cannot convert {}", a.dir.display()))?;
+    let warnings = convert::plan_kv::runtime_warnings(&ck.config);
     let out = a
         .output
         .clone()
@@ -115,9 +117,13 @@ pub fn run(a: Args) -> super::Outcome {
             let mut j = plan.to_json();
             j["output"] = out.display().to_string().into();
             j["dry_run"] = true.into();
+            j["warnings"] = warnings.clone().into();
             super::print_json(&j)?;
         } else {
             print_plan(&plan, &out);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
         }
         return Ok(true);
     }
@@ -142,6 +148,7 @@ pub fn run(a: Args) -> super::Outcome {
     };
     if a.json {
         let mut j = serde_json::to_value(&summary)?;
+        j["warnings"] = warnings.clone().into();
         j["out_type"] = plan.out_type.name().into();
         j["architecture"] = plan.arch.name().into();
         j["absmean"] = opts.absmean.to_string().into();
@@ -172,6 +179,9 @@ pub fn run(a: Args) -> super::Outcome {
                 limited.len(),
                 GgmlType::I2_S.bitnet_cpp_limit(1).unwrap_or_default()
             );
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
         }
         if let Some(r) = &report {
             super::validate::print_report(r, false)?;

@@ -51,6 +51,10 @@ pub struct Args {
     /// TL1/TL2 kernel parameters from a kernel_config.ini (over derived ones).
     #[arg(long, value_name = "FILE")]
     kernel_config: Option<PathBuf>,
+    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: llama-cpp
+    /// for tq1_0/tq2_0, else bitnet-cpp].
+    #[arg(long, value_name = "RUNTIME")]
+    target: Option<bitconv::arch::Target>,
     /// Write the kernel_config.ini bitnet.cpp's build needs for this model.
     #[arg(long, value_name = "FILE")]
     emit_kernel_config: Option<PathBuf>,
@@ -118,6 +122,7 @@ pub fn run(a: Args) -> super::Outcome {
                 )
             }
         },
+        target: a.target,
     };
     let plan = dummy::plan(&spec)
         .with_context(|| format!("cannot make a {} {} model", a.size, a.quant))?;

@@ -59,6 +59,7 @@ pub fn run(a: Args) -> super::Outcome {
     }
     let opts = RunOptions {
         tl_params: load_tl_params(a.kernel_config.as_deref())?,
+        run_as: None,
     };
     let g = if a.source.is_dir() {
         validate::golden_from_checkpoint(&a.source, &opts, &prompts, n)

@@ -28,6 +28,12 @@ pub struct Args {
     /// TL1/TL2 kernel parameters for a TL file.
     #[arg(long, value_name = "FILE")]
     kernel_config: Option<PathBuf>,
+    /// Run the file the way this runtime computes it (the current bitnet.cpp and mainline
+    /// llama.cpp apply SiLU to every BitNet FFN, whatever the file says), to see what it will do
+    /// to the model before deploying: the report gives the KL divergence and perplexity against
+    /// the golden.
+    #[arg(long = "as", value_name = "RUNTIME")]
+    run_as: Option<bitconv::arch::Target>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -39,6 +45,7 @@ pub fn run(a: Args) -> super::Outcome {
     a.runner.init()?;
     let opts = RunOptions {
         tl_params: load_tl_params(a.kernel_config.as_deref())?,
+        run_as: a.run_as,
     };
     let (golden, gpath) = if let Some(dir) = &a.checkpoint {
         let prompts = match &a.text {
@@ -92,6 +99,9 @@ pub fn print_report(rep: &Report, json: bool) -> anyhow::Result<()> {
     }
     if !rep.arithmetic.is_empty() {
         println!("  arithmetic: {}", rep.arithmetic);
+    }
+    if let Some(r) = &rep.run_as {
+        println!("  run as: {r}");
     }
     for c in &rep.checks {
         println!(

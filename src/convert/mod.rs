@@ -18,6 +18,7 @@ pub use plan::{float_type, plan, Plan, PlannedTensor, Source};
 pub use plan_kv::metadata_for;
 pub use run::{write, Progress, Summary};
 
+pub use crate::arch::Target;
 use crate::checkpoint::CheckpointError;
 use crate::gguf::GgmlType;
 use crate::quant::absmean::AbsmeanMode;
@@ -55,10 +56,32 @@ pub struct ConvertOptions {
     pub general_name: Option<String>,
     /// The BPE pre-tokenizer name, when it cannot be identified from the tokenizer.
     pub tokenizer_pre: Option<String>,
-    /// Write exactly the reference converter's bytes: no metadata keys of bitconv's own (TL
-    /// files then do not record their kernel parameters, see
+    /// The runtime the file is for (`None`: the output type's home, [`default_target`]).
+    /// [`Target::BitnetCpp2024`] writes exactly the reference converter's bytes: no metadata
+    /// keys of bitconv's own (TL files then do not record their kernel parameters, see
     /// [`crate::quant::layouts::params::GGUF_KEY`]).
-    pub reference_bytes: bool,
+    pub target: Option<Target>,
+}
+
+/// Refuses an output type the target runtime cannot load, in words a user can act on.
+pub fn check_target(out: OutType, target: Target) -> Result<(), String> {
+    match (target, out) {
+        (Target::LlamaCpp, OutType::I2S | OutType::Tl1 | OutType::Tl2) => Err(format!(
+            "--quant {out} is a bitnet.cpp type that mainline llama.cpp cannot load; for \
+             --target llama-cpp use tq1_0 or tq2_0 (or f16/f32), or write {out} with --target \
+             bitnet-cpp"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The runtime an output type is written for when none is named: mainline llama.cpp for
+/// TQ1_0/TQ2_0 (its types, its converter's metadata), the current bitnet.cpp for the rest.
+pub fn default_target(out: OutType) -> Target {
+    match out {
+        OutType::Tq1_0 | OutType::Tq2_0 => Target::LlamaCpp,
+        _ => Target::BitnetCpp,
+    }
 }
 
 impl ConvertOptions {
@@ -73,8 +96,18 @@ impl ConvertOptions {
             model_name: None,
             general_name: None,
             tokenizer_pre: None,
-            reference_bytes: false,
+            target: None,
         }
+    }
+
+    /// The target: the one named, else the output type's home.
+    pub fn target(&self) -> Target {
+        self.target.unwrap_or(default_target(self.out_type))
+    }
+
+    /// Whether the target takes keys of bitconv's own (every target but the 2024 reference).
+    pub fn own_keys(&self) -> bool {
+        self.target() != Target::BitnetCpp2024
     }
 }
 

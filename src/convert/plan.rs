@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::checkpoint::{map_name, Arch, Checkpoint, Mapped, ModelConfig, StDtype, TensorEntry};
 use crate::gguf::{GgmlType, TensorSpec, Value};
 use crate::quant::layouts::q8_0::Q8_0;
-use crate::quant::layouts::{params, BlockGeometry, KernelEntry, TlParams};
+use crate::quant::layouts::{BlockGeometry, KernelEntry, TlParams};
 
 use super::{projection_type, ConvertError, ConvertOptions, Flavor, OutType};
 
@@ -163,6 +163,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
     let arch = cfg.arch;
     let packed = ck.is_packed();
     let file_of = |t: &TensorEntry| ck.tensors.shards[t.shard].path.clone();
+    super::check_target(out, opts.target()).map_err(ConvertError::Other)?;
 
     // Map every checkpoint tensor; refuse names no mapping knows.
     let mut mapped: Vec<(&TensorEntry, String, Option<&'static str>)> = Vec::new();
@@ -379,10 +380,11 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             Flavor::Mainline => title_case(&ck.dir_name()),
         });
     let mut kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
-    if !kernel_entries.is_empty() && !opts.reference_bytes {
-        kv.push((
-            params::GGUF_KEY.to_string(),
-            Value::String(params::emit_kernel_config_ini(&kernel_entries)),
+    if opts.own_keys() {
+        kv.extend(super::plan_kv::own_keys(
+            &ck.config,
+            opts.target(),
+            &kernel_entries,
         ));
     }
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();

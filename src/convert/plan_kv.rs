@@ -26,6 +26,65 @@ pub(super) fn metadata(
     ))
 }
 
+/// Keys of bitconv's own that follow the reference metadata in every file not written as the
+/// reference converter's exact bytes: `bitconv.target` (the runtime the file is for, which
+/// also says how its tensor type ids are numbered), `{arch}.hidden_activation` (the FFN activation, which
+/// the 2024 runtimes take from the architecture and the current ones ignore) and, for TL files,
+/// the kernel parameters the tensors were packed with.
+pub fn own_keys(
+    cfg: &ModelConfig,
+    target: crate::arch::Target,
+    kernel_entries: &[crate::quant::layouts::params::KernelEntry],
+) -> Vec<(String, Value)> {
+    use crate::quant::layouts::params;
+    let mut kv = vec![
+        (
+            crate::arch::TARGET_KEY.to_owned(),
+            Value::String(target.name().to_owned()),
+        ),
+        (
+            format!("{}.{}", cfg.arch.name(), crate::arch::HIDDEN_ACTIVATION),
+            Value::String(cfg.activation.name().to_owned()),
+        ),
+    ];
+    if !kernel_entries.is_empty() {
+        kv.push((
+            params::GGUF_KEY.to_string(),
+            Value::String(params::emit_kernel_config_ini(kernel_entries)),
+        ));
+    }
+    kv
+}
+
+/// What the runtimes users deploy to will compute wrongly for this model, in words, with what
+/// to run to see it: today the activation that the current bitnet.cpp and mainline llama.cpp
+/// apply to every BitNet FFN.
+pub fn runtime_warnings(cfg: &ModelConfig) -> Vec<String> {
+    use crate::arch::Target;
+    let wrong: Vec<&str> = [Target::BitnetCpp, Target::LlamaCpp]
+        .into_iter()
+        .filter(|t| t.activation_for(cfg.arch) != cfg.activation)
+        .map(|t| t.name())
+        .collect();
+    if wrong.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "{} compute{} this {} model's FFN with {} although it is trained with {} (they ignore \
+         {}.{}); bitconv and bitnet-cpp-2024 run it as trained. See what {} will do to it: \
+         `bitconv validate FILE --as {}`",
+        wrong.join(" and "),
+        if wrong.len() == 1 { "s" } else { "" },
+        cfg.arch,
+        Target::BitnetCpp.activation_for(cfg.arch).name(),
+        cfg.activation.name(),
+        cfg.arch,
+        crate::arch::HIDDEN_ACTIVATION,
+        if wrong.len() == 1 { "it" } else { "they" },
+        wrong[0]
+    )]
+}
+
 /// The metadata list for a model described by `cfg` written as `out`, with the tokenizer
 /// keys of `tokenizer` (which must be of `out`'s flavor). Used by `convert` and `dummy`.
 pub fn metadata_for(

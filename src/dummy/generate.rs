@@ -502,6 +502,7 @@ mod tests {
                 seed: 11,
                 name: "test".into(),
                 kernel_config: None,
+                target: None,
             };
             let plan = plan(&spec).unwrap();
             let (mut wide, mut base) = (Scratch::default(), Scratch::default());

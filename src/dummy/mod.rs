@@ -22,7 +22,7 @@ use crate::checkpoint::tokenizer::TokenizerMeta;
 use crate::checkpoint::{map_name, Activation, Arch, Family, Mapped, ModelConfig};
 use crate::convert::{float_type, metadata_for, ConvertOptions, Flavor, OutType, Progress};
 use crate::gguf::{GgufWriter, TensorSpec, Value};
-use crate::quant::layouts::{params, KernelEntry, LayoutError, TlParams};
+use crate::quant::layouts::{KernelEntry, LayoutError, TlParams};
 use crate::runtime::kernels;
 use crate::util::AtomicFile;
 
@@ -176,6 +176,8 @@ pub struct DummySpec {
     pub name: String,
     /// TL kernel parameters from a `kernel_config.ini`, over derived ones.
     pub kernel_config: Option<Vec<KernelEntry>>,
+    /// The runtime the file is for (`None`: the output type's home, as for `convert`).
+    pub target: Option<crate::arch::Target>,
 }
 
 /// Dummy generation errors.
@@ -354,6 +356,9 @@ fn tokenizer(cfg: &ModelConfig, flavor: Flavor) -> Result<TokenizerMeta, DummyEr
 
 /// Plans a dummy model: checks the shape, picks every tensor's type and parameters.
 pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
+    if let Some(t) = s.target {
+        crate::convert::check_target(s.out_type, t).map_err(DummyError::Shape)?;
+    }
     if s.hidden == 0 || s.heads == 0 || s.kv_heads == 0 || s.layers == 0 || s.intermediate == 0 {
         return Err(DummyError::Shape(
             "hidden, intermediate, layers, heads and kv-heads must be positive".into(),
@@ -455,10 +460,14 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
     }
     let meta = tokenizer(&cfg, out.flavor())?;
     let mut kv = metadata_for(&cfg, out, &s.name, parameters, &meta);
-    if !kernel_entries.is_empty() {
-        kv.push((
-            params::GGUF_KEY.to_string(),
-            Value::String(params::emit_kernel_config_ini(&kernel_entries)),
+    let target = s
+        .target
+        .unwrap_or(crate::convert::default_target(s.out_type));
+    if target != crate::arch::Target::BitnetCpp2024 {
+        kv.extend(crate::convert::plan_kv::own_keys(
+            &cfg,
+            target,
+            &kernel_entries,
         ));
     }
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();

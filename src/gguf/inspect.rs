@@ -81,7 +81,7 @@ pub fn report_json(g: &MappedGguf, hash: bool) -> Json {
             let mut m = Map::new();
             m.insert("name".into(), json!(t.name));
             m.insert("dims".into(), json!(t.dims));
-            m.insert("type_id".into(), json!(t.ty.id()));
+            m.insert("type_id".into(), json!(t.type_id));
             m.insert("type".into(), json!(t.ty.name()));
             m.insert("offset".into(), json!(t.offset));
             m.insert("span".into(), json!(t.nbytes));

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use reader::{ErrorKind, GgufHeader, ParseLimits, ReadError, TensorInfo};
-pub use types::{GgmlType, SizeRule, TypeInfo, TYPE_TABLE};
+pub use types::{GgmlType, SizeRule, TypeIds, TypeInfo, TYPE_TABLE};
 pub use value::{LazyValue, Value, ValueType};
 pub use writer::{GgufWriter, PlannedTensor, TensorSpec, WriteError};
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::types::{pad_to, GgmlType};
+use super::types::{pad_to, GgmlType, TypeIds};
 use super::value::{LazyValue, Value, ValueType};
 use super::{GGUF_MAGIC, MAX_DIMS};
 
@@ -33,6 +33,8 @@ pub enum ErrorKind {
     BadShape(String),
     /// A count beyond what bitconv reads (the count and the limit).
     OverLimit(u64, u64),
+    /// A tensor type id this file's numbering does not let bitconv read (why).
+    TypeId(String),
     /// `general.alignment` is not a positive power of two, or a tensor offset is not aligned.
     BadAlignment(u64),
     /// A tensor's data lies (partly) past the end of the file.
@@ -58,6 +60,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnknownValueType(t) => write!(f, "unknown metadata value type {t}"),
             ErrorKind::UnknownTensorType(t) => write!(f, "unknown tensor type id {t}"),
             ErrorKind::BadShape(s) => write!(f, "bad shape: {s}"),
+            ErrorKind::TypeId(why) => write!(f, "{why}"),
             ErrorKind::OverLimit(n, limit) => {
                 write!(f, "{n} is more than bitconv reads (at most {limit})")
             }
@@ -106,6 +109,9 @@ pub struct TensorInfo {
     pub dims: Vec<u64>,
     /// Tensor type.
     pub ty: GgmlType,
+    /// The type id as stored in the file (TL2 is 39 or 42 depending on the runtime the file
+    /// is for; see [`TypeIds`]).
+    pub type_id: u32,
     /// Offset of the data relative to the start of the data section.
     pub offset: u64,
     /// Bytes the tensor occupies (the fork's `ggml_nbytes`: for TL1/TL2 including the hidden
@@ -301,6 +307,7 @@ impl GgufHeader {
             alignment = a;
         }
 
+        let type_ids = TypeIds::detect(&kv);
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         let mut names = HashSet::new();
         for i in 0..n_tensors {
@@ -330,12 +337,13 @@ impl GgufHeader {
             }
             let ty_pos = c.pos;
             let ty_id = c.u32(&format!("{field}.type"))?;
-            let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-                c.err_at(
-                    ty_pos,
-                    &format!("{field}.type"),
-                    ErrorKind::UnknownTensorType(ty_id),
-                )
+            let ty = type_ids.type_of(ty_id).map_err(|why| {
+                let kind = if GgmlType::from_id(ty_id).is_none() && !(39..=42).contains(&ty_id) {
+                    ErrorKind::UnknownTensorType(ty_id)
+                } else {
+                    ErrorKind::TypeId(why)
+                };
+                c.err_at(ty_pos, &format!("{field}.type"), kind)
             })?;
             let off_pos = c.pos;
             let offset = c.u64(&format!("{field}.offset"))?;
@@ -360,6 +368,7 @@ impl GgufHeader {
                 name,
                 dims,
                 ty,
+                type_id: ty_id,
                 offset,
                 nbytes,
             });

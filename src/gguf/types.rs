@@ -348,3 +348,144 @@ mod tests {
         assert!(GgmlType::F32.nbytes(&[u64::MAX, 2]).is_err());
     }
 }
+
+/// How a file numbers its tensor types. Ids 0–38 mean the same in every runtime bitconv knows
+/// (36–38, I2_S, I8_S and TL1, exist only in bitnet.cpp's forks); 39–42 do not: 39 is TL2 in
+/// bitnet.cpp's 2024 fork and MXFP4 in the current runtimes, 42 is TL2 in the current
+/// bitnet.cpp and Q2_0 in mainline llama.cpp, 40 and 41 are NVFP4 and Q1_0. A reader must
+/// decide by what the file says, never by the id alone ([`TypeIds::detect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeIds {
+    /// bitnet.cpp 2024 (llama.cpp fork `406a503`): TL2 is 39.
+    Bitnet2024,
+    /// bitnet.cpp 2026 (llama.cpp fork `390c3077`): TL2 is 42.
+    Bitnet2026,
+    /// A BitNet architecture with nothing else said: TL2 is 39 or 42 (no BitNet model is
+    /// stored in MXFP4 or Q2_0).
+    BitnetEither,
+    /// Mainline llama.cpp: 39 MXFP4, 41 Q1_0, 42 Q2_0, none of which bitconv runs.
+    Mainline,
+    /// Nothing says: 39–42 are refused as ambiguous.
+    Undecided,
+}
+
+impl TypeIds {
+    /// Decides from the metadata: bitconv's own `bitconv.target` key, else the architecture
+    /// (`bitnet`, `bitnet-b1.58`, `bitnet-25` are bitnet.cpp's), else undecided.
+    pub fn detect(kv: &[(String, super::Value)]) -> TypeIds {
+        let get = |key: &str| {
+            kv.iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.as_str())
+        };
+        match get(crate::arch::TARGET_KEY).and_then(crate::arch::Target::from_name) {
+            Some(crate::arch::Target::BitnetCpp) => return TypeIds::Bitnet2026,
+            Some(crate::arch::Target::BitnetCpp2024) => return TypeIds::Bitnet2024,
+            Some(crate::arch::Target::LlamaCpp) => return TypeIds::Mainline,
+            None => {}
+        }
+        match get("general.architecture") {
+            Some("bitnet" | "bitnet-b1.58" | "bitnet-25") => TypeIds::BitnetEither,
+            _ => TypeIds::Undecided,
+        }
+    }
+
+    /// The id this numbering stores `ty` under.
+    pub fn id_of(self, ty: GgmlType) -> u32 {
+        match (self, ty) {
+            (TypeIds::Bitnet2026, GgmlType::TL2) => 42,
+            _ => ty.id(),
+        }
+    }
+
+    /// The type an id names in this numbering, or why it cannot be read.
+    pub fn type_of(self, id: u32) -> Result<GgmlType, String> {
+        use TypeIds::*;
+        let not_run = |what: &str| Err(format!("type {id} is {what}, which bitconv does not run"));
+        match (self, id) {
+            (Bitnet2024 | BitnetEither, 39) | (Bitnet2026 | BitnetEither, 42) => Ok(GgmlType::TL2),
+            (Bitnet2026 | Mainline, 39) => not_run("MXFP4 in the current runtimes"),
+            (Bitnet2026 | Mainline | BitnetEither | Undecided, 40) => {
+                not_run("NVFP4 in the current runtimes")
+            }
+            (Bitnet2026 | Mainline | BitnetEither | Undecided, 41) => {
+                not_run("Q1_0 in the current runtimes")
+            }
+            (Mainline, 42) => not_run("Q2_0 in mainline llama.cpp (groups of 64)"),
+            (Mainline, 36..=38) => Err(format!(
+                "type {id} is a bitnet.cpp type (I2_S, I8_S, TL1) in a file written for mainline \
+                 llama.cpp, which does not define it"
+            )),
+            (Undecided, 39) => Err(
+                "type 39 is TL2 in bitnet.cpp's 2024 fork and MXFP4 in the current runtimes, and \
+                 nothing in the file says which runtime it is for (files bitconv writes say so in \
+                 bitconv.target)"
+                    .into(),
+            ),
+            (Undecided, 42) => Err(
+                "type 42 is TL2 in the current bitnet.cpp and Q2_0 in mainline llama.cpp, and \
+                 nothing in the file says which runtime it is for (files bitconv writes say so in \
+                 bitconv.target)"
+                    .into(),
+            ),
+            (Bitnet2024, 40..=42) => Err(format!("type {id} does not exist in bitnet.cpp 2024")),
+            (_, id) => GgmlType::from_id(id).ok_or_else(|| format!("unknown tensor type id {id}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod type_id_tests {
+    use super::*;
+    use crate::gguf::Value;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, Value)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn the_same_id_reads_by_what_the_file_says() {
+        let b158 = TypeIds::detect(&kv(&[("general.architecture", "bitnet-b1.58")]));
+        assert_eq!(b158, TypeIds::BitnetEither);
+        assert_eq!(b158.type_of(42), Ok(GgmlType::TL2));
+        assert_eq!(b158.type_of(39), Ok(GgmlType::TL2));
+        let llama = TypeIds::detect(&kv(&[("general.architecture", "llama")]));
+        assert_eq!(llama, TypeIds::Undecided);
+        for id in [39, 42] {
+            let e = llama.type_of(id).unwrap_err();
+            assert!(e.contains("TL2") && e.contains("bitconv.target"), "{e}");
+        }
+        let ours = TypeIds::detect(&kv(&[
+            ("general.architecture", "llama"),
+            ("bitconv.target", "bitnet-cpp"),
+        ]));
+        assert_eq!(ours, TypeIds::Bitnet2026);
+        assert_eq!(ours.type_of(42), Ok(GgmlType::TL2));
+        assert!(ours.type_of(39).unwrap_err().contains("MXFP4"));
+        let main = TypeIds::detect(&kv(&[("bitconv.target", "llama-cpp")]));
+        assert!(main.type_of(42).unwrap_err().contains("Q2_0"));
+        assert!(main.type_of(36).is_err());
+        assert_eq!(main.type_of(35), Ok(GgmlType::TQ2_0));
+        // Every numbering reads what it writes.
+        for n in [
+            TypeIds::Bitnet2024,
+            TypeIds::Bitnet2026,
+            TypeIds::BitnetEither,
+        ] {
+            for t in TYPE_TABLE {
+                assert_eq!(n.type_of(n.id_of(t.ty)), Ok(t.ty), "{n:?} {}", t.name);
+            }
+        }
+        assert_eq!(TypeIds::Bitnet2024.id_of(GgmlType::TL2), 39);
+        assert_eq!(TypeIds::Bitnet2026.id_of(GgmlType::TL2), 42);
+        // The ids every runtime shares read the same everywhere.
+        for n in [TypeIds::Undecided, TypeIds::Mainline] {
+            for id in [0, 1, 8, 34, 35] {
+                assert_eq!(n.type_of(id), GgmlType::from_id(id).ok_or_else(String::new));
+            }
+        }
+    }
+}

@@ -193,6 +193,9 @@ impl<W: Write> GgufWriter<W> {
             this.put(&(v.value_type() as u32).to_le_bytes())?;
             this.put_value(v)?;
         }
+        // Type ids as the runtime the metadata names numbers them (TL2 is 42 for the current
+        // bitnet.cpp, 39 in the 2024 reference).
+        let type_ids = super::types::TypeIds::detect(kv);
         for i in 0..this.tensors.len() {
             let t = this.tensors[i].clone();
             this.put_str(&t.spec.name)?;
@@ -200,7 +203,7 @@ impl<W: Write> GgufWriter<W> {
             for d in &t.spec.dims {
                 this.put(&d.to_le_bytes())?;
             }
-            this.put(&t.spec.ty.id().to_le_bytes())?;
+            this.put(&type_ids.id_of(t.spec.ty).to_le_bytes())?;
             this.put(&t.offset.to_le_bytes())?;
         }
         this.pad()?;

@@ -6,9 +6,7 @@
 use crate::gguf::Value;
 use crate::quant::layouts::i2s;
 use crate::runtime::hf::{row_hash, row_sketch, HfModel, ProjectionDigest};
-use crate::runtime::{
-    argmax, cosine, Activation, KvPrecision, Model, Session, SessionOptions, WeightFormat,
-};
+use crate::runtime::{argmax, cosine, KvPrecision, Model, Session, SessionOptions, WeightFormat};
 use crate::runtime::{Emulation, Matrix};
 
 use super::reference::{codes_digest, merges_digest, Reference};
@@ -144,11 +142,7 @@ pub fn check_facts(rep: &mut Report, model: &Model, r: &Reference) {
     cmp("vocabulary", hp.n_vocab.to_string(), c.n_vocab.to_string());
     cmp(
         "activation",
-        match hp.arch.activation() {
-            Activation::Silu => "silu",
-            Activation::Relu2 => "relu2",
-        }
-        .into(),
+        hp.activation.name().into(),
         c.activation.clone(),
     );
     cmp("tied head", model.is_tied().to_string(), c.tied.to_string());

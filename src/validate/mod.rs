@@ -83,6 +83,8 @@ pub enum ValidateError {
 pub struct RunOptions {
     /// TL1/TL2 kernel parameters.
     pub tl_params: Vec<KernelEntry>,
+    /// Run the file as this runtime would (`validate --as`).
+    pub run_as: Option<crate::arch::Target>,
 }
 
 fn load_for_validation(
@@ -96,6 +98,7 @@ fn load_for_validation(
             ternary_as_i2s: true,
             // Read in place: a copy would double the memory for nothing.
             weights: crate::runtime::WeightMemory::Mapped,
+            run_as: opts.run_as,
         },
     )
 }
@@ -353,6 +356,7 @@ pub fn check_conversion(
     let (prompts, n) = calibration_prompts();
     let opts = RunOptions {
         tl_params: tl_params.to_vec(),
+        run_as: None,
     };
     let golden = golden_from_checkpoint(dir, &opts, &prompts, n)?;
     let gpath = golden_path_for(file);
@@ -389,6 +393,13 @@ pub fn validate(
         }
     };
     let hp = model.hparams();
+    rep.run_as = opts.run_as.map(|t| {
+        format!(
+            "{t} (its FFN applies {} to this {} file)",
+            hp.activation.name(),
+            hp.arch
+        )
+    });
     rep.check(
         "vocabulary",
         hp.n_vocab == golden.model.n_vocab,

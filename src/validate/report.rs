@@ -112,6 +112,9 @@ pub struct Report {
     /// Over every compared row of every prompt: mean KL divergence, the largest per-prompt
     /// 99th percentile, top-1 agreement.
     pub overall: Option<Overall>,
+    /// With `--as`: the runtime the file was run as and the FFN activation that gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
 }
 
 /// Logit agreement over all prompts.

@@ -73,22 +73,39 @@ fn reference(rel: &str) -> PathBuf {
     common::tiny().join(rel)
 }
 
+/// The target that writes exactly the reference converter's bytes.
+const REF: [&str; 2] = ["--target", "bitnet-cpp-2024"];
+
 #[test]
 fn fp16_and_fp32_outputs_equal_bitnet_cpp_byte_for_byte() {
     for ck in ["fp16", "fp32"] {
         let (_tmp, dir) = tiny_copy(&format!("ckpt-{ck}"));
         let refdir = format!("bitnet-cpp/from-{ck}");
-        let f32 = convert_ok(&dir, &["--quant", "f32", "--absmean", "torch:2"]);
+        let f32 = convert_ok(
+            &dir,
+            &["--quant", "f32", "--absmean", "torch:2", REF[0], REF[1]],
+        );
         assert!(
             std::fs::read(&f32).unwrap()
                 == std::fs::read(reference(&format!("{refdir}/ggml-model-f32.gguf"))).unwrap()
         );
-        let i2s = convert_ok(&dir, &["--quant", "i2_s", "--absmean", "torch:2"]);
+        let i2s = convert_ok(
+            &dir,
+            &["--quant", "i2_s", "--absmean", "torch:2", REF[0], REF[1]],
+        );
         assert_same_file(&i2s, &reference(&format!("{refdir}/ggml-model-i2_s.gguf")));
         // --quant-embd (setup_env's --token-embedding-type f16): identical for tiny.
         let i2s_qe = convert_ok(
             &dir,
-            &["--quant", "i2_s", "--absmean", "torch:2", "--quant-embd"],
+            &[
+                "--quant",
+                "i2_s",
+                "--absmean",
+                "torch:2",
+                "--quant-embd",
+                REF[0],
+                REF[1],
+            ],
         );
         assert_same_file(
             &i2s_qe,
@@ -118,7 +135,7 @@ fn convert_tl_as_reference(dir: &Path, tl: &str, extra: &[&str]) -> PathBuf {
 fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
     let (_tmp, dir) = tiny_copy("ckpt-fp32");
     for tl in ["tl1", "tl2"] {
-        let out = convert_tl_as_reference(&dir, tl, &["--reference-bytes"]);
+        let out = convert_tl_as_reference(&dir, tl, &REF);
         let ours = std::fs::read(&out).unwrap();
         let theirs = std::fs::read(reference(&format!(
             "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"
@@ -128,9 +145,10 @@ fn tl1_and_tl2_equal_bitnet_cpp_byte_for_byte() {
     }
 }
 
-/// Without `--reference-bytes`, a TL file records the kernel parameters it was packed with in
-/// one key of bitconv's namespace and differs from the reference in nothing else; moved away
-/// from every kernel_config.ini, it still runs and validates with no flag.
+/// For the current bitnet.cpp (the default target), a TL file records the runtime it is for,
+/// its FFN activation and the kernel parameters it was packed with in keys after the
+/// reference's, carries TL2 as type 42, and differs from the reference in nothing else; moved
+/// away from every kernel_config.ini, it still runs and validates with no flag.
 #[test]
 fn tl_files_record_their_kernel_parameters() {
     let (_tmp, dir) = tiny_copy("ckpt-fp32");
@@ -142,13 +160,36 @@ fn tl_files_record_their_kernel_parameters() {
             "bitnet-cpp/from-fp32/ggml-model-{tl}.gguf"
         )))
         .unwrap();
-        let (last, rest) = ours.header.kv.split_last().unwrap();
+        let n = theirs.header.kv.len();
         assert_eq!(
-            rest,
+            &ours.header.kv[..n],
             &theirs.header.kv[..],
             "{tl}: the reference's keys, in order"
         );
-        assert_eq!(last.0, params::GGUF_KEY);
+        let own: Vec<&str> = ours.header.kv[n..]
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            own,
+            [
+                bitconv::arch::TARGET_KEY,
+                "bitnet.hidden_activation",
+                params::GGUF_KEY
+            ]
+        );
+        assert_eq!(
+            ours.header.get(bitconv::arch::TARGET_KEY).unwrap().as_str(),
+            Some("bitnet-cpp")
+        );
+        let last = ours.header.kv.last().unwrap();
+        // The raw type id: TL2 is 42 for the current bitnet.cpp, 39 in the 2024 reference.
+        for (a, b) in ours.header.tensors.iter().zip(&theirs.header.tensors) {
+            match (tl, b.type_id) {
+                ("tl2", 39) => assert_eq!(a.type_id, 42, "{}", a.name),
+                _ => assert_eq!(a.type_id, b.type_id, "{}", a.name),
+            }
+        }
         let recorded = params::parse_kernel_config_ini(last.1.as_str().unwrap()).unwrap();
         let given =
             params::parse_kernel_config_ini(&std::fs::read_to_string(&ini).unwrap()).unwrap();
@@ -208,10 +249,30 @@ fn s(p: &Path) -> String {
 fn tq1_0_and_tq2_0_equal_llama_cpp_byte_for_byte() {
     let (_tmp, dir) = tiny_copy("ckpt-fp16");
     for tq in ["tq1_0", "tq2_0"] {
-        let out = convert_ok(&dir, &["--quant", tq, "--absmean", "torch:2"]);
+        let out = convert_ok(
+            &dir,
+            &["--quant", tq, "--absmean", "torch:2", REF[0], REF[1]],
+        );
         let ours = std::fs::read(&out).unwrap();
-        let theirs = std::fs::read(reference(&format!("llama-cpp/tiny-{tq}.gguf"))).unwrap();
+        let refp = reference(&format!("llama-cpp/tiny-{tq}.gguf"));
+        let theirs = std::fs::read(&refp).unwrap();
         assert!(ours == theirs, "{tq} differs");
+        // The default target for TQ files, mainline llama.cpp: the same tensors and the same
+        // keys, then the keys of bitconv's own.
+        let out = convert_ok(&dir, &["--quant", tq, "--absmean", "torch:2"]);
+        let (a, b) = (
+            MappedGguf::open(&out).unwrap(),
+            MappedGguf::open(&refp).unwrap(),
+        );
+        let n = b.header.kv.len();
+        assert_eq!(&a.header.kv[..n], &b.header.kv[..]);
+        let own: Vec<&str> = a.header.kv[n..].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(own, [bitconv::arch::TARGET_KEY, "bitnet.hidden_activation"]);
+        assert_eq!(a.header.tensors.len(), b.header.tensors.len());
+        for (x, y) in a.header.tensors.iter().zip(&b.header.tensors) {
+            assert_eq!((&x.name, &x.dims, x.ty), (&y.name, &y.dims, y.ty));
+            assert!(a.tensor_bytes(x) == b.tensor_bytes(y), "{tq} {}", x.name);
+        }
     }
 }
 
@@ -225,11 +286,11 @@ fn exact_mean_differs_only_in_scales_within_2_ulp() {
     let ini = reference("bitnet-cpp/kernel_config_tl2.ini");
     let cases: Vec<(Vec<&str>, PathBuf)> = vec![
         (
-            vec!["--quant", "i2_s"],
+            vec!["--quant", "i2_s", REF[0], REF[1]],
             reference("bitnet-cpp/from-fp32/ggml-model-i2_s.gguf"),
         ),
         (
-            vec!["--quant", "f32"],
+            vec!["--quant", "f32", REF[0], REF[1]],
             reference("bitnet-cpp/from-fp32/ggml-model-f32.gguf"),
         ),
         (
@@ -239,7 +300,8 @@ fn exact_mean_differs_only_in_scales_within_2_ulp() {
                 "--quant-embd",
                 "--kernel-config",
                 ini.to_str().unwrap(),
-                "--reference-bytes",
+                REF[0],
+                REF[1],
             ],
             reference("bitnet-cpp/from-fp32/ggml-model-tl2.gguf"),
         ),

@@ -207,6 +207,8 @@ fn b158_metadata_follows_the_official_2b4t_order() {
             s(&fixture("bitnet-2b4t-packed")),
             "--quant",
             "i2_s",
+            "--target",
+            "bitnet-cpp-2024",
             "-q",
             "-o",
             s(&out),
@@ -439,4 +441,74 @@ fn merges_naming_unknown_tokens_are_refused() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// Every file says its FFN activation (`{arch}.hidden_activation`: relu2 for 2B-4T-style
+/// models, silu for 1bitLLM and Llama-style ones), and the runtime follows the key.
+/// `validate --as bitnet-cpp` runs a 2B-4T-style file as the current bitnet.cpp does (SiLU):
+/// the KL divergence from the golden is orders of magnitude above the file's own, the check
+/// fails, and the convert summary warns; plain `validate` passes.
+#[test]
+fn hidden_activation_is_written_and_validate_as_shows_the_silu_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = common::tiny().join("ckpt-fp16");
+    for (dir, arch, act) in [
+        (fixture("bitnet-2b4t-packed"), "bitnet-b1.58", "relu2"),
+        (fixture("llama3-8b"), "llama", "silu"),
+        (tiny, "bitnet", "silu"),
+    ] {
+        let out = tmp.path().join(format!("{arch}.gguf"));
+        let o = common::bitconv()
+            .arg("convert")
+            .arg(&dir)
+            .args(["--quant", "i2_s", "--validate", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = ok(&o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.contains("validate FILE --as bitnet-cpp"),
+            act == "relu2",
+            "{err}"
+        );
+        assert!(text.contains("PASS"), "{text}");
+        let g = MappedGguf::open(&out).unwrap();
+        assert_eq!(
+            g.header.get(&format!("{arch}.hidden_activation")),
+            Some(&bitconv::gguf::Value::String(act.into())),
+            "{arch}"
+        );
+        let kl = |extra: &[&str]| {
+            let o = common::bitconv()
+                .arg("validate")
+                .arg(&out)
+                .args(["--json"])
+                .args(extra)
+                .output()
+                .unwrap();
+            let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            (
+                j["overall"]["mean_kl"].as_f64().unwrap(),
+                j["pass"] == true,
+                j,
+            )
+        };
+        let (own, pass, _) = kl(&[]);
+        assert!(pass);
+        let (as_now, pass_now, j) = kl(&["--as", "bitnet-cpp"]);
+        let (as_2024, pass_2024, _) = kl(&["--as", "bitnet-cpp-2024"]);
+        assert!(
+            pass_2024 && as_2024 == own,
+            "{arch}: 2024 follows the architecture"
+        );
+        if act == "relu2" {
+            assert!(as_now > 100.0 * own.max(1e-6), "{arch}: {as_now} vs {own}");
+            assert!(!pass_now);
+            assert!(j["run_as"].as_str().unwrap().contains("silu"), "{j}");
+        } else {
+            assert_eq!(as_now, own, "{arch}: SiLU models run right everywhere");
+            assert!(pass_now);
+        }
+    }
 }

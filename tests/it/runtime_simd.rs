@@ -115,6 +115,7 @@ fn i2s_rows_inside_blocks() {
             seed: 7,
             name: "k320".into(),
             kernel_config: None,
+            target: None,
         };
         let path = dir.path().join(format!("k320-{out_type}.gguf"));
         dummy::write(&spec, &dummy::plan(&spec).unwrap(), &path, &()).unwrap();

@@ -266,6 +266,12 @@ fn seeded_sampling_is_reproducible() {
 
 /// `name` (`tiny` or a family fixture) converted to `q` in `tmp`.
 fn converted(tmp: &Path, name: &str, q: &str) -> PathBuf {
+    converted_as(tmp, name, q, &[])
+}
+
+/// [`converted`] with extra `convert` flags.
+fn converted_as(tmp: &Path, name: &str, q: &str, extra: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(tmp).unwrap();
     let out = tmp.join(format!("{name}-{q}.gguf"));
     let dir = match name {
         "tiny" => common::tiny().join("ckpt-fp16"),
@@ -273,15 +279,9 @@ fn converted(tmp: &Path, name: &str, q: &str) -> PathBuf {
             .join("tests/data/families")
             .join(f),
     };
-    ok(&bin(&[
-        "convert",
-        s(&dir),
-        "--quant",
-        q,
-        "-q",
-        "-o",
-        s(&out),
-    ]));
+    let mut args = vec!["convert", s(&dir), "--quant", q, "-q", "-o", s(&out)];
+    args.extend(extra);
+    ok(&bin(&args));
     out
 }
 
@@ -456,11 +456,13 @@ fn mutate_tokenizer_mistakes_swap_two_entries() {
 #[test]
 fn mutate_activation_swapped_renames_the_architecture_or_flips_the_key() {
     let tmp = tempfile::tempdir().unwrap();
+    // Files without `{arch}.hidden_activation` (the 2024 reference's bytes): the architecture
+    // is renamed.
     for (name, from, to, arch) in [
         ("bitnet-2b4t-bf16", "bitnet-b1.58", "bitnet", Arch::Bitnet),
         ("tiny", "bitnet", "bitnet-b1.58", Arch::BitnetB158),
     ] {
-        let src = converted(tmp.path(), name, "i2_s");
+        let src = converted_as(tmp.path(), name, "i2_s", &["--target", "bitnet-cpp-2024"]);
         let (mt, what) = mutant(&src, Mistake::ActivationSwapped);
         let (a, b) = (
             MappedGguf::open(&src).unwrap(),
@@ -688,10 +690,17 @@ fn mutate_not_applicable_is_an_error_and_writes_nothing() {
     let b158 = converted(tmp.path(), "bitnet-2b4t-bf16", "i2_s");
     let tiny = converted(tmp.path(), "tiny", "i2_s");
     let llama = converted(tmp.path(), "llama3-8b", "i2_s");
+    // Without the activation key, `llama` has no other architecture to be renamed to.
+    let llama_2024 = converted_as(
+        &tmp.path().join("ref"),
+        "llama3-8b",
+        "i2_s",
+        &["--target", "bitnet-cpp-2024"],
+    );
     for (src, m) in [
         (&tiny, Mistake::RopePermutationMissing),
         (&b158, Mistake::RopePermutationMissing),
-        (&llama, Mistake::ActivationSwapped),
+        (&llama_2024, Mistake::ActivationSwapped),
         (&tiny, Mistake::MergesReordered),
         (&tiny, Mistake::TiedHeadOnUntied),
         (&b158, Mistake::TiedHeadOnUntied),

@@ -256,6 +256,22 @@ impl Binder<'_> {
             }
         }
 
+        let act_key = k(crate::arch::HIDDEN_ACTIVATION);
+        let activation = match self.value(&act_key) {
+            None => arch.activation(),
+            Some(v) => {
+                let name = v
+                    .as_str()
+                    .ok_or_else(|| self.meta_err(&act_key, "expected a string"))?;
+                crate::arch::Activation::from_name(name).ok_or_else(|| {
+                    self.meta_err(
+                        &act_key,
+                        format!("activation {name:?} is not supported (silu or relu2)"),
+                    )
+                })?
+            }
+        };
+
         let embd = self.tensor("token_embd.weight")?;
         let n_vocab = match embd.dims.as_slice() {
             [d0, d1] if *d0 as usize == n_embd => *d1 as usize,
@@ -276,6 +292,7 @@ impl Binder<'_> {
         }
         Ok(Hparams {
             arch,
+            activation,
             n_vocab,
             n_embd,
             n_ff,

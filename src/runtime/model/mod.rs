@@ -65,6 +65,10 @@ pub struct LoadOptions {
     pub ternary_as_i2s: bool,
     /// Where the weights the forward pass streams are held.
     pub weights: WeightMemory,
+    /// Runs the file as this runtime computes it (`validate --as`): the FFN activation it
+    /// applies to the file's architecture ([`crate::arch::Target::activation_for`]), whatever
+    /// the file's activation key says.
+    pub run_as: Option<crate::arch::Target>,
 }
 
 /// Where [`Model::load`] keeps the matrices a token reads whole.
@@ -83,6 +87,9 @@ pub enum WeightMemory {
 pub struct Hparams {
     /// The architecture.
     pub arch: Arch,
+    /// The FFN activation: `{arch}.hidden_activation` where the file has it, else the
+    /// architecture's; [`LoadOptions::run_as`] overrides both.
+    pub activation: Activation,
     /// Vocabulary size (rows of `token_embd`).
     pub n_vocab: usize,
     /// Hidden size (`embedding_length`).
@@ -320,7 +327,10 @@ impl Model {
             tl_loaded: false,
             ternary_as_i2s: opts.ternary_as_i2s,
         };
-        let hparams = b.hparams()?;
+        let mut hparams = b.hparams()?;
+        if let Some(t) = opts.run_as {
+            hparams.activation = t.activation_for(hparams.arch);
+        }
         let hp = &hparams;
         let q_dim = hp.n_head * hp.head_dim;
         let kv_dim = hp.n_head_kv * hp.head_dim;

@@ -477,7 +477,7 @@ impl<'m> Session<'m> {
                 &b.cur,
                 &mut b.acts,
                 &mut [&mut b.g, &mut b.u],
-                Some(hp.arch.activation()),
+                Some(hp.activation),
             );
             if let Some(w) = &layer.ffn_sub_norm {
                 rms_norm_rows_in_place(&mut b.g, w, eps, nm, hp.n_ff);

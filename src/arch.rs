@@ -41,6 +41,16 @@ impl Arch {
             .expect("every architecture has a name")
     }
 
+    /// The name mainline llama.cpp gives the architecture: it has no `bitnet-b1.58` and writes
+    /// BitNet b1.58 2B-4T as `bitnet` (the activation then travels in
+    /// `bitnet.hidden_activation`, which this runtime follows).
+    pub fn mainline_name(self) -> &'static str {
+        match self {
+            Arch::BitnetB158 => "bitnet",
+            a => a.name(),
+        }
+    }
+
     /// The FFN gate activation.
     pub fn activation(self) -> Activation {
         match self {

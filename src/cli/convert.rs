@@ -149,7 +149,9 @@ pub fn run(a: Args) -> super::Outcome {
     if a.json {
         let mut j = serde_json::to_value(&summary)?;
         j["warnings"] = warnings.clone().into();
+        j["runtimes"] = serde_json::to_value(runtimes_of(&out).0)?;
         j["out_type"] = plan.out_type.name().into();
+        j["target"] = plan.target.name().into();
         j["architecture"] = plan.arch.name().into();
         j["absmean"] = opts.absmean.to_string().into();
         if let Some(r) = &report {
@@ -159,9 +161,10 @@ pub fn run(a: Args) -> super::Outcome {
         return Ok(report.is_none_or(|r| r.pass));
     } else {
         println!(
-            "wrote {} ({}, {} tensors, {:.1} MB) in {:.2}s ({:.0} MB/s of input)",
+            "wrote {} ({} for {}, {} tensors, {:.1} MB) in {:.2}s ({:.0} MB/s of input)",
             summary.output,
             plan.out_type,
+            plan.target,
             summary.tensors,
             summary.bytes as f64 / 1e6,
             summary.seconds,
@@ -183,11 +186,29 @@ pub fn run(a: Args) -> super::Outcome {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
+        let (_, lines) = runtimes_of(&out);
+        if !lines.is_empty() {
+            println!("runtimes:");
+            for l in lines {
+                println!("  {l}");
+            }
+        }
         if let Some(r) = &report {
             super::validate::print_report(r, false)?;
         }
     }
     Ok(report.is_none_or(|r| r.pass))
+}
+
+/// Which runtimes load and compute the written file ([`bitconv::gguf::compat`]).
+fn runtimes_of(out: &std::path::Path) -> (Vec<bitconv::gguf::compat::Verdict>, Vec<String>) {
+    match bitconv::gguf::MappedGguf::open_for_report(out) {
+        Ok(g) => (
+            bitconv::gguf::compat::verdicts(&g.header),
+            bitconv::gguf::compat::lines(&g.header),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    }
 }
 
 fn write_ini(path: &std::path::Path, plan: &Plan) -> anyhow::Result<()> {
@@ -203,10 +224,11 @@ fn write_ini(path: &std::path::Path, plan: &Plan) -> anyhow::Result<()> {
 
 fn print_plan(plan: &Plan, out: &std::path::Path) {
     println!(
-        "plan: {} → {} ({}, {} tensors, {} metadata keys)",
+        "plan: {} → {} ({} for {}, {} tensors, {} metadata keys)",
         plan.arch,
         out.display(),
         plan.out_type,
+        plan.target,
         plan.tensors.len(),
         plan.kv.len()
     );

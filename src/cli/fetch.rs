@@ -76,6 +76,11 @@ pub struct Args {
     /// reading config.json, before the weights are downloaded.
     #[arg(long)]
     allow_fallback: bool,
+    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: llama-cpp
+    /// for tq1_0/tq2_0, else bitnet-cpp]; a type the target cannot load is refused before the
+    /// download.
+    #[arg(long, value_name = "RUNTIME")]
+    target: Option<bitconv::arch::Target>,
     /// Print one JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -93,7 +98,9 @@ pub struct Args {
 fn precheck(config: &std::path::Path, quant: OutType, name: &str, a: &Args) -> anyhow::Result<()> {
     let cfg = bitconv::checkpoint::ModelConfig::from_file(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
-    let copts = ConvertOptions::new(quant);
+    let mut copts = ConvertOptions::new(quant);
+    copts.target = a.target;
+    convert::check_target(quant, copts.target()).map_err(anyhow::Error::msg)?;
     let mut lines = Vec::new();
     let mut fallbacks = Vec::new();
     for role in bitconv::checkpoint::config::PROJECTIONS {
@@ -187,6 +194,7 @@ pub fn run(a: Args) -> super::Outcome {
         )
     })?;
     let mut copts = ConvertOptions::new(a.quant);
+    copts.target = a.target;
     copts.absmean = a.absmean;
     copts.quant_embd = a.quant_embd;
     // bitnet.cpp names its kernel tables and general.name after the local model directory.

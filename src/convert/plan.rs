@@ -69,6 +69,8 @@ pub struct PlannedTensor {
 pub struct Plan {
     /// The output type.
     pub out_type: OutType,
+    /// The runtime the file is for.
+    pub target: super::Target,
     /// The GGUF architecture.
     pub arch: Arch,
     /// Metadata in write order.
@@ -102,6 +104,7 @@ impl Plan {
             .collect();
         json!({
             "out_type": self.out_type.name(),
+            "target": self.target.name(),
             "architecture": self.arch.name(),
             "n_kv": self.kv.len(),
             "n_tensors": self.tensors.len(),
@@ -381,8 +384,10 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         });
     let mut kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
     if opts.own_keys() {
+        let name = super::plan_kv::arch_name(&kv).to_owned();
         kv.extend(super::plan_kv::own_keys(
             &ck.config,
+            &name,
             opts.target(),
             &kernel_entries,
         ));
@@ -392,6 +397,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
         .map_err(|e| ConvertError::Other(e.to_string()))?;
     Ok(Plan {
         out_type: out,
+        target: opts.target(),
         arch,
         kv,
         tensors,

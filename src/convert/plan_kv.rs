@@ -26,6 +26,14 @@ pub(super) fn metadata(
     ))
 }
 
+/// The `general.architecture` a metadata list names.
+pub fn arch_name(kv: &[(String, Value)]) -> &str {
+    kv.iter()
+        .find(|(k, _)| k == "general.architecture")
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or_default()
+}
+
 /// Keys of bitconv's own that follow the reference metadata in every file not written as the
 /// reference converter's exact bytes: `bitconv.target` (the runtime the file is for, which
 /// also says how its tensor type ids are numbered), `{arch}.hidden_activation` (the FFN activation, which
@@ -33,6 +41,7 @@ pub(super) fn metadata(
 /// the kernel parameters the tensors were packed with.
 pub fn own_keys(
     cfg: &ModelConfig,
+    arch_name: &str,
     target: crate::arch::Target,
     kernel_entries: &[crate::quant::layouts::params::KernelEntry],
 ) -> Vec<(String, Value)> {
@@ -43,7 +52,7 @@ pub fn own_keys(
             Value::String(target.name().to_owned()),
         ),
         (
-            format!("{}.{}", cfg.arch.name(), crate::arch::HIDDEN_ACTIVATION),
+            format!("{arch_name}.{}", crate::arch::HIDDEN_ACTIVATION),
             Value::String(cfg.activation.name().to_owned()),
         ),
     ];
@@ -97,11 +106,14 @@ pub fn metadata_for(
     if out.flavor() == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
         return metadata_ms_b158(cfg, out, general_name, tokenizer);
     }
-    let a = cfg.arch.name();
+    let flavor = out.flavor();
+    let a = match flavor {
+        Flavor::Mainline => cfg.arch.mainline_name(),
+        Flavor::BitnetCpp => cfg.arch.name(),
+    };
     let mut kv: Vec<(String, Value)> = Vec::new();
     let mut put = |k: String, v: Value| kv.push((k, v));
     let u32v = |x: u64| Value::U32(x as u32);
-    let flavor = out.flavor();
 
     put("general.architecture".into(), Value::String(a.into()));
     if flavor == Flavor::Mainline {

@@ -464,8 +464,10 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
         .target
         .unwrap_or(crate::convert::default_target(s.out_type));
     if target != crate::arch::Target::BitnetCpp2024 {
+        let name = crate::convert::plan_kv::arch_name(&kv).to_owned();
         kv.extend(crate::convert::plan_kv::own_keys(
             &cfg,
+            &name,
             target,
             &kernel_entries,
         ));

@@ -106,6 +106,7 @@ pub fn report_json(g: &MappedGguf, hash: bool) -> Json {
         "file_size": h.file_size,
         "kv": kv,
         "tensors": tensors,
+        "runtimes": super::compat::verdicts(h),
     })
 }
 
@@ -191,6 +192,10 @@ pub fn report_text(g: &MappedGguf, hash: bool) -> String {
             "note: {limited} tensors: {}",
             GgmlType::I2_S.bitnet_cpp_limit(1).unwrap_or_default()
         );
+    }
+    let _ = writeln!(s, "runtimes:");
+    for line in super::compat::lines(h) {
+        let _ = writeln!(s, "  {line}");
     }
     s
 }

@@ -6,6 +6,7 @@
 //! type table counts that slot in the tensor's byte size, so such files read like any other and
 //! [`GgufHeader::ternary_scale`] exposes the scale.
 
+pub mod compat;
 pub mod inspect;
 pub mod reader;
 pub mod types;

@@ -452,6 +452,8 @@ fn python_gguf(script: &str, args: &[&Path]) -> Option<String> {
     Some(String::from_utf8(o.stdout).unwrap())
 }
 
+/// The Python `gguf` package (mainline llama.cpp's reader) reads files written for mainline
+/// llama.cpp and dequantizes every ternary tensor to exactly our values.
 #[test]
 fn python_gguf_reads_our_files_and_dequantizes_like_our_unpack() {
     let (_tmp, dir) = tiny_copy("ckpt-fp16");
@@ -465,8 +467,9 @@ for t in r.tensors:
         out.append(t.name + " " + t.tensor_type.name + " " + str(v.size) + " " + v.tobytes().hex())
 print("\n".join(out))
 "#;
+    // Files written for mainline llama.cpp (bitconv's own keys included).
     for q in ["tq1_0", "tq2_0", "f16", "f32"] {
-        let path = convert_ok(&dir, &["--quant", q]);
+        let path = convert_ok(&dir, &["--quant", q, "--target", "llama-cpp"]);
         let Some(text) = python_gguf(script, &[&path]) else {
             return;
         };

@@ -512,3 +512,71 @@ fn hidden_activation_is_written_and_validate_as_shows_the_silu_reading() {
         }
     }
 }
+
+/// `inspect` says which runtime loads a file and computes it as trained, with the reason: a
+/// 2B-4T-style model in I2_S runs in bitconv and the 2024 bitnet.cpp, loads in the current
+/// bitnet.cpp with the wrong activation and not at all in mainline; written for mainline
+/// (TQ2_0) it loads everywhere but only bitconv computes it right; a Llama-style TL2 file for
+/// the current bitnet.cpp (type 42) cannot load in the 2024 one.
+#[test]
+fn inspect_says_which_runtime_runs_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let verdicts = |fixture_name: &str, q: &str| {
+        let out = tmp.path().join(format!("{fixture_name}-{q}.gguf"));
+        ok(&common::bitconv()
+            .args([
+                "convert",
+                s(&fixture(fixture_name)),
+                "--quant",
+                q,
+                "-q",
+                "-o",
+                s(&out),
+            ])
+            .output()
+            .unwrap());
+        let j: serde_json::Value = serde_json::from_str(&ok(&common::bitconv()
+            .args(["inspect", "--json", s(&out)])
+            .output()
+            .unwrap()))
+        .unwrap();
+        let v: Vec<(String, bool, bool, String)> = j["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["runtime"].as_str().unwrap().to_string(),
+                    r["loads"] == true,
+                    r["correct"] == true,
+                    r["why"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v
+    };
+    let find = |v: &[(String, bool, bool, String)], rt: &str| {
+        v.iter().find(|r| r.0 == rt).cloned().unwrap()
+    };
+    let i2s = verdicts("bitnet-2b4t-packed", "i2_s");
+    assert!(find(&i2s, "bitconv").2);
+    assert!(find(&i2s, "bitnet-cpp-2024").2);
+    let now = find(&i2s, "bitnet-cpp");
+    assert!(
+        now.1 && !now.2 && now.3.contains("silu instead of relu2"),
+        "{now:?}"
+    );
+    let main = find(&i2s, "llama-cpp");
+    assert!(!main.1 && main.3.contains("I2_S"), "{main:?}");
+    let tq = verdicts("bitnet-2b4t-packed", "tq2_0");
+    assert!(find(&tq, "bitconv").2);
+    for rt in ["bitnet-cpp-2024", "bitnet-cpp", "llama-cpp"] {
+        let r = find(&tq, rt);
+        assert!(r.1 && !r.2, "{r:?}");
+    }
+    let tl2 = verdicts("llama3-8b", "tl2");
+    let old = find(&tl2, "bitnet-cpp-2024");
+    assert!(!old.1 && old.3.contains("type 42"), "{old:?}");
+    let now = find(&tl2, "bitnet-cpp");
+    assert!(now.1 && now.2, "{now:?}");
+}

@@ -717,3 +717,98 @@ fn huge_metadata_arrays_cost_no_memory_and_name_the_key() {
         );
     }
 }
+
+/// Type 42 is TL2 for the current bitnet.cpp and Q2_0 for mainline llama.cpp. A TL2 file
+/// (written for bitnet-cpp: type 42) relabelled as architecture `llama`, with nothing left that
+/// says which runtime it is for, is refused by `run`, `validate` and `inspect` with an error
+/// naming both readings, never read as Q2_0 or TL2 garbage; the original file runs.
+#[test]
+fn type_42_under_llama_with_nothing_said_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/families/bitnet-2b4t-packed");
+    let src = tmp.path().join("tl2.gguf");
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(&fixture)
+        .args(["--quant", "tl2", "-q", "-o"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = bitconv::gguf::MappedGguf::open(&src).unwrap();
+    assert!(g.header.tensors.iter().any(|t| t.type_id == 42));
+    // Relabel: the architecture and its keys renamed, bitconv's keys dropped.
+    let kv: Vec<(String, Value)> = g
+        .header
+        .kv
+        .iter()
+        .filter(|(k, _)| !k.starts_with("bitconv."))
+        .map(|(k, v)| match k.as_str() {
+            "general.architecture" => (k.clone(), Value::String("llama".into())),
+            _ => (k.replace("bitnet-b1.58.", "llama."), v.clone()),
+        })
+        .collect();
+    let specs = g
+        .header
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut w = GgufWriter::new(Vec::new(), &kv, specs).unwrap();
+    for t in &g.header.tensors {
+        w.write_data(g.tensor_bytes(t)).unwrap();
+    }
+    let mut bytes = w.finish().unwrap();
+    // The writer numbers TL2 as the 2024 fork did (39) when nothing says otherwise; put the
+    // current id back, as the original file had it.
+    let mut patched = 0;
+    for t in &g.header.tensors {
+        let mut pat = (t.name.len() as u64).to_le_bytes().to_vec();
+        pat.extend_from_slice(t.name.as_bytes());
+        let at = bytes
+            .windows(pat.len())
+            .position(|w| w == pat.as_slice())
+            .unwrap();
+        let ty_at = at + pat.len() + 4 + 8 * t.dims.len();
+        let id = u32::from_le_bytes(bytes[ty_at..ty_at + 4].try_into().unwrap());
+        assert_eq!(id, t.ty.id());
+        if t.type_id == 42 {
+            bytes[ty_at..ty_at + 4].copy_from_slice(&42u32.to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert!(patched > 0);
+    let relabelled = tmp.path().join("llama-42.gguf");
+    std::fs::write(&relabelled, &bytes).unwrap();
+    for args in [
+        vec!["run", "-p", "x", "-n", "1"],
+        vec!["inspect"],
+        vec!["golden", "-o", "/dev/null"],
+    ] {
+        let o = common::bitconv()
+            .arg(args[0])
+            .arg(&relabelled)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("type 42") && err.contains("TL2") && err.contains("Q2_0"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let o = common::bitconv()
+        .arg("run")
+        .arg(&src)
+        .args(["-p", "x", "-n", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -639,16 +639,17 @@ const ROUND_TRIP_TEXTS: &[&str] = &[
     "mixed: naïve café — “quotes” …",
 ];
 
-#[test]
-fn trained_byte_level_vocab_round_trips_and_agrees_with_tokenizers() {
+/// An empty BPE tokenizer with Llama-3's pre-tokenizer (the `tokenizer.json` spelling of its
+/// expression, then the byte-level mapping) and a BPE trainer for `vocab_size` tokens over the
+/// byte alphabet.
+fn llama3_style_bpe(
+    vocab_size: usize,
+) -> (tokenizers::Tokenizer, tokenizers::models::TrainerWrapper) {
     use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-    use tokenizers::models::TrainerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::sequence::Sequence;
     use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-    use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
-
-    // Llama-3's expression (tokenizer.json spelling) in front of the byte-level mapping.
+    use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
     let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let pre = Sequence::new(vec![
         PreTokenizerWrapper::from(
@@ -663,13 +664,20 @@ fn trained_byte_level_vocab_round_trips_and_agrees_with_tokenizers() {
     ]);
     let mut hf = Tokenizer::new(BPE::default());
     hf.with_pre_tokenizer(Some(pre));
-    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
-        .vocab_size(600)
+    let trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
         .min_frequency(1)
         .show_progress(false)
         .initial_alphabet(byte_chars().into_iter().collect())
         .build()
         .into();
+    (hf, trainer)
+}
+
+#[test]
+fn trained_byte_level_vocab_round_trips_and_agrees_with_tokenizers() {
+    use tokenizers::AddedToken;
+    let (mut hf, mut trainer) = llama3_style_bpe(600);
     let corpus: Vec<String> = (0..50)
         .map(|i| {
             format!(
@@ -1164,35 +1172,10 @@ fn full_size_vocabularies_build_quickly() {
 #[test]
 fn small_llama3_style_bpe_is_recognised_by_its_definition() {
     use bitconv::checkpoint::tokenizer::{Flavor, TokenizerMeta};
-    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-    use tokenizers::models::TrainerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    use tokenizers::pre_tokenizers::sequence::Sequence;
-    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-    use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
-
-    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    let pre = Sequence::new(vec![
-        PreTokenizerWrapper::from(
-            Split::new(
-                SplitPattern::Regex(llama3.into()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .unwrap(),
-        ),
-        ByteLevel::new(false, false, false).into(),
-    ]);
-    let mut hf = Tokenizer::new(BPE::default());
-    hf.with_pre_tokenizer(Some(pre));
+    use tokenizers::AddedToken;
+    let (mut hf, mut trainer) = llama3_style_bpe(999);
     hf.with_decoder(Some(ByteLevel::default()));
-    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
-        .vocab_size(999)
-        .min_frequency(1)
-        .show_progress(false)
-        .initial_alphabet(byte_chars().into_iter().collect())
-        .build()
-        .into();
     let corpus: Vec<&str> = include_str!("../../docs/FORMATS.md").lines().collect();
     hf.train(&mut trainer, corpus.iter()).unwrap();
     hf.add_special_tokens([AddedToken::from("<|begin_of_text|>", true)])

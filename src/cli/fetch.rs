@@ -237,6 +237,8 @@ pub fn run(a: Args) -> super::Outcome {
             })).collect::<Vec<_>>(),
             "downloaded_bytes": downloaded,
             "output": out.display().to_string(), "out_type": a.quant.name(),
+            "target": plan.target.name(),
+            "runtimes": super::convert::runtimes_of(&out).0,
             "output_bytes": summary.bytes, "output_sha256": sha,
             "validation": report.as_ref().map(|r| serde_json::to_value(r).unwrap_or_default()),
             "pass": pass,
@@ -257,12 +259,17 @@ pub fn run(a: Args) -> super::Outcome {
             );
         }
         println!(
-            "output: {} ({}, {:.1} MB, sha256 {})",
+            "output: {} ({} for {}, {:.1} MB, sha256 {})",
             out.display(),
             a.quant,
+            plan.target,
             summary.bytes as f64 / 1e6,
             &sha[..16]
         );
+        println!("runtimes:");
+        for l in super::convert::runtimes_of(&out).1 {
+            println!("  {l}");
+        }
         if let Some(r) = &report {
             super::validate::print_report(r, false)?;
         }

@@ -201,7 +201,9 @@ pub fn run(a: Args) -> super::Outcome {
 }
 
 /// Which runtimes load and compute the written file ([`bitconv::gguf::compat`]).
-pub(super) fn runtimes_of(out: &std::path::Path) -> (Vec<bitconv::gguf::compat::Verdict>, Vec<String>) {
+pub(super) fn runtimes_of(
+    out: &std::path::Path,
+) -> (Vec<bitconv::gguf::compat::Verdict>, Vec<String>) {
     match bitconv::gguf::MappedGguf::open_for_report(out) {
         Ok(g) => (
             bitconv::gguf::compat::verdicts(&g.header),

@@ -812,3 +812,87 @@ fn type_42_under_llama_with_nothing_said_is_refused() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The sweep of the hostile-input issue under `ulimit -v 4000000`: sizes that come from a
+/// config (10^7 and 2^40 layers) or a GGUF header (`block_count` 2^31) make `convert --dry-run`,
+/// `golden`, `run` and `validate` exit 2 with an error naming the field, never abort.
+#[test]
+fn hostile_sizes_exit_2_under_a_4_gb_address_space() {
+    let os = std::ffi::OsStr::new;
+    let gb4 = 4_000_000 * 1024;
+    let (tmp, dir) = common::tiny_copy("ckpt-fp16");
+    let cfg_path = dir.join("config.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    for layers in [10_000_000u64, 1 << 40] {
+        let mut c = cfg.clone();
+        c["num_hidden_layers"] = layers.into();
+        std::fs::write(&cfg_path, c.to_string()).unwrap();
+        for args in [
+            vec![os("convert"), dir.as_os_str(), os("--dry-run")],
+            vec![os("golden"), dir.as_os_str(), os("-o"), os("/dev/null")],
+        ] {
+            let (code, err, _) = run_limited(&args, gb4);
+            assert_eq!(code, Some(2), "{args:?} {layers}: {err}");
+            assert!(
+                err.contains("num_hidden_layers") || err.contains("layers"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    // A model whose header claims 2^31 blocks.
+    let good = tmp.path().join("good.gguf");
+    let o = common::bitconv()
+        .arg("convert")
+        .arg(&dir)
+        .args(["-q", "-o"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let g = bitconv::gguf::MappedGguf::open(&good).unwrap();
+    let kv: Vec<(String, Value)> = g
+        .header
+        .kv
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "bitnet.block_count" => (k.clone(), Value::U32(1 << 31)),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let specs = g
+        .header
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut w = GgufWriter::new(Vec::new(), &kv, specs).unwrap();
+    for t in &g.header.tensors {
+        w.write_data(g.tensor_bytes(t)).unwrap();
+    }
+    let bad = tmp.path().join("blocks.gguf");
+    std::fs::write(&bad, w.finish().unwrap()).unwrap();
+    std::fs::copy(
+        format!("{}.golden.json", good.display()),
+        format!("{}.golden.json", bad.display()),
+    )
+    .ok();
+    for args in [
+        vec![os("run"), bad.as_os_str(), os("-p"), os("x")],
+        vec![os("golden"), bad.as_os_str(), os("-o"), os("/dev/null")],
+        vec![os("inspect"), bad.as_os_str()],
+    ] {
+        let (code, err, _) = run_limited(&args, gb4);
+        if args[0] == "inspect" {
+            assert_eq!(code, Some(0), "inspect only reports: {err}");
+            continue;
+        }
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("block_count"), "{args:?}: {err}");
+    }
+}

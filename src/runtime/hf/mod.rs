@@ -308,6 +308,19 @@ impl HfModel {
         };
         let packed = c.linear.packed();
         let divide = c.linear == LinearKind::BitLinear;
+        // Every layer has at least its seven projections: a count the checkpoint cannot hold is
+        // an error before anything is allocated for it.
+        if c.num_hidden_layers > store.len() / 7 {
+            return Err(HfError::Config {
+                file: dir.join("config.json"),
+                field: "num_hidden_layers".into(),
+                reason: format!(
+                    "{} layers, but the checkpoint holds only {} tensors",
+                    c.num_hidden_layers,
+                    store.len()
+                ),
+            });
+        }
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");

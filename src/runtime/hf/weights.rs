@@ -41,6 +41,13 @@ pub(super) struct Store {
     tensors: HashMap<String, Loc>,
 }
 
+impl Store {
+    /// How many tensors the checkpoint holds.
+    pub(super) fn len(&self) -> usize {
+        self.tensors.len()
+    }
+}
+
 /// One tensor: its bytes in the map, dtype and shape.
 #[derive(Clone, Copy)]
 pub(super) struct TensorRef<'a> {

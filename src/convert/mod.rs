@@ -75,6 +75,15 @@ pub fn check_target(out: OutType, target: Target) -> Result<(), String> {
     }
 }
 
+/// Which reference converter's metadata a file for `target` follows: mainline's for the
+/// llama-cpp target and for TQ1_0/TQ2_0 (mainline's types), bitnet.cpp's otherwise.
+pub fn flavor_for(out: OutType, target: Target) -> Flavor {
+    match target {
+        Target::LlamaCpp => Flavor::Mainline,
+        _ => out.flavor(),
+    }
+}
+
 /// The runtime an output type is written for when none is named: mainline llama.cpp for
 /// TQ1_0/TQ2_0 (its types, its converter's metadata), the current bitnet.cpp for the rest.
 pub fn default_target(out: OutType) -> Target {
@@ -103,6 +112,11 @@ impl ConvertOptions {
     /// The target: the one named, else the output type's home.
     pub fn target(&self) -> Target {
         self.target.unwrap_or(default_target(self.out_type))
+    }
+
+    /// Which reference converter's metadata the file follows ([`flavor_for`]).
+    pub fn flavor(&self) -> Flavor {
+        flavor_for(self.out_type, self.target())
     }
 
     /// Whether the target takes keys of bitconv's own (every target but the 2024 reference).

@@ -378,7 +378,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
     let general_name = opts
         .general_name
         .clone()
-        .unwrap_or_else(|| match out.flavor() {
+        .unwrap_or_else(|| match opts.flavor() {
             Flavor::BitnetCpp => ck.dir_name(),
             Flavor::Mainline => title_case(&ck.dir_name()),
         });

@@ -14,12 +14,13 @@ pub(super) fn metadata(
     general_name: &str,
     total_params: u64,
 ) -> Result<Vec<(String, Value)>, ConvertError> {
-    let tok_flavor = opts.out_type.flavor();
+    let tok_flavor = opts.flavor();
     let meta = TokenizerMeta::from_dir(&ck.dir, tok_flavor, opts.tokenizer_pre.as_deref())
         .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
     Ok(metadata_for(
         &ck.config,
         opts.out_type,
+        tok_flavor,
         general_name,
         total_params,
         &meta,
@@ -94,19 +95,20 @@ pub fn runtime_warnings(cfg: &ModelConfig) -> Vec<String> {
     )]
 }
 
-/// The metadata list for a model described by `cfg` written as `out`, with the tokenizer
-/// keys of `tokenizer` (which must be of `out`'s flavor). Used by `convert` and `dummy`.
+/// The metadata list for a model described by `cfg` written as `out` in `flavor`'s
+/// conventions, with the tokenizer keys of `tokenizer` (which must be of that flavor). Used by
+/// `convert` and `dummy`.
 pub fn metadata_for(
     cfg: &ModelConfig,
     out: OutType,
+    flavor: Flavor,
     general_name: &str,
     total_params: u64,
     tokenizer: &TokenizerMeta,
 ) -> Vec<(String, Value)> {
-    if out.flavor() == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
+    if flavor == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
         return metadata_ms_b158(cfg, out, general_name, tokenizer);
     }
-    let flavor = out.flavor();
     let a = match flavor {
         Flavor::Mainline => cfg.arch.mainline_name(),
         Flavor::BitnetCpp => cfg.arch.name(),

@@ -458,11 +458,12 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             index: index as u64,
         });
     }
-    let meta = tokenizer(&cfg, out.flavor())?;
-    let mut kv = metadata_for(&cfg, out, &s.name, parameters, &meta);
     let target = s
         .target
         .unwrap_or(crate::convert::default_target(s.out_type));
+    let flavor = crate::convert::flavor_for(out, target);
+    let meta = tokenizer(&cfg, flavor)?;
+    let mut kv = metadata_for(&cfg, out, flavor, &s.name, parameters, &meta);
     if target != crate::arch::Target::BitnetCpp2024 {
         let name = crate::convert::plan_kv::arch_name(&kv).to_owned();
         kv.extend(crate::convert::plan_kv::own_keys(

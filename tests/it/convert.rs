@@ -257,21 +257,34 @@ fn tq1_0_and_tq2_0_equal_llama_cpp_byte_for_byte() {
         let refp = reference(&format!("llama-cpp/tiny-{tq}.gguf"));
         let theirs = std::fs::read(&refp).unwrap();
         assert!(ours == theirs, "{tq} differs");
-        // The default target for TQ files, mainline llama.cpp: the same tensors and the same
-        // keys, then the keys of bitconv's own.
-        let out = convert_ok(&dir, &["--quant", tq, "--absmean", "torch:2"]);
+    }
+    // Written for mainline llama.cpp (the default target for TQ files): the same tensors and
+    // the same keys as mainline's converter, then the keys of bitconv's own; f32 too.
+    for q in ["tq1_0", "tq2_0", "f32"] {
+        let out = convert_ok(
+            &dir,
+            &[
+                "--quant",
+                q,
+                "--absmean",
+                "torch:2",
+                "--target",
+                "llama-cpp",
+            ],
+        );
+        let refp = reference(&format!("llama-cpp/tiny-{q}.gguf"));
         let (a, b) = (
             MappedGguf::open(&out).unwrap(),
             MappedGguf::open(&refp).unwrap(),
         );
         let n = b.header.kv.len();
-        assert_eq!(&a.header.kv[..n], &b.header.kv[..]);
+        assert_eq!(&a.header.kv[..n], &b.header.kv[..], "{q}");
         let own: Vec<&str> = a.header.kv[n..].iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(own, [bitconv::arch::TARGET_KEY, "bitnet.hidden_activation"]);
         assert_eq!(a.header.tensors.len(), b.header.tensors.len());
         for (x, y) in a.header.tensors.iter().zip(&b.header.tensors) {
             assert_eq!((&x.name, &x.dims, x.ty), (&y.name, &y.dims, y.ty));
-            assert!(a.tensor_bytes(x) == b.tensor_bytes(y), "{tq} {}", x.name);
+            assert!(a.tensor_bytes(x) == b.tensor_bytes(y), "{q} {}", x.name);
         }
     }
 }

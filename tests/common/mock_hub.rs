@@ -782,8 +782,13 @@ fn write_response(mut stream: TcpStream, shared: &Shared, resp: Response) -> std
             b.0 += 1;
             b.1 = b.1.max(b.0);
         }
-        let r = write_body(&mut stream, shared, &resp);
-        shared.bodies.lock().unwrap().0 -= 1;
+        // write_body leaves the count before its last piece: once that piece is out the client
+        // may start its next request, which must not overlap this body in the count.
+        let mut done = false;
+        let r = write_body(&mut stream, shared, &resp, &mut done);
+        if !done {
+            shared.bodies.lock().unwrap().0 -= 1;
+        }
         r?;
     }
     stream.flush()?;
@@ -793,7 +798,12 @@ fn write_response(mut stream: TcpStream, shared: &Shared, resp: Response) -> std
 }
 
 /// Writes the response body (corrupted, cut short or throttled as the faults say).
-fn write_body(stream: &mut TcpStream, shared: &Shared, resp: &Response) -> std::io::Result<()> {
+fn write_body(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    resp: &Response,
+    done: &mut bool,
+) -> std::io::Result<()> {
     let (start, end) = resp.range;
     let body = &resp.body[start..end];
     let limit = resp.drop_after.unwrap_or(body.len()).min(body.len());
@@ -810,6 +820,10 @@ fn write_body(stream: &mut TcpStream, shared: &Shared, resp: &Response) -> std::
         let mut piece = body[at..end].to_vec();
         if resp.corrupt && (at..end).contains(&mid) {
             piece[mid - at] ^= 0xff;
+        }
+        if end == body.len() && !*done {
+            shared.bodies.lock().unwrap().0 -= 1;
+            *done = true;
         }
         stream.write_all(&piece)?;
         if throttle.is_some() {

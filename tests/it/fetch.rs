@@ -332,3 +332,83 @@ fn progress_is_line_oriented_off_a_terminal() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("converting:"));
 }
+
+/// SIGINT, SIGTERM or SIGKILL in the middle of `fetch` (here while the weights arrive), then one
+/// more run: it completes, resuming the download, and no temporary of bitconv remains beside
+/// the output, in the cache (the resumable `.incomplete` is consumed) or in the temp directory.
+#[test]
+#[cfg(target_os = "linux")]
+fn interrupted_fetch_leaves_nothing_after_the_next_run() {
+    use std::time::{Duration, Instant};
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let hub = MockHub::start(vec![tiny_repo()]);
+        hub.throttle(64 << 10, Duration::from_millis(30));
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, scratch) = (tmp.path().join("cache"), tmp.path().join("tmpdir"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let files_under = |dir: &Path, suffix: &str| -> Vec<PathBuf> {
+            let mut out = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.to_string_lossy().ends_with(suffix) {
+                        out.push(p);
+                    }
+                }
+            }
+            out
+        };
+        let run = || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_bitconv"));
+            c.current_dir(tmp.path())
+                .args(["fetch", "org/tiny", "--quant", "i2_s", "-q"])
+                .env("HF_ENDPOINT", hub.url())
+                .env("HF_HUB_CACHE", &cache)
+                .env("HF_HOME", tmp.path().join("hf-home"))
+                .env("TMPDIR", &scratch)
+                .env_remove("HF_TOKEN")
+                .env_remove("HF_HUB_OFFLINE");
+            c
+        };
+        let mut child = run().spawn().unwrap();
+        let start = Instant::now();
+        while files_under(&cache, ".incomplete").is_empty() && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !files_under(&cache, ".incomplete").is_empty(),
+            "no download began"
+        );
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        assert!(
+            !child.wait().unwrap().success(),
+            "signal {sig}: finished first"
+        );
+        hub.throttle(1 << 20, Duration::ZERO);
+        let o = run().output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(tmp
+            .path()
+            .join("models/tiny/ggml-model-i2_s.gguf")
+            .is_file());
+        assert_eq!(
+            files_under(&cache, ".incomplete"),
+            Vec::<PathBuf>::new(),
+            "signal {sig}"
+        );
+        assert_eq!(
+            files_under(&tmp.path().join("models"), ".tmp"),
+            Vec::<PathBuf>::new(),
+            "signal {sig}"
+        );
+        assert_eq!(
+            files_under(&scratch, ""),
+            Vec::<PathBuf>::new(),
+            "signal {sig}"
+        );
+    }
+}

@@ -433,8 +433,18 @@ pub fn float_type(
         }
         return match out {
             OutType::F32 => GgmlType::F32,
-            OutType::F16 | OutType::Tl1 | OutType::Tl2 => {
+            OutType::F16 => {
                 if opts.quant_embd {
+                    GgmlType::F16
+                } else {
+                    GgmlType::F32
+                }
+            }
+            // The reference keeps TL files' embedding in F32 (F16 with --quant-embd). It is read
+            // one row a token, so F16 halves its bytes at no cost the runtimes can see: every
+            // target but the byte-for-byte reference gets F16.
+            OutType::Tl1 | OutType::Tl2 => {
+                if opts.quant_embd || opts.target() != super::Target::BitnetCpp2024 {
                     GgmlType::F16
                 } else {
                     GgmlType::F32

@@ -405,6 +405,7 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
     let cfg = model_config(s);
     let out = s.out_type;
     let mut opts = ConvertOptions::new(out);
+    opts.target = s.target;
     opts.kernel_config = s.kernel_config.clone();
     let mut tensors = Vec::new();
     let mut kernel_entries: Vec<KernelEntry> = Vec::new();

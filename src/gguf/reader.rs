@@ -470,11 +470,11 @@ impl<'a> Cursor<'a> {
         Some(u64::from_le_bytes(b.try_into().ok()?))
     }
 
-    /// Lets the caller drop the pages of `*mark..self.pos` once they add up to 16 MiB (or at
+    /// Lets the caller drop the pages of `*mark..self.pos` once they add up to 4 MiB (or at
     /// the end, `all`), and moves the mark.
     fn release_from(&self, mark: &mut usize, all: bool) {
         if let Some(f) = self.release {
-            if self.pos - *mark >= 1 << 24 || (all && self.pos > *mark) {
+            if self.pos - *mark >= 1 << 22 || (all && self.pos > *mark) {
                 f(*mark..self.pos);
                 *mark = self.pos;
             }

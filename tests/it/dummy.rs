@@ -356,6 +356,9 @@ fn weights_of_a_seed_are_pinned() {
             quant,
             "--seed",
             seed,
+            // The reference's float types (TL files keep an F32 embedding), as when pinned.
+            "--target",
+            "bitnet-cpp-2024",
         ];
         let (out, o) = dummy(tmp.path(), &args);
         ok(&o);

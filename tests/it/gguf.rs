@@ -617,12 +617,26 @@ fn one_array_file(path: &std::path::Path, elem: u32, count: u64) {
 }
 
 /// Runs bitconv with its address space limited to `limit` bytes (`ulimit -v`), stdout and
-/// stderr to files; returns the exit code, stderr and the peak RSS in KiB (from `wait4`).
-fn run_limited(args: &[&std::ffi::OsStr], limit: u64) -> (Option<i32>, String, i64) {
+/// stderr to files; returns the exit code, stderr and bitconv's peak RSS in KiB.
+///
+/// The peak comes from `/usr/bin/time` (None without it): a process forked from this test
+/// binary counts the test's own resident pages until it execs, so the test cannot measure its
+/// child directly; `time` is a small process whose child starts from nothing.
+fn run_limited(args: &[&std::ffi::OsStr], limit: u64) -> (Option<i32>, String, Option<i64>) {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let err_path = tmp.path().join("stderr");
-    let mut cmd = common::bitconv();
+    let rss_path = tmp.path().join("rss");
+    let timer = Path::new("/usr/bin/time");
+    let mut cmd = if timer.is_file() {
+        let mut c = std::process::Command::new(timer);
+        c.args(["-f", "%M", "-o"])
+            .arg(&rss_path)
+            .arg(env!("CARGO_BIN_EXE_bitconv"));
+        c
+    } else {
+        common::bitconv()
+    };
     cmd.args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap());
@@ -639,20 +653,18 @@ fn run_limited(args: &[&std::ffi::OsStr], limit: u64) -> (Option<i32>, String, i
             Ok(())
         });
     }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain FFI; `ru` is written by the kernel.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(got, pid);
-    std::mem::forget(child);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (
-        code,
-        std::fs::read_to_string(&err_path).unwrap(),
-        ru.ru_maxrss,
-    )
+    let status = cmd.status().unwrap();
+    let rss = std::fs::read_to_string(&rss_path)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()));
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    // /usr/bin/time adds a line when the command fails; keep bitconv's own output.
+    let err = err
+        .lines()
+        .filter(|l| !l.starts_with("Command exited with non-zero status"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status.code(), err, rss)
 }
 
 /// Metadata arrays are not decoded one enum per element: `inspect` of a header holding 2^26
@@ -672,7 +684,11 @@ fn huge_metadata_arrays_cost_no_memory_and_name_the_key() {
         let (code, err, rss_kib) =
             run_limited(&["inspect".as_ref(), f.as_os_str(), "--json".as_ref()], gb4);
         assert_eq!(code, Some(0), "{err}");
-        assert!(rss_kib < 64 * 1024, "inspect peak RSS {rss_kib} KiB");
+        match rss_kib {
+            Some(kib) => assert!(kib < 64 * 1024, "inspect peak RSS {kib} KiB"),
+            // Visible, not fatal: the exit codes above are still checked.
+            None => eprintln!("SKIPPED: the peak-RSS check needs /usr/bin/time"),
+        }
         let o = common::bitconv()
             .args(["inspect", "--json"])
             .arg(f)

@@ -669,19 +669,15 @@ fn write_large_random(dir: &Path) {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     w.write_all(&(text.len() as u64).to_le_bytes()).unwrap();
     w.write_all(text.as_bytes()).unwrap();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
     let mut buf = Vec::with_capacity(1 << 20);
     for (_, shape, mean, spread) in &specs {
         let mut left = shape.iter().product::<usize>();
         while left > 0 {
             buf.clear();
             for _ in 0..left.min(1 << 19) {
-                // xorshift64*, uniform in [−1, 1), scaled.
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                let u =
-                    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+                // Uniform in [−1, 1), scaled.
+                let u = rng.uniform();
                 let v = mean + spread * (2.0 * u - 1.0) * 1.7;
                 buf.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
             }

@@ -118,11 +118,6 @@ impl ConvertOptions {
     pub fn flavor(&self) -> Flavor {
         flavor_for(self.out_type, self.target())
     }
-
-    /// Whether the target takes keys of bitconv's own (every target but the 2024 reference).
-    pub fn own_keys(&self) -> bool {
-        self.target() != Target::BitnetCpp2024
-    }
 }
 
 /// Conversion errors. Each names the file, tensor or key concerned.

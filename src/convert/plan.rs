@@ -383,15 +383,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             Flavor::Mainline => title_case(&ck.dir_name()),
         });
     let mut kv = super::plan_kv::metadata(ck, opts, &general_name, total_params)?;
-    if opts.own_keys() {
-        let name = super::plan_kv::arch_name(&kv).to_owned();
-        kv.extend(super::plan_kv::own_keys(
-            &ck.config,
-            &name,
-            opts.target(),
-            &kernel_entries,
-        ));
-    }
+    super::plan_kv::append_own_keys(&mut kv, &ck.config, opts.target(), &kernel_entries);
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
     let file_size = crate::gguf::writer::file_size(&kv, specs)
         .map_err(|e| ConvertError::Other(e.to_string()))?;

@@ -27,43 +27,42 @@ pub(super) fn metadata(
     ))
 }
 
-/// The `general.architecture` a metadata list names.
-pub fn arch_name(kv: &[(String, Value)]) -> &str {
-    kv.iter()
+/// Appends the keys of bitconv's own to `kv`, a file's reference metadata, unless the target
+/// is the 2024 reference's exact bytes: `bitconv.target` (the runtime the file is for, which
+/// also says how its tensor type ids are numbered), `{arch}.hidden_activation` under the
+/// architecture `kv` names (the FFN activation, which the 2024 runtimes take from the
+/// architecture and the current ones ignore) and, for TL files, the kernel parameters the
+/// tensors were packed with. Used by `convert` and `dummy`.
+pub fn append_own_keys(
+    kv: &mut Vec<(String, Value)>,
+    cfg: &ModelConfig,
+    target: crate::arch::Target,
+    kernel_entries: &[crate::quant::layouts::params::KernelEntry],
+) {
+    use crate::quant::layouts::params;
+    if target == crate::arch::Target::BitnetCpp2024 {
+        return;
+    }
+    let arch_name = kv
+        .iter()
         .find(|(k, _)| k == "general.architecture")
         .and_then(|(_, v)| v.as_str())
         .unwrap_or_default()
-}
-
-/// Keys of bitconv's own that follow the reference metadata in every file not written as the
-/// reference converter's exact bytes: `bitconv.target` (the runtime the file is for, which
-/// also says how its tensor type ids are numbered), `{arch}.hidden_activation` (the FFN activation, which
-/// the 2024 runtimes take from the architecture and the current ones ignore) and, for TL files,
-/// the kernel parameters the tensors were packed with.
-pub fn own_keys(
-    cfg: &ModelConfig,
-    arch_name: &str,
-    target: crate::arch::Target,
-    kernel_entries: &[crate::quant::layouts::params::KernelEntry],
-) -> Vec<(String, Value)> {
-    use crate::quant::layouts::params;
-    let mut kv = vec![
-        (
-            crate::arch::TARGET_KEY.to_owned(),
-            Value::String(target.name().to_owned()),
-        ),
-        (
-            format!("{arch_name}.{}", crate::arch::HIDDEN_ACTIVATION),
-            Value::String(cfg.activation.name().to_owned()),
-        ),
-    ];
+        .to_owned();
+    kv.push((
+        crate::arch::TARGET_KEY.to_owned(),
+        Value::String(target.name().to_owned()),
+    ));
+    kv.push((
+        format!("{arch_name}.{}", crate::arch::HIDDEN_ACTIVATION),
+        Value::String(cfg.activation.name().to_owned()),
+    ));
     if !kernel_entries.is_empty() {
         kv.push((
             params::GGUF_KEY.to_string(),
             Value::String(params::emit_kernel_config_ini(kernel_entries)),
         ));
     }
-    kv
 }
 
 /// What the runtimes users deploy to will compute wrongly for this model, in words, with what

@@ -459,21 +459,10 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             index: index as u64,
         });
     }
-    let target = s
-        .target
-        .unwrap_or(crate::convert::default_target(s.out_type));
-    let flavor = crate::convert::flavor_for(out, target);
+    let flavor = opts.flavor();
     let meta = tokenizer(&cfg, flavor)?;
     let mut kv = metadata_for(&cfg, out, flavor, &s.name, parameters, &meta);
-    if target != crate::arch::Target::BitnetCpp2024 {
-        let name = crate::convert::plan_kv::arch_name(&kv).to_owned();
-        kv.extend(crate::convert::plan_kv::own_keys(
-            &cfg,
-            &name,
-            target,
-            &kernel_entries,
-        ));
-    }
+    crate::convert::plan_kv::append_own_keys(&mut kv, &cfg, opts.target(), &kernel_entries);
     let specs: Vec<TensorSpec> = tensors.iter().map(|t| t.spec.clone()).collect();
     let file_size =
         crate::gguf::writer::file_size(&kv, specs).map_err(|e| DummyError::Shape(e.to_string()))?;

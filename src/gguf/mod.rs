@@ -58,19 +58,7 @@ impl MappedGguf {
     /// The map assumes nobody truncates or rewrites the file while it is open (the usual
     /// contract of memory-mapped inputs; bitconv never writes a file it is reading).
     pub fn open(path: &Path) -> Result<MappedGguf, OpenError> {
-        let io = |source| OpenError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        // SAFETY: read-only map; see the contract in the doc comment.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let header = GgufHeader::parse(&map, path)?;
-        Ok(MappedGguf {
-            path: path.to_path_buf(),
-            map,
-            header,
-        })
+        MappedGguf::open_with(path, reader::ParseLimits::MODEL)
     }
 
     /// Maps a file for a report: only small metadata values are decoded
@@ -78,6 +66,10 @@ impl MappedGguf {
     /// the pages checked inside them are dropped as the reader passes, so memory stays small
     /// whatever the header claims.
     pub fn open_for_report(path: &Path) -> Result<MappedGguf, OpenError> {
+        MappedGguf::open_with(path, reader::ParseLimits::REPORT)
+    }
+
+    fn open_with(path: &Path, limits: reader::ParseLimits) -> Result<MappedGguf, OpenError> {
         let io = |source| OpenError::Io {
             path: path.to_path_buf(),
             source,
@@ -86,8 +78,7 @@ impl MappedGguf {
         // SAFETY: read-only map; see the contract of `open`.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let release = |r: std::ops::Range<usize>| crate::util::release_pages(&map, r);
-        let header =
-            GgufHeader::parse_with(&map, path, reader::ParseLimits::REPORT, Some(&release))?;
+        let header = GgufHeader::parse_with(&map, path, limits, Some(&release))?;
         Ok(MappedGguf {
             path: path.to_path_buf(),
             map,

@@ -149,7 +149,7 @@ pub fn run(a: Args) -> super::Outcome {
     if a.json {
         let mut j = serde_json::to_value(&summary)?;
         j["warnings"] = warnings.clone().into();
-        j["runtimes"] = serde_json::to_value(runtimes_of(&out).0)?;
+        j["runtimes"] = serde_json::to_value(runtimes_of(&out))?;
         j["out_type"] = plan.out_type.name().into();
         j["target"] = plan.target.name().into();
         j["architecture"] = plan.arch.name().into();
@@ -186,7 +186,7 @@ pub fn run(a: Args) -> super::Outcome {
         for w in &warnings {
             eprintln!("warning: {w}");
         }
-        let (_, lines) = runtimes_of(&out);
+        let lines = bitconv::gguf::compat::lines(&runtimes_of(&out));
         if !lines.is_empty() {
             println!("runtimes:");
             for l in lines {
@@ -200,17 +200,12 @@ pub fn run(a: Args) -> super::Outcome {
     Ok(report.is_none_or(|r| r.pass))
 }
 
-/// Which runtimes load and compute the written file ([`bitconv::gguf::compat`]).
-pub(super) fn runtimes_of(
-    out: &std::path::Path,
-) -> (Vec<bitconv::gguf::compat::Verdict>, Vec<String>) {
-    match bitconv::gguf::MappedGguf::open_for_report(out) {
-        Ok(g) => (
-            bitconv::gguf::compat::verdicts(&g.header),
-            bitconv::gguf::compat::lines(&g.header),
-        ),
-        Err(_) => (Vec::new(), Vec::new()),
-    }
+/// Which runtimes load and compute the written file ([`bitconv::gguf::compat`]); none when it
+/// cannot be read back.
+pub(super) fn runtimes_of(out: &std::path::Path) -> Vec<bitconv::gguf::compat::Verdict> {
+    bitconv::gguf::MappedGguf::open_for_report(out)
+        .map(|g| bitconv::gguf::compat::verdicts(&g.header))
+        .unwrap_or_default()
 }
 
 fn write_ini(path: &std::path::Path, plan: &Plan) -> anyhow::Result<()> {

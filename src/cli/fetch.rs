@@ -238,7 +238,7 @@ pub fn run(a: Args) -> super::Outcome {
             "downloaded_bytes": downloaded,
             "output": out.display().to_string(), "out_type": a.quant.name(),
             "target": plan.target.name(),
-            "runtimes": super::convert::runtimes_of(&out).0,
+            "runtimes": super::convert::runtimes_of(&out),
             "output_bytes": summary.bytes, "output_sha256": sha,
             "validation": report.as_ref().map(|r| serde_json::to_value(r).unwrap_or_default()),
             "pass": pass,
@@ -267,7 +267,7 @@ pub fn run(a: Args) -> super::Outcome {
             &sha[..16]
         );
         println!("runtimes:");
-        for l in super::convert::runtimes_of(&out).1 {
+        for l in bitconv::gguf::compat::lines(&super::convert::runtimes_of(&out)) {
             println!("  {l}");
         }
         if let Some(r) = &report {

@@ -130,9 +130,9 @@ pub fn verdicts(h: &GgufHeader) -> Vec<Verdict> {
     out
 }
 
-/// The verdicts as report lines (`runtimes:` then one line a runtime).
-pub fn lines(h: &GgufHeader) -> Vec<String> {
-    verdicts(h)
+/// The verdicts as report lines, one a runtime.
+pub fn lines(verdicts: &[Verdict]) -> Vec<String> {
+    verdicts
         .iter()
         .map(|v| {
             let state = match (v.loads, v.correct) {

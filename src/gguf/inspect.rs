@@ -194,7 +194,7 @@ pub fn report_text(g: &MappedGguf, hash: bool) -> String {
         );
     }
     let _ = writeln!(s, "runtimes:");
-    for line in super::compat::lines(h) {
+    for line in super::compat::lines(&super::compat::verdicts(h)) {
         let _ = writeln!(s, "  {line}");
     }
     s

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::common::mutate::{self, Mistake};
-use bitconv::gguf::{GgufWriter, MappedGguf, TensorSpec, Value};
+use bitconv::gguf::{MappedGguf, Value};
 use bitconv::runtime::tokenize::GgufTokenizer;
 use bitconv::runtime::{Arch, LoadOptions, Model, RuntimeError};
 
@@ -485,24 +485,13 @@ fn mutate_activation_swapped_renames_the_architecture_or_flips_the_key() {
     // A file with `{arch}.hidden_activation`: only that key flips.
     let src = tmp.path().join("tiny-i2_s.gguf");
     let with_key = tmp.path().join("act.gguf");
-    let g = MappedGguf::open(&src).unwrap();
-    let mut kvs = g.header.kv.clone();
-    kvs.push((
-        "bitnet.hidden_activation".into(),
+    mutate::with_key(
+        &src,
+        &with_key,
+        "bitnet.hidden_activation",
         Value::String("silu".into()),
-    ));
-    let specs = (g.header.tensors.iter())
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
-    let mut w = GgufWriter::new(std::fs::File::create(&with_key).unwrap(), &kvs, specs).unwrap();
-    for t in &g.header.tensors {
-        w.write_tensor(&t.name, g.tensor_bytes(t)).unwrap();
-    }
-    w.finish().unwrap();
+    )
+    .unwrap();
     let (mt, what) = mutant(&with_key, Mistake::ActivationSwapped);
     let key = "bitnet.hidden_activation";
     assert_eq!(changes(&with_key, &mt), (strings(&[key]), vec![]), "{what}");

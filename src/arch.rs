@@ -166,6 +166,15 @@ impl Target {
         }
     }
 
+    /// The runtime's name in messages (`mainline llama.cpp`).
+    pub fn runtime_name(self) -> &'static str {
+        match self {
+            Target::BitnetCpp => "bitnet.cpp",
+            Target::BitnetCpp2024 => "bitnet.cpp (2024)",
+            Target::LlamaCpp => "mainline llama.cpp",
+        }
+    }
+
     /// The target a [`TARGET_KEY`] value names.
     pub fn from_name(name: &str) -> Option<Target> {
         TARGETS.into_iter().find(|t| t.name() == name)

@@ -18,7 +18,7 @@ use super::progress::Bar;
 pub struct Args {
     /// The Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files).
     dir: PathBuf,
-    /// Output type: i2_s, tl1, tl2 for bitnet.cpp; tq1_0, tq2_0 for llama.cpp; f16, f32.
+    /// Output type (which runtime loads which: README, "Targets").
     #[arg(long = "quant", value_enum, default_value = "i2_s", ignore_case = true)]
     quant: OutType,
     /// Output file [default: DIR/ggml-model-TYPE.gguf, as bitnet.cpp names it].
@@ -42,9 +42,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     emit_kernel_config: Option<PathBuf>,
     /// The runtime the file is for: bitnet-cpp (current microsoft/BitNet: TL2 is type 42),
-    /// bitnet-cpp-2024 (exactly the bytes of bitnet.cpp's 2024 converter, or of llama.cpp's
-    /// for tq1_0/tq2_0: no bitconv.* or activation keys), llama-cpp (mainline: tq1_0, tq2_0,
-    /// f16, f32) [default: llama-cpp for tq1_0/tq2_0, else bitnet-cpp].
+    /// bitnet-cpp-2024 (exactly the bytes of the reference converter of the type, bitnet.cpp's
+    /// 2024 one or llama.cpp's: no bitconv.* or activation keys), llama-cpp (mainline: its own
+    /// ternary types and the float ones) [default: the runtime the output type comes from,
+    /// llama-cpp for mainline's types, else bitnet-cpp].
     #[arg(long, value_name = "RUNTIME")]
     target: Option<bitconv::arch::Target>,
     /// Model name that breaks ties between built-in kernel tables with the same shapes
@@ -127,7 +128,7 @@ pub fn run(a: Args) -> super::Outcome {
         }
         return Ok(true);
     }
-    if plan.out_type.is_ternary() && matches!(plan.out_type, OutType::Tl1 | OutType::Tl2) {
+    if plan.out_type.tl_layout().is_some() {
         if let Some(path) = &a.emit_kernel_config {
             write_ini(path, &plan)?;
         }

@@ -51,8 +51,8 @@ pub struct Args {
     /// TL1/TL2 kernel parameters from a kernel_config.ini (over derived ones).
     #[arg(long, value_name = "FILE")]
     kernel_config: Option<PathBuf>,
-    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: llama-cpp
-    /// for tq1_0/tq2_0, else bitnet-cpp].
+    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: the
+    /// runtime the output type comes from, llama-cpp for mainline's types, else bitnet-cpp].
     #[arg(long, value_name = "RUNTIME")]
     target: Option<bitconv::arch::Target>,
     /// Write the kernel_config.ini bitnet.cpp's build needs for this model.
@@ -157,7 +157,7 @@ pub fn run(a: Args) -> super::Outcome {
         return Ok(true);
     }
     if let Some(p) = &a.emit_kernel_config {
-        if !matches!(a.quant, OutType::Tl1 | OutType::Tl2) {
+        if a.quant.tl_layout().is_none() {
             bail!("--emit-kernel-config applies to tl1 and tl2 outputs only");
         }
         std::fs::write(p, params::emit_kernel_config_ini(&plan.kernel_entries))

@@ -76,8 +76,8 @@ pub struct Args {
     /// reading config.json, before the weights are downloaded.
     #[arg(long)]
     allow_fallback: bool,
-    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: llama-cpp
-    /// for tq1_0/tq2_0, else bitnet-cpp]; a type the target cannot load is refused before the
+    /// The runtime the file is for: bitnet-cpp, bitnet-cpp-2024, llama-cpp [default: the
+    /// runtime the output type comes from, llama-cpp for mainline's types, else bitnet-cpp]; a type the target cannot load is refused before the
     /// download.
     #[arg(long, value_name = "RUNTIME")]
     target: Option<bitconv::arch::Target>,
@@ -134,9 +134,15 @@ fn precheck(config: &std::path::Path, quant: OutType, name: &str, a: &Args) -> a
         fallbacks.is_empty() || a.allow_fallback,
         "{}: {quant} cannot be written as asked for {} (written as F16 instead); nothing was \
          downloaded beyond the small files. Pass --allow-fallback to accept, or choose another \
-         --quant (i2_s, tl1, tl2)",
+         --quant ({})",
         config.display(),
-        fallbacks.join(", ")
+        fallbacks.join(", "),
+        bitconv::convert::OUT_TYPES
+            .iter()
+            .filter(|t| t.is_ternary() && t.row_block().is_none())
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -288,7 +294,7 @@ fn list(json: bool) -> super::Outcome {
             .iter()
             .map(|k| serde_json::json!({
                 "repo": k.repo, "local_name": k.local_name, "family": k.family,
-                "output_types": k.output_types, "note": k.note,
+                "output_types": k.output_types(), "note": k.note,
             }))
             .collect::<Vec<_>>()))?;
         return Ok(true);
@@ -300,7 +306,7 @@ fn list(json: bool) -> super::Outcome {
             "  {:<44} {:<28} {}",
             k.repo,
             k.family,
-            k.output_types.join(" ")
+            k.output_types().join(" ")
         );
         if !k.note.is_empty() {
             println!("  {:<44} {}", "", k.note);

@@ -65,14 +65,23 @@ pub struct ConvertOptions {
 
 /// Refuses an output type the target runtime cannot load, in words a user can act on.
 pub fn check_target(out: OutType, target: Target) -> Result<(), String> {
-    match (target, out) {
-        (Target::LlamaCpp, OutType::I2S | OutType::Tl1 | OutType::Tl2) => Err(format!(
-            "--quant {out} is a bitnet.cpp type that mainline llama.cpp cannot load; for \
-             --target llama-cpp use tq1_0 or tq2_0 (or f16/f32), or write {out} with --target \
-             bitnet-cpp"
-        )),
-        _ => Ok(()),
+    if out.loads_on(target) {
+        return Ok(());
     }
+    let usable: Vec<&str> = OUT_TYPES
+        .iter()
+        .filter(|t| t.loads_on(target))
+        .map(|t| t.name())
+        .collect();
+    Err(format!(
+        "--quant {out} is a {} type that {} cannot load; for --target {} use one of {}, or write \
+         {out} with --target {}",
+        out.home_target().runtime_name(),
+        target.runtime_name(),
+        target.name(),
+        usable.join(", "),
+        out.home_target().name(),
+    ))
 }
 
 /// Which reference converter's metadata a file for `target` follows: mainline's for the
@@ -84,13 +93,9 @@ pub fn flavor_for(out: OutType, target: Target) -> Flavor {
     }
 }
 
-/// The runtime an output type is written for when none is named: mainline llama.cpp for
-/// TQ1_0/TQ2_0 (its types, its converter's metadata), the current bitnet.cpp for the rest.
+/// The runtime an output type is written for when none is named ([`OutType::home_target`]).
 pub fn default_target(out: OutType) -> Target {
-    match out {
-        OutType::Tq1_0 | OutType::Tq2_0 => Target::LlamaCpp,
-        _ => Target::BitnetCpp,
-    }
+    out.home_target()
 }
 
 impl ConvertOptions {

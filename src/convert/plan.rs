@@ -412,59 +412,17 @@ pub fn float_type(
     if n_dims < 2 || gguf.ends_with("_norm.weight") {
         return GgmlType::F32;
     }
-    let output_rule = |ne0: usize| {
-        if ne0 % 256 == 0 {
-            GgmlType::F16
-        } else {
-            GgmlType::Q8_0
-        }
-    };
     if gguf == "token_embd.weight" {
         if let Some(t) = opts.token_embedding_type {
             return t;
         }
-        return match out {
-            OutType::F32 => GgmlType::F32,
-            OutType::F16 => {
-                if opts.quant_embd {
-                    GgmlType::F16
-                } else {
-                    GgmlType::F32
-                }
-            }
-            // The reference keeps TL files' embedding in F32 (F16 with --quant-embd). It is read
-            // one row a token, so F16 halves its bytes at no cost the runtimes can see: every
-            // target but the byte-for-byte reference gets F16.
-            OutType::Tl1 | OutType::Tl2 => {
-                if opts.quant_embd || opts.target() != super::Target::BitnetCpp2024 {
-                    GgmlType::F16
-                } else {
-                    GgmlType::F32
-                }
-            }
-            // llama-quantize: the tied embedding doubles as the output and gets the output rule;
-            // with a separate output tensor it is F16.
-            OutType::I2S => {
-                if opts.quant_embd || has_output {
-                    GgmlType::F16
-                } else {
-                    output_rule(ne0)
-                }
-            }
-            OutType::Tq1_0 | OutType::Tq2_0 => GgmlType::F16,
-        };
+        let reproduce = opts.target() == super::Target::BitnetCpp2024;
+        return out.embedding_type(opts.quant_embd, reproduce, has_output, ne0);
     }
     if gguf == "output.weight" {
-        return match out {
-            OutType::F32 => GgmlType::F32,
-            OutType::I2S => output_rule(ne0),
-            _ => GgmlType::F16,
-        };
+        return out.head_type(ne0);
     }
-    match out {
-        OutType::F32 => GgmlType::F32,
-        _ => GgmlType::F16,
-    }
+    out.matrix_float_type()
 }
 
 /// `tiny` → `Tiny`, `bitnet_b1_58-large` → `Bitnet_b1_58 Large` (mainline's naming heuristic).

@@ -191,7 +191,7 @@ pub fn metadata_for(
         kv.push((k, v));
     }
     // llama-quantize appends the quantization version to the file it rewrites.
-    if out == OutType::I2S {
+    if out.quantization_version() {
         kv.push(("general.quantization_version".into(), Value::U32(2)));
     }
     kv
@@ -271,7 +271,7 @@ fn metadata_ms_b158(
             Value::String(B158_CHAT_TEMPLATE.into()),
         ));
     }
-    if out == OutType::I2S {
+    if out.quantization_version() {
         kv.push(("general.quantization_version".into(), Value::U32(2)));
     }
     kv

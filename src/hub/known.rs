@@ -30,32 +30,14 @@ pub struct KnownRepo {
     /// Checkpoint family: `bitnet` (1bitLLM, SiLU), `bitnet-b1.58` (2B-4T, relu²), `llama`
     /// (Llama3/Falcon3/Falcon-E, packed weights), `qwen3`/`gemma3` (embedding models).
     pub family: &'static str,
-    /// The `--outtype` values that apply.
-    pub output_types: &'static [&'static str],
+    /// The input widths K of its ternary matrices, as recorded (empty: not recorded). Types
+    /// whose rows are whole blocks ([`OutType::row_block`]) apply only where every K fits.
+    pub input_widths: &'static [usize],
+    /// Whether kernel parameters for its TL shapes exist (bitnet.cpp's or bitconv's tables).
+    pub tl_tables: bool,
     /// A caveat shown with the entry (empty when none).
     pub note: &'static str,
 }
-
-/// The names of `types`, for the lists below.
-const fn names<const N: usize>(types: [OutType; N]) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = types[i].name();
-        i += 1;
-    }
-    out
-}
-
-const ALL: &[&str] = &names(OUT_TYPES);
-const NO_TQ: &[&str] = &names([
-    OutType::I2S,
-    OutType::Tl1,
-    OutType::Tl2,
-    OutType::F16,
-    OutType::F32,
-]);
-const BASIC: &[&str] = &names([OutType::I2S, OutType::F16, OutType::F32]);
 
 const FALCON_NOTE: &str = "shapes not recorded: tq1_0/tq2_0 unverified; no TL kernel tables \
                            for these shapes";
@@ -65,23 +47,33 @@ const fn falcon(repo: &'static str, local_name: &'static str) -> KnownRepo {
         repo,
         local_name,
         family: "llama",
-        output_types: BASIC,
+        input_widths: &[],
+        tl_tables: false,
         note: FALCON_NOTE,
     }
 }
 
 /// Falcon3 1.58-bit models: K is a multiple of 256 in every size (hidden 2048 or 3072, FFN 8192,
 /// 9216 or 23040), and bitconv's family tables hold their TL shapes.
-const fn falcon3(repo: &'static str, local_name: &'static str, note: &'static str) -> KnownRepo {
+const fn falcon3(
+    repo: &'static str,
+    local_name: &'static str,
+    input_widths: &'static [usize],
+    note: &'static str,
+) -> KnownRepo {
     KnownRepo {
         repo,
         local_name,
         family: "llama",
-        output_types: ALL,
+        input_widths,
+        tl_tables: true,
         note,
     }
 }
 
+const FALCON3_7B_WIDTHS: &[usize] = &[3072, 23040];
+const FALCON3_3B_WIDTHS: &[usize] = &[3072, 9216];
+const FALCON3_1B_WIDTHS: &[usize] = &[2048, 8192];
 const FALCON3_7B_NOTE: &str =
     "K in {3072, 23040}: multiples of 256; TL from bitconv's table (layouts/family-Falcon3-7B-10B)";
 const FALCON3_3B_NOTE: &str =
@@ -94,14 +86,16 @@ static KNOWN: &[KnownRepo] = &[
         repo: "1bitLLM/bitnet_b1_58-large",
         local_name: "bitnet_b1_58-large",
         family: "bitnet",
-        output_types: ALL,
+        input_widths: &[1536, 4096],
+        tl_tables: true,
         note: "K in {1536, 4096}: all multiples of 256",
     },
     KnownRepo {
         repo: "1bitLLM/bitnet_b1_58-3B",
         local_name: "bitnet_b1_58-3B",
         family: "bitnet",
-        output_types: NO_TQ,
+        input_widths: &[3200, 8640],
+        tl_tables: true,
         note: "K in {3200, 8640}: not multiples of 256, so no tq1_0/tq2_0; i2_s: bitnet.cpp \
                cannot run I2_S rows of 8640 values (bitconv can; tl1/tl2 run there)",
     },
@@ -109,49 +103,58 @@ static KNOWN: &[KnownRepo] = &[
         repo: "HF1BitLLM/Llama3-8B-1.58-100B-tokens",
         local_name: "Llama3-8B-1.58-100B-tokens",
         family: "llama",
-        output_types: ALL,
+        input_widths: &[4096, 14336],
+        tl_tables: true,
         note: "K in {4096, 14336}: all multiples of 256",
     },
     falcon3(
         "tiiuae/Falcon3-7B-Instruct-1.58bit",
         "Falcon3-7B-Instruct-1.58bit",
+        FALCON3_7B_WIDTHS,
         FALCON3_7B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-7B-1.58bit",
         "Falcon3-7B-1.58bit",
+        FALCON3_7B_WIDTHS,
         FALCON3_7B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-10B-Instruct-1.58bit",
         "Falcon3-10B-Instruct-1.58bit",
+        FALCON3_7B_WIDTHS,
         FALCON3_7B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-10B-1.58bit",
         "Falcon3-10B-1.58bit",
+        FALCON3_7B_WIDTHS,
         FALCON3_7B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-3B-Instruct-1.58bit",
         "Falcon3-3B-Instruct-1.58bit",
+        FALCON3_3B_WIDTHS,
         FALCON3_3B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-3B-1.58bit",
         "Falcon3-3B-1.58bit",
+        FALCON3_3B_WIDTHS,
         FALCON3_3B_NOTE,
     ),
     falcon3(
         "tiiuae/Falcon3-1B-Instruct-1.58bit",
         "Falcon3-1B-Instruct-1.58bit",
+        FALCON3_1B_WIDTHS,
         FALCON3_1B_NOTE,
     ),
     KnownRepo {
         repo: "microsoft/BitNet-b1.58-2B-4T",
         local_name: "BitNet-b1.58-2B-4T",
         family: "bitnet-b1.58",
-        output_types: ALL,
+        input_widths: &[2560, 6912],
+        tl_tables: true,
         note: "K in {2560, 6912}: multiples of 256; TL from bitconv's table \
                (layouts/family-BitNet-b1.58-2B-4T)",
     },
@@ -159,7 +162,8 @@ static KNOWN: &[KnownRepo] = &[
         repo: "microsoft/bitnet-b1.58-2B-4T-bf16",
         local_name: "bitnet-b1.58-2B-4T-bf16",
         family: "bitnet-b1.58",
-        output_types: ALL,
+        input_widths: &[2560, 6912],
+        tl_tables: true,
         note: "bf16 master weights of BitNet-b1.58-2B-4T, ternarized (absmean) on conversion; \
                not in setup_env.py (bitnet.cpp: utils/convert-helper-bitnet.py); K in {2560, \
                6912}; TL from bitconv's table (layouts/family-BitNet-b1.58-2B-4T)",
@@ -172,17 +176,39 @@ static KNOWN: &[KnownRepo] = &[
         repo: "microsoft/bitnet-embedding-0.6b",
         local_name: "bitnet-embedding-0.6b",
         family: "qwen3",
-        output_types: BASIC,
+        input_widths: &[],
+        tl_tables: false,
         note: "embedding model (bitnet.cpp converts it with a separate script)",
     },
     KnownRepo {
         repo: "microsoft/bitnet-embedding-270m",
         local_name: "bitnet-embedding-270m",
         family: "gemma3",
-        output_types: BASIC,
+        input_widths: &[],
+        tl_tables: false,
         note: "embedding model (bitnet.cpp converts it with a separate script)",
     },
 ];
+
+impl KnownRepo {
+    /// The output types that apply: every type, less those whose rows must be whole blocks
+    /// unless every recorded K is, and less the TL types without kernel tables.
+    pub fn output_types(&self) -> Vec<&'static str> {
+        OUT_TYPES
+            .iter()
+            .filter(|t| self.applies(**t))
+            .map(|t| t.name())
+            .collect()
+    }
+
+    /// Whether output type `t` applies to this model.
+    pub fn applies(&self, t: OutType) -> bool {
+        let rows_fit = t.row_block().is_none_or(|b| {
+            !self.input_widths.is_empty() && self.input_widths.iter().all(|k| k % b == 0)
+        });
+        rows_fit && (t.tl_layout().is_none() || self.tl_tables)
+    }
+}
 
 /// The repositories bitnet.cpp's `setup_env.py` supports, in its order, with the 2B-4T bf16
 /// master weights after the packed 2B-4T repository.
@@ -217,8 +243,8 @@ mod tests {
         for (repo, ks) in shapes {
             let k = find_known(repo).unwrap();
             let fits = ks.iter().all(|k| k % 256 == 0);
-            assert_eq!(k.output_types.contains(&"tq1_0"), fits, "{repo}");
-            assert_eq!(k.output_types.contains(&"tq2_0"), fits, "{repo}");
+            assert_eq!(k.output_types().contains(&"tq1_0"), fits, "{repo}");
+            assert_eq!(k.output_types().contains(&"tq2_0"), fits, "{repo}");
         }
         assert_eq!(known_repos().len(), 18);
         for k in known_repos() {

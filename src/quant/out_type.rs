@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::arch::Flavor;
+use crate::arch::{Flavor, Target};
 use crate::gguf::GgmlType;
 use crate::quant::layouts::tq1_0::Tq1_0;
 use crate::quant::layouts::tq2_0::Tq2_0;
@@ -94,6 +94,93 @@ impl OutType {
     pub fn is_ternary(self) -> bool {
         !matches!(self, OutType::F16 | OutType::F32)
     }
+
+    /// The TL kernel layout of a lookup-table type (its projections need kernel parameters).
+    pub fn tl_layout(self) -> Option<TlLayout> {
+        match self {
+            OutType::Tl1 => Some(TlLayout::Tl1),
+            OutType::Tl2 => Some(TlLayout::Tl2),
+            _ => None,
+        }
+    }
+
+    /// Values per block of a type whose rows must be whole blocks (TQ1_0 and TQ2_0: 256);
+    /// rows of another width fall back to F16 ([`projection_type`]).
+    pub fn row_block(self) -> Option<usize> {
+        match self {
+            OutType::Tq1_0 => Some(Tq1_0::BLOCK_VALUES),
+            OutType::Tq2_0 => Some(Tq2_0::BLOCK_VALUES),
+            _ => None,
+        }
+    }
+
+    /// The runtime a file of this type is written for when none is named: mainline llama.cpp
+    /// for mainline's types (its converter's metadata), the current bitnet.cpp for the rest.
+    pub fn home_target(self) -> Target {
+        match self.flavor() {
+            Flavor::Mainline => Target::LlamaCpp,
+            Flavor::BitnetCpp => Target::BitnetCpp,
+        }
+    }
+
+    /// Whether `target` can load this type at all: mainline llama.cpp has none of bitnet.cpp's
+    /// packed types.
+    pub fn loads_on(self, target: Target) -> bool {
+        !(target == Target::LlamaCpp && self.is_ternary() && self.flavor() == Flavor::BitnetCpp)
+    }
+
+    /// Whether the reference file went through `llama-quantize`, which appends
+    /// `general.quantization_version` (I2_S: the reference converter writes F32, then quantizes).
+    pub fn quantization_version(self) -> bool {
+        self == OutType::I2S
+    }
+
+    /// The type of `token_embd.weight` (rows of `ne0` values) when the user named none.
+    /// `quant_embd` is the reference's `--quant-embd`; `reproduce_reference` holds for the
+    /// target whose bytes must equal the reference converter's; `has_output` says whether the
+    /// model has a separate `output.weight`.
+    pub fn embedding_type(
+        self,
+        quant_embd: bool,
+        reproduce_reference: bool,
+        has_output: bool,
+        ne0: usize,
+    ) -> GgmlType {
+        match self {
+            OutType::F32 => GgmlType::F32,
+            OutType::F16 if quant_embd => GgmlType::F16,
+            OutType::F16 => GgmlType::F32,
+            // The reference keeps TL files' embedding in F32 (F16 with --quant-embd). It is read
+            // one row a token, so F16 halves its bytes at no cost the runtimes can see: every
+            // target but the byte-for-byte reference gets F16.
+            OutType::Tl1 | OutType::Tl2 if quant_embd || !reproduce_reference => GgmlType::F16,
+            OutType::Tl1 | OutType::Tl2 => GgmlType::F32,
+            // llama-quantize: the tied embedding doubles as the output and gets the output rule;
+            // with a separate output tensor it is F16.
+            OutType::I2S if quant_embd || has_output => GgmlType::F16,
+            OutType::I2S => self.head_type(ne0),
+            OutType::Tq1_0 | OutType::Tq2_0 => GgmlType::F16,
+        }
+    }
+
+    /// The type of `output.weight` (rows of `ne0` values): llama-quantize's rule for I2_S
+    /// (F16 where rows are whole 256-value blocks, else Q8_0).
+    pub fn head_type(self, ne0: usize) -> GgmlType {
+        match self {
+            OutType::F32 => GgmlType::F32,
+            OutType::I2S if ne0 % 256 == 0 => GgmlType::F16,
+            OutType::I2S => GgmlType::Q8_0,
+            _ => GgmlType::F16,
+        }
+    }
+
+    /// The type of the other two-dimensional float tensors (norms are always F32).
+    pub fn matrix_float_type(self) -> GgmlType {
+        match self {
+            OutType::F32 => GgmlType::F32,
+            _ => GgmlType::F16,
+        }
+    }
 }
 
 impl fmt::Display for OutType {
@@ -170,9 +257,19 @@ pub fn projection_type(
         note,
         fallback: false,
     };
+    if let Some(block) = out.row_block().filter(|b| k % b != 0) {
+        return Ok(tq_fallback(out, block));
+    }
+    if let Some(layout) = out.tl_layout() {
+        let (params, origin) = params::choose(kernel_config, model_name, layout, m, k)?;
+        return Ok(ProjectionChoice {
+            ty: out.weight_type(),
+            tl: Some(params),
+            note: Some(format!("{params} ({origin})")),
+            fallback: false,
+        });
+    }
     Ok(match out {
-        OutType::Tq1_0 if !Tq1_0::holds_row(k) => tq_fallback(out, Tq1_0::BLOCK_VALUES),
-        OutType::Tq2_0 if !Tq2_0::holds_row(k) => tq_fallback(out, Tq2_0::BLOCK_VALUES),
         OutType::I2S if !i2s::is_lossless(m * k) => {
             return Err("I2_S needs M·K to be a multiple of 128".into())
         }
@@ -180,20 +277,6 @@ pub fn projection_type(
             GgmlType::I2_S,
             GgmlType::I2_S.bitnet_cpp_limit(k as u64).map(String::from),
         ),
-        OutType::Tl1 | OutType::Tl2 => {
-            let layout = if out == OutType::Tl1 {
-                TlLayout::Tl1
-            } else {
-                TlLayout::Tl2
-            };
-            let (params, origin) = params::choose(kernel_config, model_name, layout, m, k)?;
-            ProjectionChoice {
-                ty: out.weight_type(),
-                tl: Some(params),
-                note: Some(format!("{params} ({origin})")),
-                fallback: false,
-            }
-        }
         _ => plain(out.weight_type(), None),
     })
 }

@@ -210,11 +210,11 @@ fn known_repos_for_fetch_list() {
     let known = hub::known_repos();
     assert_eq!(known[0].repo, "1bitLLM/bitnet_b1_58-large");
     let three_b = hub::find_known("1bitLLM/bitnet_b1_58-3B").unwrap();
-    assert!(!three_b.output_types.contains(&"tq1_0"));
-    assert!(three_b.output_types.contains(&"tl2"));
+    assert!(!three_b.output_types().contains(&"tq1_0"));
+    assert!(three_b.output_types().contains(&"tl2"));
     let two_b = hub::find_known("microsoft/BitNet-b1.58-2B-4T").unwrap();
     assert_eq!(two_b.family, "bitnet-b1.58");
-    assert!(two_b.output_types.contains(&"tq2_0") && two_b.output_types.contains(&"tl1"));
+    assert!(two_b.output_types().contains(&"tq2_0") && two_b.output_types().contains(&"tl1"));
     let falcon3 = hub::find_known("tiiuae/Falcon3-3B-1.58bit").unwrap();
-    assert!(falcon3.output_types.contains(&"tl2") && falcon3.output_types.contains(&"tq2_0"));
+    assert!(falcon3.output_types().contains(&"tl2") && falcon3.output_types().contains(&"tq2_0"));
 }

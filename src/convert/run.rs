@@ -17,12 +17,9 @@ use crate::checkpoint::{Checkpoint, ScaleConvention, StDtype, TensorEntry};
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::quant::absmean::absmean_src;
 use crate::quant::dtype::{to_f32_into, SrcDtype};
+use crate::quant::layouts::codec::TernaryCodec;
 use crate::quant::layouts::q8_0::Q8_0;
-use crate::quant::layouts::tq1_0::Tq1_0;
-use crate::quant::layouts::tq2_0::Tq2_0;
-use crate::quant::layouts::{
-    i2s, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, BlockGeometry, LayoutError,
-};
+use crate::quant::layouts::{q8_0, BlockGeometry, LayoutError};
 use crate::quant::ternary::{find_non_finite_src, Ternarized};
 use crate::util::AtomicFile;
 
@@ -182,7 +179,8 @@ fn write_tensor(
                     &data[r0 * t.k * dtype.size()..r1 * t.k * dtype.size()],
                     &mut vals,
                 );
-                let bytes = encode_float(t.spec.ty, &vals).map_err(layout_err)?;
+                let bytes = encode_float(t.spec.ty, t.spec.ty.ternary_codec(), &vals)
+                    .map_err(layout_err)?;
                 put(w, &bytes)?;
             }
             Ok(())
@@ -336,8 +334,9 @@ fn emit_ternary(
     layout_err: &dyn Fn(LayoutError) -> ConvertError,
 ) -> Result<(), ConvertError> {
     let (m, k) = (t.m, t.k);
-    match t.spec.ty {
-        GgmlType::I2_S | GgmlType::TL1 | GgmlType::TL2 => {
+    let codec = t.spec.ty.ternary_codec();
+    match codec {
+        Some(TernaryCodec::Whole(c)) => {
             let mut codes = vec![0i8; m * k];
             codes
                 .par_chunks_mut(k)
@@ -346,41 +345,11 @@ fn emit_ternary(
                     src.codes(source_row(r, t.permute_heads, m), scratch, row);
                 });
             let mut bytes = vec![0u8; t.nbytes as usize];
-            match t.spec.ty {
-                GgmlType::I2_S => {
-                    let n = m * k;
-                    // Whole 128-value blocks pack in parallel; each worker gets a multiple of
-                    // 128 codes.
-                    let chunk = i2s::BLOCK_VALUES * 1024;
-                    bytes[..n / 4]
-                        .par_chunks_mut(chunk / 4)
-                        .zip(codes.par_chunks(chunk))
-                        .try_for_each(|(o, c)| i2s::pack_rows(c, o))
-                        .map_err(layout_err)?;
-                    i2s::write_tail(&mut bytes, n, scale).map_err(layout_err)?;
-                }
-                GgmlType::TL1 | GgmlType::TL2 => {
-                    let p = t.tl.expect("TL tensors have parameters");
-                    let raw = if t.spec.ty == GgmlType::TL1 {
-                        tl1::nbytes(m, k)
-                    } else {
-                        tl2::nbytes(m, k).map_err(layout_err)?
-                    };
-                    let body = &mut bytes[..raw];
-                    if t.spec.ty == GgmlType::TL1 {
-                        tl1::pack_into(&codes, m, k, &p, body).map_err(layout_err)?;
-                    } else {
-                        tl2::pack_into(&codes, m, k, &p, body).map_err(layout_err)?;
-                    }
-                    let slot = crate::quant::layouts::pad32(raw);
-                    bytes[slot..slot + 32].copy_from_slice(&scale_slot(scale));
-                }
-                _ => unreachable!(),
-            }
+            (c.pack_into)(&codes, m, k, t.tl.as_ref(), scale, &mut bytes).map_err(layout_err)?;
             put(w, &bytes)
         }
-        ty => {
-            // Float or TQ outputs: stream blocks of rows of fake-quantized values.
+        _ => {
+            // Float or block outputs: stream blocks of rows of fake-quantized values.
             let rows_per_block = (BLOCK_VALUES / k.max(1)).max(1);
             let mut vals = Vec::new();
             for r0 in (0..m).step_by(rows_per_block) {
@@ -392,7 +361,7 @@ fn emit_ternary(
                         src.values(source_row(r0 + i, t.permute_heads, m), scale, s, c, row);
                     },
                 );
-                let bytes = encode_float(ty, &vals).map_err(layout_err)?;
+                let bytes = encode_float(t.spec.ty, codec, &vals).map_err(layout_err)?;
                 put(w, &bytes)?;
             }
             Ok(())
@@ -400,9 +369,16 @@ fn emit_ternary(
     }
 }
 
-/// Encodes f32 values (whole rows) as F32, F16, Q8_0, TQ1_0 or TQ2_0.
-fn encode_float(ty: GgmlType, vals: &[f32]) -> Result<Vec<u8>, LayoutError> {
+/// Encodes f32 values (whole rows) as F32, F16, Q8_0 or a ternary block layout (`codec`).
+fn encode_float(
+    ty: GgmlType,
+    codec: Option<TernaryCodec>,
+    vals: &[f32],
+) -> Result<Vec<u8>, LayoutError> {
     const PAR: usize = 1 << 16;
+    if let Some(TernaryCodec::Blocks(c)) = codec {
+        return block_encode(vals, c.block_values, c.block_bytes, c.quantize_into);
+    }
     Ok(match ty {
         GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
         GgmlType::F16 => {
@@ -416,19 +392,24 @@ fn encode_float(ty: GgmlType, vals: &[f32]) -> Result<Vec<u8>, LayoutError> {
                 });
             out
         }
-        GgmlType::Q8_0 => block_encode::<Q8_0>(vals, q8_0::quantize_into)?,
-        GgmlType::TQ1_0 => block_encode::<Tq1_0>(vals, tq1_0::quantize_into)?,
-        GgmlType::TQ2_0 => block_encode::<Tq2_0>(vals, tq2_0::quantize_into)?,
+        GgmlType::Q8_0 => block_encode(
+            vals,
+            Q8_0::BLOCK_VALUES,
+            Q8_0::BLOCK_BYTES,
+            q8_0::quantize_into,
+        )?,
         other => unreachable!("no float encoder for {other}"),
     })
 }
 
-/// Encodes whole rows in whole blocks of layout `G` with its quantizer `f`, in parallel.
-fn block_encode<G: BlockGeometry>(
+/// Encodes whole rows in whole blocks of `block` values and `block_bytes` bytes with the
+/// layout's quantizer `f`, in parallel.
+fn block_encode(
     vals: &[f32],
+    block: usize,
+    block_bytes: usize,
     f: fn(&[f32], &mut [u8]) -> Result<(), LayoutError>,
 ) -> Result<Vec<u8>, LayoutError> {
-    let (block, block_bytes) = (G::BLOCK_VALUES, G::BLOCK_BYTES);
     let per = 1024 * block;
     let mut out = vec![0u8; vals.len() / block * block_bytes];
     out.par_chunks_mut(per / block * block_bytes)

@@ -7,8 +7,9 @@ use half::slice::HalfFloatSliceExt;
 
 use super::{DummyTensor, Kind};
 use crate::gguf::GgmlType;
+use crate::quant::layouts::codec::{TernaryCodec, WholeCodec};
 use crate::quant::layouts::{
-    i2s, pad32, q8_0, scale_slot, tl1, tl2, tq1_0, tq2_0, LayoutError, TlParams,
+    i2s, pad32, q8_0, scale_slot, tl1, tl2, LayoutError, TlLayout, TlParams,
 };
 use crate::runtime::kernels::multiversion;
 
@@ -144,13 +145,17 @@ enum Cut {
         tiles: usize,
         regions: usize,
     },
+    /// The whole tensor in one piece, through its layout's codec: any whole-matrix layout
+    /// without a streamed cut of its own.
+    Whole(WholeCodec),
 }
 
 fn cut(t: &DummyTensor) -> Cut {
-    match t.spec.ty {
-        GgmlType::TL1 | GgmlType::TL2 => {
+    let codec = t.spec.ty.ternary_codec();
+    match codec.and_then(|c| c.tl()) {
+        Some(layout) => {
             let p = t.tl.expect("TL tensors have parameters");
-            let regions = if t.spec.ty == GgmlType::TL1 {
+            let regions = if layout == TlLayout::Tl1 {
                 1
             } else {
                 tl2_regions(t.k, &p).count()
@@ -161,13 +166,16 @@ fn cut(t: &DummyTensor) -> Cut {
                 regions,
             }
         }
-        _ => {
-            let rows = rows_per_block(t);
-            Cut::Rows {
-                rows,
-                blocks: t.m.div_ceil(rows),
+        None => match codec {
+            Some(TernaryCodec::Whole(c)) if t.spec.ty != GgmlType::I2_S => Cut::Whole(c),
+            _ => {
+                let rows = rows_per_block(t);
+                Cut::Rows {
+                    rows,
+                    blocks: t.m.div_ceil(rows),
+                }
             }
-        }
+        },
     }
 }
 
@@ -176,6 +184,7 @@ pub(super) fn pieces(t: &DummyTensor) -> usize {
     match cut(t) {
         Cut::Rows { blocks, .. } => blocks + usize::from(t.spec.ty == GgmlType::I2_S),
         Cut::Tiles { tiles, regions, .. } => regions * tiles + 1,
+        Cut::Whole(_) => 1,
     }
 }
 
@@ -261,6 +270,7 @@ fn piece_imp(
 ) -> Result<(), LayoutError> {
     let k = t.k;
     match cut(t) {
+        Cut::Whole(c) => whole_bytes(seed, t, &c, s, out),
         Cut::Tiles { p, tiles, regions } if j == regions * tiles => {
             // Zero padding to the size formula, then the 32-byte aligned scale slot.
             let (raw, content) = if t.spec.ty == GgmlType::TL1 {
@@ -313,6 +323,23 @@ fn piece_imp(
     }
 }
 
+/// The bytes of a whole tensor through its layout's codec.
+#[inline(always)]
+fn whole_bytes(
+    seed: u64,
+    t: &DummyTensor,
+    c: &WholeCodec,
+    s: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Result<(), LayoutError> {
+    s.codes.resize(t.m * t.k, 0);
+    for (r, row) in s.codes.chunks_exact_mut(t.k).enumerate() {
+        ternary_row(seed, t, r, row);
+    }
+    resize_for_overwrite(out, t.nbytes as usize);
+    (c.pack_into)(&s.codes, t.m, t.k, t.tl.as_ref(), ternary_scale(t), out)
+}
+
 /// Gives `out` length `n` for a caller that then writes every byte: the bytes of the earlier
 /// piece that a reused buffer holds are kept rather than zeroed (only growth is zeroed).
 fn resize_for_overwrite(out: &mut Vec<u8>, n: usize) {
@@ -347,17 +374,14 @@ fn block_bytes(
         return Ok(());
     }
     let rb = row_bytes(ty, k);
+    let codec = ty.ternary_codec();
     resize_for_overwrite(out, (r1 - r0) * rb);
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(rb)) {
-        if let (GgmlType::TQ1_0 | GgmlType::TQ2_0, Kind::Ternary { scale }) = (ty, t.kind) {
+        if let (Some(TernaryCodec::Blocks(c)), Kind::Ternary { scale }) = (codec, t.kind) {
             // The codes directly: what quantizing the values codes·scale gives.
             s.codes.resize(k, 0);
             ternary_row(seed, t, r, &mut s.codes);
-            if ty == GgmlType::TQ1_0 {
-                tq1_0::pack_ternary_into(&s.codes, scale, o)?;
-            } else {
-                tq2_0::pack_ternary_into(&s.codes, scale, o)?;
-            }
+            (c.pack_ternary_into)(&s.codes, scale, o)?;
             continue;
         }
         s.vals.resize(k, 0.0);
@@ -376,9 +400,10 @@ fn block_bytes(
                 }
             }
             GgmlType::Q8_0 => q8_0::quantize_into(&s.vals, o)?,
-            GgmlType::TQ1_0 => tq1_0::quantize_into(&s.vals, o)?,
-            GgmlType::TQ2_0 => tq2_0::quantize_into(&s.vals, o)?,
-            other => unreachable!("dummy tensors are never {other}"),
+            other => match codec {
+                Some(TernaryCodec::Blocks(c)) => (c.quantize_into)(&s.vals, o)?,
+                _ => unreachable!("dummy tensors are never {other}"),
+            },
         }
     }
     Ok(())
@@ -477,6 +502,55 @@ mod tests {
         assert!((share(-1) - 77.0 / 256.0).abs() < 0.01);
     }
 
+    /// A one-layer model of the given widths.
+    fn small_spec(hidden: usize, ffn: usize, heads: usize, quant: &str, seed: u64) -> DummySpec {
+        DummySpec {
+            arch: Arch::Bitnet,
+            hidden,
+            intermediate: ffn,
+            layers: 1,
+            heads,
+            kv_heads: heads,
+            vocab: 1000,
+            out_type: quant.parse().unwrap(),
+            seed,
+            name: "test".into(),
+            kernel_config: None,
+            target: None,
+        }
+    }
+
+    /// The generic path a whole-matrix layout without a streamed cut of its own takes (one
+    /// piece, through the codec) makes the bytes of the streamed cuts of I2_S rows and TL tiles.
+    #[test]
+    fn the_codec_path_makes_the_streamed_bytes() {
+        for (hidden, ffn, heads, quant) in [
+            (160, 480, 5, "i2_s"),
+            (256, 768, 4, "tl1"),
+            (384, 1568, 6, "tl2"),
+        ] {
+            let spec = small_spec(hidden, ffn, heads, quant, 5);
+            let plan = plan(&spec).unwrap();
+            let mut s = Scratch::default();
+            let (mut piece_buf, mut whole) = (Vec::new(), Vec::new());
+            let mut checked = 0;
+            for t in &plan.tensors {
+                let Some(TernaryCodec::Whole(c)) = t.spec.ty.ternary_codec() else {
+                    continue;
+                };
+                let mut streamed = Vec::new();
+                for j in 0..pieces(t) {
+                    piece_imp(spec.seed, t, j, &mut s, &mut piece_buf).unwrap();
+                    streamed.extend_from_slice(&piece_buf);
+                }
+                whole_bytes(spec.seed, t, &c, &mut s, &mut whole).unwrap();
+                assert!(streamed == whole, "{quant} {}", t.spec.name);
+                checked += 1;
+            }
+            assert!(checked > 0, "{quant}");
+        }
+    }
+
     #[test]
     fn the_baseline_build_makes_the_same_pieces() {
         // `piece` runs the build of each table this CPU has; `piece_imp` inlined here is the
@@ -490,20 +564,7 @@ mod tests {
             (256, 768, 4, "f16"),
             (256, 768, 4, "f32"),
         ] {
-            let spec = DummySpec {
-                arch: Arch::Bitnet,
-                hidden,
-                intermediate: ffn,
-                layers: 1,
-                heads,
-                kv_heads: heads,
-                vocab: 1000,
-                out_type: quant.parse().unwrap(),
-                seed: 11,
-                name: "test".into(),
-                kernel_config: None,
-                target: None,
-            };
+            let spec = small_spec(hidden, ffn, heads, quant, 11);
             let plan = plan(&spec).unwrap();
             let (mut wide, mut base) = (Scratch::default(), Scratch::default());
             let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -66,9 +66,9 @@ pub fn verdicts(h: &GgufHeader) -> Vec<Verdict> {
         let mut notes = Vec::new();
         match target {
             Target::LlamaCpp => {
-                for ty in [GgmlType::I2_S, GgmlType::TL1, GgmlType::TL2] {
-                    if has(ty) {
-                        no_load.push(format!("{} is not a mainline type", ty.name()));
+                for info in crate::gguf::TYPE_TABLE.iter().filter(|i| i.ty.is_bitnet()) {
+                    if has(info.ty) {
+                        no_load.push(format!("{} is not a mainline type", info.name));
                     }
                 }
                 if arch == Some(Arch::BitnetB158) {

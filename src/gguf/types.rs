@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use crate::quant::layouts::codec::{self, TernaryCodec};
 use crate::quant::layouts::i2s::I2s;
 use crate::quant::layouts::q8_0::Q8_0;
 use crate::quant::layouts::tq1_0::Tq1_0;
@@ -180,6 +181,19 @@ impl GgmlType {
             "bitnet.cpp cannot run I2_S rows that are not a multiple of 128 values (bitconv can; \
              tl1/tl2 run there)",
         )
+    }
+
+    /// How a packed ternary type stores a matrix ([`TernaryCodec`]), for the code that treats
+    /// every ternary type alike; `None` for the other types.
+    pub fn ternary_codec(self) -> Option<TernaryCodec> {
+        match self {
+            GgmlType::I2_S => Some(codec::I2_S),
+            GgmlType::TL1 => Some(codec::TL1),
+            GgmlType::TL2 => Some(codec::TL2),
+            GgmlType::TQ1_0 => Some(codec::TQ1_0),
+            GgmlType::TQ2_0 => Some(codec::TQ2_0),
+            _ => None,
+        }
     }
 
     /// This type's row of the table.

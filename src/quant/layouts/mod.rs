@@ -26,8 +26,10 @@
 //! | [`tq1_0`] | TQ1_0 (type 34), 256-value blocks of base-3 bytes, 54 bytes | mainline ggml reference quantizer |
 //! | [`tq2_0`] | TQ2_0 (type 35), 256-value blocks of 2-bit codes, 66 bytes | mainline ggml reference quantizer |
 //! | [`q8_0`] | Q8_0 (type 8), 32-value blocks, f16 scale + 32 × i8 | ggml reference quantizer |
+//! | [`codec`] | every ternary layout above as one value, for code that treats them alike | these modules |
 //! | [`params`] | BM/BK/bm kernel parameters, `kernel_config.ini` | bitnet.cpp `setup_env.py` / codegen |
 
+pub mod codec;
 pub mod i2s;
 pub mod params;
 pub mod q8_0;

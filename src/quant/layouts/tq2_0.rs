@@ -18,8 +18,8 @@ use half::f16;
 
 use super::tq1_0::block_amax;
 use super::{
-    pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry, LayoutError,
-    Result,
+    check_codes, pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry,
+    LayoutError, Result,
 };
 
 super::block_layout!(Tq2_0, "TQ2_0", id 35, 256 values ("QK_K"), 66 bytes);
@@ -75,6 +75,30 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
         |c, d, o| encode_block(|i| (c[i] + 1) as u8, d, o),
         quantize_block,
     )
+}
+
+/// Packs ternary `codes` (row-major, length a multiple of 256) with one scale per block
+/// (`scales`, written as f16) into `out` (exactly [`nbytes`]`(codes.len())` bytes): the blocks
+/// of another 256-value ternary layout re-expressed as TQ2_0, scales kept.
+pub fn pack_blocks_into(codes: &[i8], scales: &[f32], out: &mut [u8]) -> Result<()> {
+    Tq2_0::check_out(codes.len(), out)?;
+    check_codes(codes)?;
+    let blocks = codes.len() / BLOCK_VALUES;
+    if scales.len() != blocks {
+        return Err(LayoutError::InputLength {
+            what: format!("TQ2_0 block scales of {} values", codes.len()),
+            expected: blocks,
+            actual: scales.len(),
+        });
+    }
+    for ((c, o), &d) in codes
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        .zip(scales)
+    {
+        encode_block(|i| (c[i] + 1) as u8, d, o);
+    }
+    Ok(())
 }
 
 fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {

@@ -7,11 +7,10 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use half::f16;
-
 use super::{Arch, Data, Hparams, Matrix};
 use crate::gguf::{GgmlType, MappedGguf, TensorInfo, Value};
-use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, KernelEntry};
+use crate::quant::layouts::codec::TernaryCodec;
+use crate::quant::layouts::{self, i2s, params, tq2_0, KernelEntry};
 use crate::runtime::format::{tq2_shared_scale, WeightFormat, QK_K, TQ2_BLOCK_BYTES};
 use crate::runtime::RuntimeError;
 
@@ -46,24 +45,19 @@ impl Binder<'_> {
         let bytes = self.gguf.tensor_bytes(t);
         let n = m * k;
         let bad = |why: String| self.tensor_err(name, why);
-        match t.ty {
-            GgmlType::TQ1_0 | GgmlType::TQ2_0 => {
-                let (codes, d) = if t.ty == GgmlType::TQ1_0 {
-                    tq1_0::codes(bytes, n)
-                } else {
-                    crate::quant::layouts::tq2_0::codes(bytes, n)
+        if let Some(TernaryCodec::Blocks(c)) = t.ty.ternary_codec() {
+            let (codes, d) = (c.codes)(bytes, n).map_err(|e| bad(e.to_string()))?;
+            let scale = d.iter().fold(0f32, |a, &b| a.max(b.abs()));
+            for (b, (blk, &db)) in codes.chunks_exact(c.block_values).zip(&d).enumerate() {
+                if blk.iter().any(|&c| c != 0) && db.abs() != scale {
+                    return Err(bad(format!(
+                        "block {b} has scale {db}, others {scale}: not one ternary scale per tensor"
+                    )));
                 }
-                .map_err(|e| bad(e.to_string()))?;
-                let scale = d.iter().fold(0f32, |a, &b| a.max(b.abs()));
-                for (b, (blk, &db)) in codes.chunks_exact(QK_K).zip(&d).enumerate() {
-                    if blk.iter().any(|&c| c != 0) && db.abs() != scale {
-                        return Err(bad(format!(
-                            "block {b} has scale {db}, others {scale}: not one ternary scale per tensor"
-                        )));
-                    }
-                }
-                Ok((codes, scale))
             }
+            return Ok((codes, scale));
+        }
+        match t.ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 => {
                 let vals: Vec<f32> = match t.ty {
                     GgmlType::F32 => bytes[..4 * n]
@@ -361,21 +355,21 @@ impl Binder<'_> {
                 ),
             ));
         }
-        let allowed: &[GgmlType] = match role {
-            Role::Projection => &[
-                GgmlType::I2_S,
-                GgmlType::TL1,
-                GgmlType::TL2,
-                GgmlType::TQ1_0,
-                GgmlType::TQ2_0,
-                GgmlType::Q8_0,
-                GgmlType::F16,
-                GgmlType::F32,
-            ],
-            Role::Embedding | Role::Head => &[GgmlType::Q8_0, GgmlType::F16, GgmlType::F32],
-        };
-        if !allowed.contains(&t.ty) {
-            let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+        // Projections: every ternary layout, and float or Q8_0 values (fake-quantized).
+        let floats = [GgmlType::Q8_0, GgmlType::F16, GgmlType::F32];
+        let codec = t.ty.ternary_codec();
+        let ok = floats.contains(&t.ty) || (role == Role::Projection && codec.is_some());
+        if !ok {
+            let mut names: Vec<&str> = Vec::new();
+            if role == Role::Projection {
+                names.extend(
+                    crate::gguf::TYPE_TABLE
+                        .iter()
+                        .filter(|i| i.ty.ternary_codec().is_some())
+                        .map(|i| i.name),
+                );
+            }
+            names.extend(floats.iter().map(|t| t.name()));
             return Err(self.tensor_err(
                 name,
                 format!(
@@ -388,7 +382,7 @@ impl Binder<'_> {
         let mut scale = 1.0f32;
         if self.ternary_as_i2s
             && role == Role::Projection
-            && !matches!(t.ty, GgmlType::I2_S | GgmlType::TL1 | GgmlType::TL2)
+            && !matches!(codec, Some(TernaryCodec::Whole(_)))
         {
             let (codes, s) = self.ternary_codes(name, &t, m, k)?;
             let out = i2s::pack_rows_padded(&codes, k)
@@ -422,35 +416,10 @@ impl Binder<'_> {
                     (WeightFormat::I2s, Data::Owned(out))
                 }
             }
-            GgmlType::TL1 | GgmlType::TL2 => {
-                scale = self
-                    .gguf
-                    .ternary_scale(&t)
-                    .ok_or_else(|| self.tensor_err(name, "no room for the hidden scale slot"))?;
-                let p = self.tl_params_for(name, t.ty, m, k)?;
-                let bytes = self.gguf.tensor_bytes(&t);
-                let codes = if t.ty == GgmlType::TL1 {
-                    tl1::unpack(bytes, m, k, &p)
-                } else {
-                    tl2::unpack(bytes, m, k, &p)
-                }
-                .map_err(|e| self.tensor_err(name, format!("decoding with {p}: {e}")))?;
-                let out = i2s::pack_rows_padded(&codes, k)
-                    .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
-                (WeightFormat::I2s, Data::Owned(out))
-            }
             GgmlType::TQ2_0 => (
                 WeightFormat::Tq2,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
-            GgmlType::TQ1_0 => {
-                let (codes, scales) = tq1_0::codes(self.gguf.tensor_bytes(&t), m * k)
-                    .map_err(|e| self.tensor_err(name, e.to_string()))?;
-                (
-                    WeightFormat::Tq2,
-                    Data::Owned(tq2_from_codes(&codes, &scales)),
-                )
-            }
             GgmlType::Q8_0 => (
                 WeightFormat::Q8_0,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
@@ -463,7 +432,50 @@ impl Binder<'_> {
                 WeightFormat::F32,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
-            _ => unreachable!("type checked above"),
+            // Any other whole-matrix layout (TL1, TL2) is held as I2_S rows.
+            _ if matches!(codec, Some(TernaryCodec::Whole(_))) => {
+                let Some(TernaryCodec::Whole(c)) = codec else {
+                    unreachable!()
+                };
+                scale = self
+                    .gguf
+                    .ternary_scale(&t)
+                    .ok_or_else(|| self.tensor_err(name, "no room for the tensor's scale"))?;
+                let p = match c.tl {
+                    Some(layout) => Some(self.tl_params_for(name, layout, m, k)?),
+                    None => None,
+                };
+                let codes = (c.unpack)(self.gguf.tensor_bytes(&t), m, k, p.as_ref()).map_err(
+                    |e| match p {
+                        Some(p) => self.tensor_err(name, format!("decoding with {p}: {e}")),
+                        None => self.tensor_err(name, e.to_string()),
+                    },
+                )?;
+                let out = i2s::pack_rows_padded(&codes, k)
+                    .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
+                (WeightFormat::I2s, Data::Owned(out))
+            }
+            // Any other block layout (TQ1_0): 256-value blocks as TQ2_0 blocks with their
+            // scales; other block sizes as I2_S rows with their one scale.
+            _ => {
+                let Some(TernaryCodec::Blocks(c)) = codec else {
+                    unreachable!("type checked above")
+                };
+                if c.block_values == QK_K {
+                    let (codes, scales) = (c.codes)(self.gguf.tensor_bytes(&t), m * k)
+                        .map_err(|e| self.tensor_err(name, e.to_string()))?;
+                    let mut out = vec![0u8; codes.len() / QK_K * TQ2_BLOCK_BYTES];
+                    tq2_0::pack_blocks_into(&codes, &scales, &mut out)
+                        .map_err(|e| self.tensor_err(name, format!("re-packing as TQ2_0: {e}")))?;
+                    (WeightFormat::Tq2, Data::Owned(out))
+                } else {
+                    let (codes, s) = self.ternary_codes(name, &t, m, k)?;
+                    scale = s;
+                    let out = i2s::pack_rows_padded(&codes, k)
+                        .map_err(|e| self.tensor_err(name, format!("re-packing as I2_S: {e}")))?;
+                    (WeightFormat::I2s, Data::Owned(out))
+                }
+            }
         };
         self.used.insert(name.to_string());
         let tq2_shared_scale = match (&data, format) {
@@ -486,20 +498,15 @@ impl Binder<'_> {
     fn tl_params_for(
         &mut self,
         name: &str,
-        ty: GgmlType,
+        layout: params::TlLayout,
         m: usize,
         k: usize,
     ) -> Result<layouts::TlParams, RuntimeError> {
-        let layout = if ty == GgmlType::TL1 {
-            params::TlLayout::Tl1
-        } else {
-            params::TlLayout::Tl2
-        };
         if !self.tl_loaded {
             self.tl_loaded = true;
             self.tl_file = self.recorded_tl_params()?;
             if self.tl_params.is_empty() {
-                self.tl_params = self.tl_params_beside(ty)?;
+                self.tl_params = self.tl_params_beside(layout)?;
             }
         }
         // What the file records of its own packing; then what the user gave; then the built-in
@@ -521,9 +528,10 @@ impl Binder<'_> {
         Err(self.tensor_err(
             name,
             format!(
-                "{ty} needs kernel parameters for m = {m}, k = {k}: the file does not record them \
+                "{} needs kernel parameters for m = {m}, k = {k}: the file does not record them \
                  ({} absent) and no built-in table has this shape; give the kernel_config.ini \
                  the file was made with, with --kernel-config FILE",
+                layout.name(),
                 params::GGUF_KEY
             ),
         ))
@@ -542,9 +550,9 @@ impl Binder<'_> {
     }
 
     /// `kernel_config_tl1.ini` / `kernel_config_tl2.ini` / `kernel_config.ini` beside the file.
-    fn tl_params_beside(&self, ty: GgmlType) -> Result<Vec<KernelEntry>, RuntimeError> {
+    fn tl_params_beside(&self, layout: params::TlLayout) -> Result<Vec<KernelEntry>, RuntimeError> {
         let dir = self.file.parent().unwrap_or(Path::new("."));
-        let first = if ty == GgmlType::TL1 {
+        let first = if layout == params::TlLayout::Tl1 {
             "kernel_config_tl1.ini"
         } else {
             "kernel_config_tl2.ini"
@@ -564,38 +572,18 @@ impl Binder<'_> {
     }
 }
 
-/// Builds TQ2_0 blocks from ternary codes and per-block scales (f16 values widened to f32).
-fn tq2_from_codes(codes: &[i8], scales: &[f32]) -> Vec<u8> {
-    let mut out = vec![0u8; codes.len() / QK_K * TQ2_BLOCK_BYTES];
-    for ((c, blk), &d) in codes
-        .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(TQ2_BLOCK_BYTES))
-        .zip(scales)
-    {
-        for h in 0..2 {
-            for j in 0..32 {
-                let mut b = 0u8;
-                for n in 0..4 {
-                    b |= ((c[128 * h + j + 32 * n] + 1) as u8 & 3) << (2 * n);
-                }
-                blk[32 * h + j] = b;
-            }
-        }
-        blk[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::layouts::tq2_0;
+    use half::f16;
 
     #[test]
     fn tq2_blocks_round_trip() {
         let codes: Vec<i8> = (0..512).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
         let scales = [f16::from_f32(0.25).to_f32(), f16::from_f32(0.5).to_f32()];
-        let bytes = tq2_from_codes(&codes, &scales);
+        let mut bytes = vec![0u8; 2 * TQ2_BLOCK_BYTES];
+        tq2_0::pack_blocks_into(&codes, &scales, &mut bytes).unwrap();
         let (back, s) = tq2_0::codes(&bytes, 512).unwrap();
         assert_eq!(back, codes);
         assert_eq!(s, scales);

@@ -1055,10 +1055,12 @@ fn damaged_reference_metadata_never_panics() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Build time for full-size vocabularies
+// Full-size vocabularies
 
+/// A 32k SentencePiece and a 128k byte-level BPE vocabulary build from GGUF metadata and
+/// round-trip a long text (build and encoding times are printed).
 #[test]
-fn full_size_vocabularies_build_quickly() {
+fn full_size_vocabularies_build_and_round_trip() {
     let mut rng = Lcg(1);
 
     // A 32k SentencePiece vocabulary: specials, 256 byte tokens, then pieces that are
@@ -1157,12 +1159,8 @@ fn full_size_vocabularies_build_quickly() {
          encoding {} bytes: {spm_encode:?} / {bpe_encode:?}",
         text.len()
     );
-    // "Well under a second" in an optimised build; generous here for loaded test machines.
-    assert!(
-        spm.as_secs_f64() < 2.0,
-        "32k SentencePiece build took {spm:?}"
-    );
-    assert!(bpe.as_secs_f64() < 2.0, "128k BPE build took {bpe:?}");
+    // The build times are printed, not asserted: speed belongs to benchmarks, and a loaded
+    // test machine must not fail a correct build.
 }
 
 /// A byte-level BPE of 1,000 tokens trained here with Llama-3's pre-tokenizer (a vocabulary no

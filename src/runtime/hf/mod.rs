@@ -41,7 +41,9 @@ mod weights;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-pub use config::{rope_inv_freq, HfActivation, HfArch, HfConfig, LinearKind, RopeScaling};
+pub use config::{
+    rope_inv_freq, HfActivation, HfArch, HfArchInfo, HfConfig, LinearKind, RopeScaling, HF_ARCHS,
+};
 
 use crate::runtime::kernels::scalar::I8Scale;
 use forward::{
@@ -301,11 +303,7 @@ impl HfModel {
             t.expect_shape(&[len])?;
             t.read_all_f32()
         };
-        let sub_names = match c.arch {
-            HfArch::OneBitLlm => Some(("self_attn.inner_attn_ln", "mlp.ffn_layernorm")),
-            HfArch::BitNet => Some(("self_attn.attn_sub_norm", "mlp.ffn_sub_norm")),
-            HfArch::Llama => None,
-        };
+        let sub_names = c.arch.info().sub_norms;
         let packed = c.linear.packed();
         let divide = c.linear == LinearKind::BitLinear;
         // Every layer has at least its seven projections: a count the checkpoint cannot hold is

@@ -468,6 +468,17 @@ mod tests {
             assert_eq!(Arch::from_name(a.name()), Some(a));
         }
         assert_eq!(Arch::all().count(), ARCHS.len());
+        for (i, row) in ARCHS.iter().enumerate() {
+            assert_eq!(
+                row.arch as usize, i,
+                "{}: ARCHS is in the order of Arch",
+                row.name
+            );
+            assert_eq!(row.names.projections.len(), 7, "{}", row.name);
+            if let Some(sub) = row.sub_norms {
+                assert!(!sub.attn.required.is_empty() && !sub.ffn.required.is_empty());
+            }
+        }
         assert_eq!(Arch::names_list(), "bitnet, bitnet-b1.58, llama");
         assert_eq!(Arch::from_name("bitnet-25"), Some(Arch::BitnetB158));
         assert_eq!(Arch::BitnetB158.name(), "bitnet-b1.58");

@@ -42,6 +42,8 @@ pub struct HfArchInfo {
     pub default_rope_theta: f64,
     /// `hidden_act` when the config does not say.
     pub default_hidden_act: HfActivation,
+    /// The tensors the model code declares, by name.
+    pub tensors: &'static HfTensors,
     /// The sub-norms (attention before `o_proj`, FFN before `down_proj`) as the model code
     /// names them inside a layer (`self_attn.…`, `mlp.…`); `None`: it has none.
     pub sub_norms: Option<(&'static str, &'static str)>,
@@ -49,6 +51,47 @@ pub struct HfArchInfo {
     /// `quantization_config`) rather than transformers' bitnet quantizer's.
     pub remote_bitlinear: bool,
 }
+
+/// The parameter names of a model definition (`.weight` included outside the layers, left
+/// out inside: a layer's tensor is `{layers}.{i}.{name}.weight`).
+#[derive(Debug)]
+pub struct HfTensors {
+    /// The token embedding.
+    pub embed: &'static str,
+    /// The LM head, when the embedding is not tied.
+    pub lm_head: &'static str,
+    /// The final norm.
+    pub final_norm: &'static str,
+    /// The prefix of the layers' names.
+    pub layers: &'static str,
+    /// The norm before attention.
+    pub attn_norm: &'static str,
+    /// The norm before the FFN.
+    pub ffn_norm: &'static str,
+    /// The seven projections, in the order of [`crate::runtime::hf::HfModel::ROLES`]
+    /// (`q`, `k`, `v`, `o`, `gate`, `up`, `down`).
+    pub projections: [&'static str; 7],
+}
+
+/// The names transformers' `LlamaForCausalLM` and `BitNetForCausalLM` and 1bitLLM's remote
+/// code share.
+const LLAMA_TENSORS: HfTensors = HfTensors {
+    embed: "model.embed_tokens.weight",
+    lm_head: "lm_head.weight",
+    final_norm: "model.norm.weight",
+    layers: "model.layers",
+    attn_norm: "input_layernorm",
+    ffn_norm: "post_attention_layernorm",
+    projections: [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ],
+};
 
 /// The model definitions this reader understands, in the order of [`HfArch`].
 pub const HF_ARCHS: [HfArchInfo; 3] = [
@@ -58,6 +101,7 @@ pub const HF_ARCHS: [HfArchInfo; 3] = [
         default_rms_norm_eps: 1e-6,
         default_rope_theta: 10000.0,
         default_hidden_act: HfActivation::Silu,
+        tensors: &LLAMA_TENSORS,
         sub_norms: Some(("self_attn.inner_attn_ln", "mlp.ffn_layernorm")),
         remote_bitlinear: true,
     },
@@ -67,6 +111,7 @@ pub const HF_ARCHS: [HfArchInfo; 3] = [
         default_rms_norm_eps: 1e-5,
         default_rope_theta: 500000.0,
         default_hidden_act: HfActivation::Relu2,
+        tensors: &LLAMA_TENSORS,
         sub_norms: Some(("self_attn.attn_sub_norm", "mlp.ffn_sub_norm")),
         remote_bitlinear: false,
     },
@@ -76,6 +121,7 @@ pub const HF_ARCHS: [HfArchInfo; 3] = [
         default_rms_norm_eps: 1e-6,
         default_rope_theta: 10000.0,
         default_hidden_act: HfActivation::Silu,
+        tensors: &LLAMA_TENSORS,
         sub_norms: None,
         remote_bitlinear: false,
     },

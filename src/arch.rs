@@ -361,7 +361,15 @@ pub enum Activation {
     Relu2,
 }
 
+/// Every activation, in the order messages list them.
+pub const ACTIVATIONS: [Activation; 2] = [Activation::Silu, Activation::Relu2];
+
 impl Activation {
+    /// The names of [`ACTIVATIONS`] for messages: `silu or relu2`.
+    pub fn names_list() -> String {
+        ACTIVATIONS.map(Activation::name).join(" or ")
+    }
+
     /// The name `config.json`'s `hidden_act` and the `{arch}.hidden_activation` key use.
     pub fn name(self) -> &'static str {
         match self {
@@ -507,9 +515,10 @@ mod tests {
 
     #[test]
     fn activations_and_targets() {
-        for a in [Activation::Silu, Activation::Relu2] {
+        for a in ACTIVATIONS {
             assert_eq!(Activation::from_name(a.name()), Some(a));
         }
+        assert_eq!(Activation::names_list(), "silu or relu2");
         assert_eq!(Activation::from_name("gelu"), None);
         // What each runtime computes for 2B-4T: only the 2024 bitnet.cpp is right.
         assert_eq!(

@@ -223,7 +223,8 @@ impl ModelConfig {
         let act = raw.hidden_act.as_deref().unwrap_or("silu");
         let activation = Activation::from_name(act).ok_or_else(|| {
             invalid(format!(
-                "hidden_act {act:?} is not supported (silu or relu2)"
+                "hidden_act {act:?} is not supported ({})",
+                Activation::names_list()
             ))
         })?;
         let arch = Arch::from_hf(&hf_architecture, activation).ok_or_else(|| {

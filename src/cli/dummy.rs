@@ -84,7 +84,7 @@ fn arch_help() -> String {
             format!("{} ({}, {})", i.name, i.models, i.activation.name())
         })
         .collect();
-    format!("Architecture: {}.", each.join(", "))
+    format!("Architecture: {}", each.join(", "))
 }
 
 pub fn run(a: Args) -> super::Outcome {

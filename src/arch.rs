@@ -1,10 +1,19 @@
-//! The model architectures bitconv writes and runs, in one place: their GGUF names and
-//! aliases, the FFN activation, the RoPE convention, sub-norms and the head. The checkpoint
-//! reader, the converter, the dummy generator and the runtime all use this table.
+//! The model architectures bitconv writes and runs, in one table ([`ARCHS`], one row an
+//! architecture): their GGUF names and aliases, how a Hugging Face checkpoint of one is
+//! recognised (`architectures[0]`, `hidden_act`) and how it names its tensors, the block (which
+//! norms exist, activation, RoPE convention, head, tie default) and which of bitnet.cpp's
+//! converters its metadata follows. The checkpoint reader, the converter, the dummy generator,
+//! the GGUF reader and the runtime take these facts from here and compare no architecture by
+//! name; what they do with a fact (the arithmetic, the key-order code) stays with them.
+//!
+//! The independent checkpoint reader behind the goldens (`runtime::hf`) does not use this table:
+//! it keeps its own reading of checkpoints (`runtime::hf::HfArch`), so a misreading here cannot
+//! pass validation.
 
 use std::fmt;
 
-/// A GGUF architecture (`general.architecture`).
+/// A GGUF architecture (`general.architecture`). Its facts are its row of [`ARCHS`]
+/// ([`Arch::info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Arch {
     /// `bitnet` (1bitLLM checkpoints): SiLU gate, attention and FFN sub-norms, head tied to
@@ -18,63 +27,302 @@ pub enum Arch {
     Llama,
 }
 
-/// Every name a file may carry, first the one bitconv writes for each architecture.
-const NAMES: [(&str, Arch); 4] = [
-    ("bitnet", Arch::Bitnet),
-    ("bitnet-b1.58", Arch::BitnetB158),
-    ("llama", Arch::Llama),
-    ("bitnet-25", Arch::BitnetB158),
+/// Everything bitconv knows about one architecture: a row of [`ARCHS`].
+#[derive(Debug)]
+pub struct ArchInfo {
+    /// The architecture (rows are in the order of the enum).
+    pub arch: Arch,
+    /// The `general.architecture` string bitconv writes.
+    pub name: &'static str,
+    /// Other strings a file may carry for it (read, never written).
+    pub aliases: &'static [&'static str],
+    /// The name mainline llama.cpp's converter writes it under (mainline-flavoured files carry
+    /// it). When it differs from `name`, mainline's runtime has no architecture of this name.
+    pub mainline_name: &'static str,
+    /// The models it is, in a word or two (`--arch` help, runtime verdicts).
+    pub models: &'static str,
+    /// The checkpoint family it is converted from, as `inspect` names it.
+    pub family: &'static str,
+    /// The Hugging Face class (`architectures[0]`, matched ignoring case) it is converted
+    /// from; `dummy` writes it into its built-in tokenizer's `config.json`.
+    pub hf_class: &'static str,
+    /// Other classes converted as this architecture (not named in messages).
+    pub hf_class_aliases: &'static [&'static str],
+    /// The `hidden_act` (default `silu`) that selects this row among the rows of the same class;
+    /// `None`: any.
+    pub hf_hidden_act: Option<Activation>,
+    /// `tie_word_embeddings` when `config.json` does not say.
+    pub tied_by_default: bool,
+    /// How its checkpoints name their tensors, and what each becomes.
+    pub names: &'static HfNames,
+    /// The block's sub-norms (`attn_sub_norm` before `o_proj`, `ffn_sub_norm` before
+    /// `ffn_down`), with their Hugging Face names; `None`: it has none.
+    pub sub_norms: Option<&'static SubNorms>,
+    /// Whether a file may carry a separate `output.weight` (from the checkpoint's head tensor);
+    /// otherwise the head is the embedding, and a checkpoint's head tensor is not converted.
+    pub output: bool,
+    /// The FFN gate activation the architecture implies (a file may name another in
+    /// `{arch}.hidden_activation`).
+    pub activation: Activation,
+    /// The RoPE convention. [`RopeStyle::Normal`] means q/k rows are permuted from
+    /// transformers' rotate-half order when converting ([`Arch::permutes_qk`]).
+    pub rope: RopeStyle,
+    /// The code path of bitnet.cpp's converters whose metadata keys and order files written
+    /// for bitnet.cpp reproduce.
+    pub bitnet_cpp_keys: BitnetCppKeys,
+    /// Whether every file of this architecture holds a BitNet model, so that a type id 39–42 in
+    /// one without `bitconv.target` is one bitnet.cpp's TL2 or the other's (no BitNet model is
+    /// stored as MXFP4, NVFP4, Q1_0 or Q2_0).
+    pub ternary_only: bool,
+}
+
+/// How a Hugging Face checkpoint names its tensors, and the GGUF name each becomes (FORMATS
+/// §2.3). Block tensors are `{block}{layer}.{stem}.weight`.
+#[derive(Debug)]
+pub struct HfNames {
+    /// The token embedding (`token_embd.weight`).
+    pub embedding: &'static str,
+    /// The final norm (`output_norm.weight`).
+    pub final_norm: &'static str,
+    /// The LM head (`output.weight`, where [`ArchInfo::output`] allows it).
+    pub head: &'static str,
+    /// The prefix of block tensors, before the layer number.
+    pub block: &'static str,
+    /// The norms before attention and before the FFN, required in every block: (Hugging Face
+    /// stem, GGUF stem).
+    pub norms: &'static [(&'static str, &'static str)],
+    /// The seven ternary projections, required in every block: (Hugging Face stem, GGUF stem,
+    /// role). The role (`q_proj`, …) is the projection's name for
+    /// `ModelConfig::projection_shape` and the q/k permutation.
+    pub projections: &'static [(&'static str, &'static str, &'static str)],
+    /// Name suffixes of the buffers the converter drops (rotary caches, attention masks).
+    pub dropped: &'static [&'static str],
+}
+
+/// The Hugging Face names of a block's sub-norms.
+#[derive(Debug)]
+pub struct SubNorms {
+    /// `attn_sub_norm`, on the attention output before `o_proj`.
+    pub attn: SubNormNames,
+    /// `ffn_sub_norm`, on the gated FFN value before `down_proj`.
+    pub ffn: SubNormNames,
+}
+
+/// The Hugging Face stems one sub-norm is read from.
+#[derive(Debug)]
+pub struct SubNormNames {
+    /// The stems a checkpoint may use, preferred first: every block must have the first of
+    /// them that any tensor of the checkpoint has (the last when none does). `dummy` writes
+    /// the first.
+    pub required: &'static [&'static str],
+    /// Other stems converted as this sub-norm when present, never required.
+    pub accepted: &'static [&'static str],
+}
+
+/// Which code path of bitnet.cpp's converters writes an architecture's metadata (keys and
+/// their order); `convert::metadata_for` has the code of each. Mainline-flavoured files have
+/// one order for every architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BitnetCppKeys {
+    /// `convert-hf-to-gguf-bitnet.py`'s `BitnetModel`: `vocab_size`, then linear RoPE scaling
+    /// of 1, after the file type.
+    Bitnet,
+    /// The same script's `LlamaModel`: `vocab_size`, `rope.dimension_count`, then linear RoPE
+    /// scaling when the config has it.
+    Llama,
+    /// `convert-ms-to-gguf-bitnet.py` (the official 2B-4T file): its own order, and the chat
+    /// template it forces.
+    Ms,
+}
+
+/// The tensor names of Llama-layout checkpoints (transformers' `LlamaForCausalLM` and
+/// `BitNetForCausalLM`, 1bitLLM's remote code).
+const LLAMA_NAMES: HfNames = HfNames {
+    embedding: "model.embed_tokens.weight",
+    final_norm: "model.norm.weight",
+    head: "lm_head.weight",
+    block: "model.layers.",
+    norms: &[
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+    ],
+    projections: &[
+        ("self_attn.q_proj", "attn_q", "q_proj"),
+        ("self_attn.k_proj", "attn_k", "k_proj"),
+        ("self_attn.v_proj", "attn_v", "v_proj"),
+        ("self_attn.o_proj", "attn_output", "o_proj"),
+        ("mlp.gate_proj", "ffn_gate", "gate_proj"),
+        ("mlp.up_proj", "ffn_up", "up_proj"),
+        ("mlp.down_proj", "ffn_down", "down_proj"),
+    ],
+    dropped: &[
+        ".rotary_emb.inv_freq",
+        ".attention.masked_bias",
+        ".attention.bias",
+    ],
+};
+
+/// The sub-norms of the BitNet checkpoints: transformers' `BitNetForCausalLM` names, 1bitLLM's
+/// (`inner_attn_ln`, `ffn_layernorm`), and older spellings.
+const BITNET_SUB_NORMS: SubNorms = SubNorms {
+    attn: SubNormNames {
+        required: &["self_attn.attn_sub_norm", "self_attn.inner_attn_ln"],
+        accepted: &["attention.attn_sub_norm"],
+    },
+    ffn: SubNormNames {
+        required: &["mlp.ffn_sub_norm", "mlp.ffn_layernorm"],
+        accepted: &["feed_forward.ffn_sub_norm"],
+    },
+};
+
+/// The architectures, in the order of [`Arch`]: the one place their facts are written.
+pub const ARCHS: [ArchInfo; 3] = [
+    ArchInfo {
+        arch: Arch::Bitnet,
+        name: "bitnet",
+        aliases: &[],
+        mainline_name: "bitnet",
+        models: "1bitLLM",
+        family: "1bitLLM (bitnet_b1_58)",
+        hf_class: "BitnetForCausalLM",
+        hf_class_aliases: &[],
+        hf_hidden_act: Some(Activation::Silu),
+        tied_by_default: true,
+        names: &LLAMA_NAMES,
+        sub_norms: Some(&BITNET_SUB_NORMS),
+        output: false,
+        activation: Activation::Silu,
+        rope: RopeStyle::Neox,
+        bitnet_cpp_keys: BitnetCppKeys::Bitnet,
+        ternary_only: true,
+    },
+    ArchInfo {
+        arch: Arch::BitnetB158,
+        name: "bitnet-b1.58",
+        aliases: &["bitnet-25"],
+        mainline_name: "bitnet",
+        models: "2B-4T",
+        family: "BitNet b1.58 2B-4T",
+        hf_class: "BitNetForCausalLM",
+        hf_class_aliases: &[],
+        hf_hidden_act: Some(Activation::Relu2),
+        tied_by_default: true,
+        names: &LLAMA_NAMES,
+        sub_norms: Some(&BITNET_SUB_NORMS),
+        output: true,
+        activation: Activation::Relu2,
+        rope: RopeStyle::Neox,
+        bitnet_cpp_keys: BitnetCppKeys::Ms,
+        ternary_only: true,
+    },
+    ArchInfo {
+        arch: Arch::Llama,
+        name: "llama",
+        aliases: &[],
+        mainline_name: "llama",
+        models: "Llama/Falcon",
+        family: "Llama/Falcon 1.58-bit",
+        hf_class: "LlamaForCausalLM",
+        hf_class_aliases: &["MistralForCausalLM"],
+        hf_hidden_act: None,
+        tied_by_default: false,
+        names: &LLAMA_NAMES,
+        sub_norms: None,
+        output: true,
+        activation: Activation::Silu,
+        rope: RopeStyle::Normal,
+        bitnet_cpp_keys: BitnetCppKeys::Llama,
+        ternary_only: false,
+    },
 ];
 
 impl Arch {
+    /// Every architecture, in the order of [`ARCHS`].
+    pub fn all() -> impl Iterator<Item = Arch> {
+        ARCHS.iter().map(|r| r.arch)
+    }
+
+    /// Its row of [`ARCHS`].
+    pub fn info(self) -> &'static ArchInfo {
+        let row = &ARCHS[self as usize];
+        debug_assert_eq!(row.arch, self, "ARCHS is in the order of Arch");
+        row
+    }
+
     /// The architecture for a `general.architecture` string (aliases included).
     pub fn from_name(name: &str) -> Option<Arch> {
-        NAMES.iter().find(|(n, _)| *n == name).map(|&(_, a)| a)
+        ARCHS
+            .iter()
+            .find(|r| r.name == name || r.aliases.contains(&name))
+            .map(|r| r.arch)
+    }
+
+    /// The canonical names, `, `-separated (for messages listing what is supported).
+    pub fn names_list() -> String {
+        ARCHS.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The architecture a checkpoint of Hugging Face class `class` (`architectures[0]`, any
+    /// case) with FFN activation `act` is converted as: the first row whose class or alias it
+    /// is and whose `hidden_act` condition it meets.
+    pub fn from_hf(class: &str, act: Activation) -> Option<Arch> {
+        ARCHS
+            .iter()
+            .find(|r| {
+                (r.hf_class.eq_ignore_ascii_case(class)
+                    || r.hf_class_aliases
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(class)))
+                    && r.hf_hidden_act.is_none_or(|a| a == act)
+            })
+            .map(|r| r.arch)
+    }
+
+    /// The Hugging Face classes the rows name, `, `-separated (for messages).
+    pub fn hf_classes_list() -> String {
+        ARCHS
+            .iter()
+            .map(|r| r.hf_class)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The canonical `general.architecture` string.
     pub fn name(self) -> &'static str {
-        NAMES
-            .iter()
-            .find(|(_, a)| *a == self)
-            .map(|(n, _)| *n)
-            .expect("every architecture has a name")
+        self.info().name
     }
 
     /// The name mainline llama.cpp gives the architecture: it has no `bitnet-b1.58` and writes
     /// BitNet b1.58 2B-4T as `bitnet` (the activation then travels in
     /// `bitnet.hidden_activation`, which this runtime follows).
     pub fn mainline_name(self) -> &'static str {
-        match self {
-            Arch::BitnetB158 => "bitnet",
-            a => a.name(),
-        }
+        self.info().mainline_name
     }
 
     /// The FFN gate activation.
     pub fn activation(self) -> Activation {
-        match self {
-            Arch::Bitnet | Arch::Llama => Activation::Silu,
-            Arch::BitnetB158 => Activation::Relu2,
-        }
+        self.info().activation
     }
 
     /// The RoPE convention: NEOX for the BitNet architectures, interleaved for `llama`.
     pub fn rope_style(self) -> RopeStyle {
-        match self {
-            Arch::Bitnet | Arch::BitnetB158 => RopeStyle::Neox,
-            Arch::Llama => RopeStyle::Normal,
-        }
+        self.info().rope
+    }
+
+    /// Whether conversion permutes the rows of q and k from transformers' rotate-half order to
+    /// the interleaved order, which it does for the architectures with [`RopeStyle::Normal`].
+    pub fn permutes_qk(self) -> bool {
+        self.rope_style() == RopeStyle::Normal
     }
 
     /// Whether blocks have `attn_sub_norm` / `ffn_sub_norm`.
     pub fn has_sub_norms(self) -> bool {
-        !matches!(self, Arch::Llama)
+        self.info().sub_norms.is_some()
     }
 
     /// Whether the file may carry a separate `output.weight` (else the head is tied).
     pub fn allows_output(self) -> bool {
-        !matches!(self, Arch::Bitnet)
+        self.info().output
     }
 }
 
@@ -113,7 +361,15 @@ pub enum Activation {
     Relu2,
 }
 
+/// Every activation, in the order messages list them.
+pub const ACTIVATIONS: [Activation; 2] = [Activation::Silu, Activation::Relu2];
+
 impl Activation {
+    /// The names of [`ACTIVATIONS`] for messages: `silu or relu2`.
+    pub fn names_list() -> String {
+        ACTIVATIONS.map(Activation::name).join(" or ")
+    }
+
     /// The name `config.json`'s `hidden_act` and the `{arch}.hidden_activation` key use.
     pub fn name(self) -> &'static str {
         match self {
@@ -225,18 +481,53 @@ mod tests {
     #[test]
     fn names_round_trip_and_aliases_resolve() {
         for a in [Arch::Bitnet, Arch::BitnetB158, Arch::Llama] {
+            assert_eq!(a.info().arch, a);
             assert_eq!(Arch::from_name(a.name()), Some(a));
         }
+        assert_eq!(Arch::all().count(), ARCHS.len());
+        for (i, row) in ARCHS.iter().enumerate() {
+            assert_eq!(
+                row.arch as usize, i,
+                "{}: ARCHS is in the order of Arch",
+                row.name
+            );
+            assert_eq!(row.names.projections.len(), 7, "{}", row.name);
+            if let Some(sub) = row.sub_norms {
+                assert!(!sub.attn.required.is_empty() && !sub.ffn.required.is_empty());
+            }
+        }
+        assert_eq!(Arch::names_list(), "bitnet, bitnet-b1.58, llama");
         assert_eq!(Arch::from_name("bitnet-25"), Some(Arch::BitnetB158));
         assert_eq!(Arch::BitnetB158.name(), "bitnet-b1.58");
         assert_eq!(Arch::from_name("mistral"), None);
     }
 
     #[test]
+    fn checkpoints_select_their_architecture() {
+        use Activation::*;
+        assert_eq!(Arch::from_hf("BitnetForCausalLM", Silu), Some(Arch::Bitnet));
+        assert_eq!(Arch::from_hf("BitNetForCausalLM", Silu), Some(Arch::Bitnet));
+        assert_eq!(
+            Arch::from_hf("bitnetforcausallm", Relu2),
+            Some(Arch::BitnetB158)
+        );
+        assert_eq!(Arch::from_hf("LlamaForCausalLM", Relu2), Some(Arch::Llama));
+        assert_eq!(Arch::from_hf("MistralForCausalLM", Silu), Some(Arch::Llama));
+        assert_eq!(Arch::from_hf("GPT2LMHeadModel", Silu), None);
+        assert_eq!(
+            Arch::hf_classes_list(),
+            "BitnetForCausalLM, BitNetForCausalLM, LlamaForCausalLM"
+        );
+        assert!(Arch::Llama.permutes_qk());
+        assert!(!Arch::Bitnet.permutes_qk() && !Arch::BitnetB158.permutes_qk());
+    }
+
+    #[test]
     fn activations_and_targets() {
-        for a in [Activation::Silu, Activation::Relu2] {
+        for a in ACTIVATIONS {
             assert_eq!(Activation::from_name(a.name()), Some(a));
         }
+        assert_eq!(Activation::names_list(), "silu or relu2");
         assert_eq!(Activation::from_name("gelu"), None);
         // What each runtime computes for 2B-4T: only the 2024 bitnet.cpp is right.
         assert_eq!(

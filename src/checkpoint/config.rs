@@ -1,12 +1,12 @@
 //! `config.json` into a typed model description.
 //!
-//! The GGUF architecture is chosen from the checkpoint itself (FORMATS.md §7): a `Bitnet…` /
+//! The GGUF architecture is chosen from the checkpoint itself (FORMATS.md §7) by the table of
+//! architectures ([`Arch::from_hf`]: `architectures[0]` and `hidden_act`): a `Bitnet…` /
 //! `BitNet…` architecture with `hidden_act: silu` is the 1bitLLM family and becomes `bitnet`
 //! (SiLU gate, tied head); with `relu2` it is the 2B-4T family and becomes `bitnet-b1.58`
 //! (ReLU², optional untied head); `LlamaForCausalLM` with a bitnet `quantization_config`
 //! (Llama3-8B-1.58, Falcon3, Falcon-E) becomes `llama`.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -14,27 +14,6 @@ use serde::Deserialize;
 pub use crate::arch::{Activation, Arch};
 
 use super::CheckpointError;
-
-/// The model family, which fixes naming and scale conventions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Family {
-    /// 1bitLLM/bitnet_b1_58-* (latent full-precision weights, SentencePiece tokenizer).
-    OneBitLlm,
-    /// microsoft/BitNet-b1.58-2B-4T (packed or bf16 master weights).
-    BitNet2B4T,
-    /// Llama-architecture ternary models (HF1BitLLM Llama3-8B-1.58, tiiuae Falcon3/Falcon-E).
-    LlamaTernary,
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::OneBitLlm => "1bitLLM (bitnet_b1_58)",
-            Family::BitNet2B4T => "BitNet b1.58 2B-4T",
-            Family::LlamaTernary => "Llama/Falcon 1.58-bit",
-        })
-    }
-}
 
 /// `quantization_config` of packed checkpoints.
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
@@ -122,10 +101,8 @@ pub struct ModelConfig {
     pub hf_architecture: String,
     /// `model_type`, if given.
     pub model_type: Option<String>,
-    /// The GGUF architecture bitconv writes.
+    /// The GGUF architecture bitconv writes (its family is [`crate::arch::ArchInfo::family`]).
     pub arch: Arch,
-    /// The family.
-    pub family: Family,
     /// FFN activation.
     pub activation: Activation,
     /// `hidden_size`.
@@ -152,7 +129,8 @@ pub struct ModelConfig {
     pub rope_theta: Option<f64>,
     /// `rms_norm_eps`.
     pub rms_norm_eps: Option<f64>,
-    /// `tie_word_embeddings` (default true for the BitNet families, false for llama).
+    /// `tie_word_embeddings` (default: the architecture's
+    /// [`crate::arch::ArchInfo::tied_by_default`]).
     pub tie_word_embeddings: bool,
     /// `torch_dtype`.
     pub torch_dtype: Option<String>,
@@ -243,29 +221,18 @@ impl ModelConfig {
             .cloned()
             .ok_or_else(|| invalid("key \"architectures\" is missing or empty".into()))?;
         let act = raw.hidden_act.as_deref().unwrap_or("silu");
-        let activation = match act {
-            "silu" | "swish" => Activation::Silu,
-            "relu2" => Activation::Relu2,
-            other => {
-                return Err(invalid(format!(
-                    "hidden_act {other:?} is not supported (silu or relu2)"
-                )))
-            }
-        };
-        let lower = hf_architecture.to_ascii_lowercase();
-        let (arch, family) = if lower == "bitnetforcausallm" {
-            match activation {
-                Activation::Silu => (Arch::Bitnet, Family::OneBitLlm),
-                Activation::Relu2 => (Arch::BitnetB158, Family::BitNet2B4T),
-            }
-        } else if matches!(lower.as_str(), "llamaforcausallm" | "mistralforcausallm") {
-            (Arch::Llama, Family::LlamaTernary)
-        } else {
-            return Err(invalid(format!(
-                "architecture {hf_architecture:?} is not a ternary family bitconv knows \
-                 (BitnetForCausalLM, BitNetForCausalLM, LlamaForCausalLM)"
-            )));
-        };
+        let activation = Activation::from_name(act).ok_or_else(|| {
+            invalid(format!(
+                "hidden_act {act:?} is not supported ({})",
+                Activation::names_list()
+            ))
+        })?;
+        let arch = Arch::from_hf(&hf_architecture, activation).ok_or_else(|| {
+            invalid(format!(
+                "architecture {hf_architecture:?} is not a ternary family bitconv knows ({})",
+                Arch::hf_classes_list()
+            ))
+        })?;
         // RoPE scaling: linear is written as a frequency scale; every other type changes the
         // frequencies in ways the file cannot express yet, so it is refused, never ignored.
         let rope_linear_factor = match raw.rope_scaling.as_ref() {
@@ -293,12 +260,13 @@ impl ModelConfig {
                 }
             }
         };
-        let tie = raw.tie_word_embeddings.unwrap_or(arch != Arch::Llama);
+        let tie = raw
+            .tie_word_embeddings
+            .unwrap_or(arch.info().tied_by_default);
         Ok(ModelConfig {
             hf_architecture,
             model_type: raw.model_type,
             arch,
-            family,
             activation,
             hidden_size,
             intermediate_size,
@@ -363,10 +331,10 @@ impl ModelConfig {
             .map(|(o, i)| o * i)
             .sum::<u64>()
             + 2 * h
-            + if self.arch == Arch::Llama {
-                0
-            } else {
+            + if self.arch.has_sub_norms() {
                 h + self.intermediate_size
+            } else {
+                0
             };
         let emb = self.vocab_size * h;
         emb + self.num_layers * per_layer + h + if self.tie_word_embeddings { 0 } else { emb }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-pub use config::{Activation, Arch, Family, ModelConfig, ScaleConvention};
+pub use config::{Activation, Arch, ModelConfig, ScaleConvention};
 pub use names::{map_name, Mapped};
 pub use tensors::{SafetensorSet, StDtype, TensorEntry};
 
@@ -208,7 +208,7 @@ impl Checkpoint {
             "dir": self.dir.display().to_string(),
             "hf_architecture": c.hf_architecture,
             "architecture": c.arch.name(),
-            "family": c.family.to_string(),
+            "family": c.arch.info().family,
             "activation": c.activation,
             "hidden_size": c.hidden_size,
             "intermediate_size": c.intermediate_size,

@@ -19,58 +19,46 @@ pub enum Mapped {
     WeightScale(String),
 }
 
-const PROJECTIONS: &[(&str, &str, &str)] = &[
-    ("self_attn.q_proj", "attn_q", "q_proj"),
-    ("self_attn.k_proj", "attn_k", "k_proj"),
-    ("self_attn.v_proj", "attn_v", "v_proj"),
-    ("self_attn.o_proj", "attn_output", "o_proj"),
-    ("mlp.gate_proj", "ffn_gate", "gate_proj"),
-    ("mlp.up_proj", "ffn_up", "up_proj"),
-    ("mlp.down_proj", "ffn_down", "down_proj"),
-];
-
-const NORMS: &[(&str, &str, bool)] = &[
-    // (HF suffix, GGUF suffix, only for BitNet archs)
-    ("input_layernorm", "attn_norm", false),
-    ("post_attention_layernorm", "ffn_norm", false),
-    ("self_attn.inner_attn_ln", "attn_sub_norm", true),
-    ("self_attn.attn_sub_norm", "attn_sub_norm", true),
-    ("attention.attn_sub_norm", "attn_sub_norm", true),
-    ("mlp.ffn_layernorm", "ffn_sub_norm", true),
-    ("mlp.ffn_sub_norm", "ffn_sub_norm", true),
-    ("feed_forward.ffn_sub_norm", "ffn_sub_norm", true),
-];
-
-/// Maps a Hugging Face tensor name; `None` means no mapping knows the name.
+/// Maps a Hugging Face tensor name; `None` means no mapping knows the name. The names are the
+/// architecture's ([`crate::arch::HfNames`], [`crate::arch::SubNorms`]).
 pub fn map_name(hf: &str, arch: Arch) -> Option<Mapped> {
-    if hf.ends_with(".rotary_emb.inv_freq")
-        || hf.ends_with(".attention.masked_bias")
-        || hf.ends_with(".attention.bias")
-    {
+    let info = arch.info();
+    let names = info.names;
+    if names.dropped.iter().any(|d| hf.ends_with(d)) {
         return Some(Mapped::Dropped);
     }
     if let Some(base) = hf.strip_suffix(".weight_scale") {
         return Some(Mapped::WeightScale(format!("{base}.weight")));
     }
-    match hf {
-        "model.embed_tokens.weight" => return Some(tensor("token_embd.weight", None)),
-        "model.norm.weight" => return Some(tensor("output_norm.weight", None)),
-        // The `bitnet` architecture has no output tensor (1bitLLM models are tied).
-        "lm_head.weight" if arch != Arch::Bitnet => return Some(tensor("output.weight", None)),
-        _ => {}
+    if hf == names.embedding {
+        return Some(tensor("token_embd.weight", None));
     }
-    let rest = hf.strip_prefix("model.layers.")?;
+    if hf == names.final_norm {
+        return Some(tensor("output_norm.weight", None));
+    }
+    // Without an output tensor (`bitnet`: 1bitLLM models are tied) the head is not mapped.
+    if hf == names.head && info.output {
+        return Some(tensor("output.weight", None));
+    }
+    let rest = hf.strip_prefix(names.block)?;
     let (n, rest) = rest.split_once('.')?;
     let layer: u64 = n.parse().ok()?;
     let stem = rest.strip_suffix(".weight")?;
-    for (hf_s, gguf_s, proj) in PROJECTIONS {
+    for (hf_s, gguf_s, proj) in names.projections {
         if stem == *hf_s {
             return Some(tensor(&format!("blk.{layer}.{gguf_s}.weight"), Some(proj)));
         }
     }
-    for (hf_s, gguf_s, bitnet_only) in NORMS {
-        if stem == *hf_s && (!bitnet_only || arch != Arch::Llama) {
+    for (hf_s, gguf_s) in names.norms {
+        if stem == *hf_s {
             return Some(tensor(&format!("blk.{layer}.{gguf_s}.weight"), None));
+        }
+    }
+    if let Some(sub) = info.sub_norms {
+        for (names, gguf_s) in [(&sub.attn, "attn_sub_norm"), (&sub.ffn, "ffn_sub_norm")] {
+            if names.required.contains(&stem) || names.accepted.contains(&stem) {
+                return Some(tensor(&format!("blk.{layer}.{gguf_s}.weight"), None));
+            }
         }
     }
     None

@@ -27,8 +27,8 @@ pub struct Args {
     /// Seed of the weights (same seed, same file).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Architecture: bitnet (1bitLLM, SiLU), bitnet-b1.58 (2B-4T, ReLU²), llama.
-    #[arg(long, default_value = "bitnet", value_parser = parse_arch)]
+    // Help from the table of architectures (`arch_help`).
+    #[arg(long, default_value = "bitnet", value_parser = parse_arch, help = arch_help())]
     arch: Arch,
     /// Hidden size (overrides the size's).
     #[arg(long)]
@@ -73,8 +73,18 @@ pub struct Args {
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::from_name(s)
-        .ok_or_else(|| format!("unknown architecture {s:?} (bitnet, bitnet-b1.58, llama)"))
+    Arch::from_name(s).ok_or_else(|| format!("unknown architecture {s:?} ({})", Arch::names_list()))
+}
+
+/// The `--arch` help, from the table of architectures.
+fn arch_help() -> String {
+    let each: Vec<String> = Arch::all()
+        .map(|a| {
+            let i = a.info();
+            format!("{} ({}, {})", i.name, i.models, i.activation.name())
+        })
+        .collect();
+    format!("Architecture: {}", each.join(", "))
 }
 
 pub fn run(a: Args) -> super::Outcome {

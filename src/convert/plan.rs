@@ -137,24 +137,23 @@ fn expected_shape(cfg: &ModelConfig, gguf: &str, proj: Option<&str>) -> Option<V
     None
 }
 
-/// HF names every layer must have, per architecture.
-fn required_layer_tensors(arch: Arch, family_names: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "input_layernorm.weight",
-        "post_attention_layernorm.weight",
-        "self_attn.q_proj.weight",
-        "self_attn.k_proj.weight",
-        "self_attn.v_proj.weight",
-        "self_attn.o_proj.weight",
-        "mlp.gate_proj.weight",
-        "mlp.up_proj.weight",
-        "mlp.down_proj.weight",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if arch != Arch::Llama {
-        v.extend(family_names.iter().map(|s| s.to_string()));
+/// HF names every layer must have: the architecture's norms and projections, then its
+/// sub-norms (of each, the spelling [`crate::arch::SubNormNames::required`] picks from `present`).
+fn required_layer_tensors(arch: Arch, present: &BTreeSet<&str>) -> Vec<String> {
+    let info = arch.info();
+    let names = info.names;
+    let mut v: Vec<String> = (names.norms.iter().map(|(hf, _)| *hf))
+        .chain(names.projections.iter().map(|(hf, _, _)| *hf))
+        .map(|s| format!("{s}.weight"))
+        .collect();
+    if let Some(sub) = info.sub_norms {
+        for names in [&sub.attn, &sub.ffn] {
+            let spelled = |s: &&&str| present.iter().any(|n| n.ends_with(&format!("{s}.weight")));
+            let pick = (names.required.iter().find(spelled))
+                .or(names.required.last())
+                .expect("a sub-norm has a name");
+            v.push(format!("{pick}.weight"));
+        }
     }
     v
 }
@@ -190,32 +189,16 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
 
     // Every required tensor must be present.
     let present: BTreeSet<&str> = ck.tensors.tensors.iter().map(|t| t.name.as_str()).collect();
-    let sub_norm_names: Vec<&str> = {
-        let attn = [
-            "self_attn.inner_attn_ln.weight",
-            "self_attn.attn_sub_norm.weight",
-        ];
-        let ffn = ["mlp.ffn_layernorm.weight", "mlp.ffn_sub_norm.weight"];
-        let pick = |c: [&'static str; 2]| {
-            if present.iter().any(|n| n.ends_with(c[1])) {
-                c[1]
-            } else {
-                c[0]
-            }
-        };
-        vec![pick(attn), pick(ffn)]
-    };
-    let mut required = vec![
-        "model.embed_tokens.weight".to_string(),
-        "model.norm.weight".to_string(),
-    ];
+    let names = arch.info().names;
+    let mut required = vec![names.embedding.to_string(), names.final_norm.to_string()];
+    let per_layer = required_layer_tensors(arch, &present);
     for l in 0..cfg.num_layers {
-        for s in required_layer_tensors(arch, &sub_norm_names) {
-            required.push(format!("model.layers.{l}.{s}"));
+        for s in &per_layer {
+            required.push(format!("{}{l}.{s}", names.block));
         }
     }
-    if !cfg.tie_word_embeddings && arch != Arch::Bitnet {
-        required.push("lm_head.weight".into());
+    if !cfg.tie_word_embeddings && arch.allows_output() {
+        required.push(names.head.into());
     }
     for r in &required {
         if !present.contains(r.as_str()) {
@@ -225,7 +208,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             });
         }
     }
-    let has_output = present.contains("lm_head.weight") && arch != Arch::Bitnet;
+    let has_output = present.contains(names.head) && arch.allows_output();
 
     let model_name = opts.model_name.clone().unwrap_or_else(|| ck.dir_name());
     let mut tensors = Vec::with_capacity(mapped.len());
@@ -347,7 +330,7 @@ pub fn plan(ck: &Checkpoint, opts: &ConvertOptions) -> Result<Plan, ConvertError
             }
             (ty, Source::Float { hf: t.name.clone() })
         };
-        let permute_heads = if arch == Arch::Llama {
+        let permute_heads = if arch.permutes_qk() {
             match proj {
                 Some("q_proj") => Some(cfg.num_heads as usize),
                 Some("k_proj") => Some(cfg.num_kv_heads as usize),

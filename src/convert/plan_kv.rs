@@ -1,8 +1,9 @@
 //! The metadata keys of each output, in the order the reference converters write them
 //! (FORMATS.md §2.5; the mainline order from `tests/data/tiny/llama-cpp/*.dump.json`).
 
+use crate::arch::BitnetCppKeys;
 use crate::checkpoint::tokenizer::TokenizerMeta;
-use crate::checkpoint::{Arch, Checkpoint, ModelConfig};
+use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::gguf::Value;
 
 use super::{ConvertError, ConvertOptions, Flavor, OutType};
@@ -105,7 +106,8 @@ pub fn metadata_for(
     total_params: u64,
     tokenizer: &TokenizerMeta,
 ) -> Vec<(String, Value)> {
-    if flavor == Flavor::BitnetCpp && cfg.arch == Arch::BitnetB158 {
+    let keys = cfg.arch.info().bitnet_cpp_keys;
+    if flavor == Flavor::BitnetCpp && keys == BitnetCppKeys::Ms {
         return metadata_ms_b158(cfg, out, general_name, tokenizer);
     }
     let a = match flavor {
@@ -157,7 +159,7 @@ pub fn metadata_for(
         put(format!("{a}.attention.value_length"), u32v(cfg.head_dim));
     }
     put("general.file_type".into(), Value::U32(out.file_type()));
-    match (flavor, cfg.arch) {
+    match (flavor, keys) {
         (Flavor::Mainline, _) => {
             put(
                 format!("{a}.rope.scaling.type"),
@@ -166,7 +168,7 @@ pub fn metadata_for(
             put(format!("{a}.rope.scaling.factor"), Value::F32(1.0));
             put("general.quantization_version".into(), Value::U32(2));
         }
-        (Flavor::BitnetCpp, Arch::Bitnet) => {
+        (Flavor::BitnetCpp, BitnetCppKeys::Bitnet) => {
             put(format!("{a}.vocab_size"), u32v(cfg.vocab_size));
             put(
                 format!("{a}.rope.scaling.type"),
@@ -174,7 +176,8 @@ pub fn metadata_for(
             );
             put(format!("{a}.rope.scaling.factor"), Value::F32(1.0));
         }
-        (Flavor::BitnetCpp, _) => {
+        // (`Ms` files were written above.)
+        (Flavor::BitnetCpp, BitnetCppKeys::Llama | BitnetCppKeys::Ms) => {
             put(format!("{a}.vocab_size"), u32v(cfg.vocab_size));
             put(format!("{a}.rope.dimension_count"), u32v(cfg.head_dim));
             if let Some(f) = cfg.rope_linear_factor {

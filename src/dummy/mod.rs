@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::checkpoint::tokenizer::TokenizerMeta;
-use crate::checkpoint::{map_name, Activation, Arch, Family, Mapped, ModelConfig};
+use crate::checkpoint::{map_name, Arch, Mapped, ModelConfig};
 use crate::convert::{float_type, metadata_for, ConvertOptions, Flavor, OutType, Progress};
 use crate::gguf::{GgufWriter, TensorSpec, Value};
 use crate::quant::layouts::{KernelEntry, LayoutError, TlParams};
@@ -260,51 +260,53 @@ impl DummyPlan {
     }
 }
 
-/// The HF tensor names of a checkpoint of this architecture, with PyTorch shapes.
-fn hf_tensors(s: &DummySpec) -> Vec<(String, Vec<usize>)> {
+/// The HF tensor names of a checkpoint of this architecture, with PyTorch shapes: its names
+/// ([`crate::arch::HfNames`]), the first spelling of each sub-norm, and a head when it is not
+/// tied ([`has_output`]).
+fn hf_tensors(s: &DummySpec, cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let info = s.arch.info();
+    let names = info.names;
     let (h, f) = (s.hidden, s.intermediate);
-    let hd = h / s.heads;
-    let (q, kv) = (s.heads * hd, s.kv_heads * hd);
+    let q = s.heads * (h / s.heads);
     let mut v = vec![
-        ("model.embed_tokens.weight".to_string(), vec![s.vocab, h]),
-        ("model.norm.weight".to_string(), vec![h]),
+        (names.embedding.to_string(), vec![s.vocab, h]),
+        (names.final_norm.to_string(), vec![h]),
     ];
-    if s.arch == Arch::Llama {
-        v.push(("lm_head.weight".into(), vec![s.vocab, h]));
+    if has_output(s.arch) {
+        v.push((names.head.into(), vec![s.vocab, h]));
     }
     for l in 0..s.layers {
-        let p = format!("model.layers.{l}.");
-        let mut add = |n: &str, shape: Vec<usize>| v.push((format!("{p}{n}"), shape));
-        add("input_layernorm.weight", vec![h]);
-        add("post_attention_layernorm.weight", vec![h]);
-        add("self_attn.q_proj.weight", vec![q, h]);
-        add("self_attn.k_proj.weight", vec![kv, h]);
-        add("self_attn.v_proj.weight", vec![kv, h]);
-        add("self_attn.o_proj.weight", vec![h, q]);
-        add("mlp.gate_proj.weight", vec![f, h]);
-        add("mlp.up_proj.weight", vec![f, h]);
-        add("mlp.down_proj.weight", vec![h, f]);
-        if s.arch != Arch::Llama {
-            add("self_attn.attn_sub_norm.weight", vec![q]);
-            add("mlp.ffn_sub_norm.weight", vec![f]);
+        let p = format!("{}{l}.", names.block);
+        let mut add = |n: &str, shape: Vec<usize>| v.push((format!("{p}{n}.weight"), shape));
+        for (n, _) in names.norms {
+            add(n, vec![h]);
+        }
+        for (n, _, role) in names.projections {
+            let (o, i) = cfg.projection_shape(role).expect("every role has a shape");
+            add(n, vec![o as usize, i as usize]);
+        }
+        if let Some(sub) = info.sub_norms {
+            add(sub.attn.required[0], vec![q]);
+            add(sub.ffn.required[0], vec![f]);
         }
     }
     v.sort();
     v
 }
 
+/// Whether a dummy of `arch` has a separate head: when the architecture allows one and does not
+/// tie it by default.
+fn has_output(arch: Arch) -> bool {
+    arch.allows_output() && !arch.info().tied_by_default
+}
+
 fn model_config(s: &DummySpec) -> ModelConfig {
-    let (activation, family, hf) = match s.arch {
-        Arch::Bitnet => (Activation::Silu, Family::OneBitLlm, "BitnetForCausalLM"),
-        Arch::BitnetB158 => (Activation::Relu2, Family::BitNet2B4T, "BitNetForCausalLM"),
-        Arch::Llama => (Activation::Silu, Family::LlamaTernary, "LlamaForCausalLM"),
-    };
+    let info = s.arch.info();
     ModelConfig {
-        hf_architecture: hf.into(),
+        hf_architecture: info.hf_class.into(),
         model_type: None,
         arch: s.arch,
-        family,
-        activation,
+        activation: info.activation,
         hidden_size: s.hidden as u64,
         intermediate_size: s.intermediate as u64,
         num_layers: s.layers as u64,
@@ -317,7 +319,7 @@ fn model_config(s: &DummySpec) -> ModelConfig {
         context_length: Some(2048),
         rope_theta: Some(10000.0),
         rms_norm_eps: Some(1e-5),
-        tie_word_embeddings: s.arch != Arch::Llama,
+        tie_word_embeddings: !has_output(s.arch),
         torch_dtype: Some("float32".into()),
         bos_token_id: Some(1),
         eos_token_id: Some(2),
@@ -410,7 +412,7 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
     let mut tensors = Vec::new();
     let mut kernel_entries: Vec<KernelEntry> = Vec::new();
     let mut parameters = 0u64;
-    for (index, (hf, shape)) in hf_tensors(s).into_iter().enumerate() {
+    for (index, (hf, shape)) in hf_tensors(s, &cfg).into_iter().enumerate() {
         let Some(Mapped::Tensor { name, proj }) = map_name(&hf, s.arch) else {
             unreachable!("dummy names are all mapped: {hf}");
         };
@@ -438,7 +440,7 @@ pub fn plan(s: &DummySpec) -> Result<DummyPlan, DummyError> {
             let ty = choice.ty;
             (ty, Kind::Ternary { scale })
         } else {
-            let ty = float_type(&name, shape.len(), k, out, &opts, s.arch == Arch::Llama);
+            let ty = float_type(&name, shape.len(), k, out, &opts, has_output(s.arch));
             let kind = if shape.len() == 1 {
                 Kind::Norm
             } else {

@@ -71,12 +71,13 @@ pub fn verdicts(h: &GgufHeader) -> Vec<Verdict> {
                         no_load.push(format!("{} is not a mainline type", info.name));
                     }
                 }
-                if arch == Some(Arch::BitnetB158) {
-                    no_load.push(
-                        "it has no bitnet-b1.58 architecture (files bitconv writes for it name \
-                         2B-4T `bitnet`)"
-                            .into(),
-                    );
+                if let Some(a) = arch.filter(|a| a.mainline_name() != a.name()) {
+                    no_load.push(format!(
+                        "it has no {} architecture (files bitconv writes for it name {} `{}`)",
+                        a.name(),
+                        a.info().models,
+                        a.mainline_name()
+                    ));
                 }
             }
             Target::BitnetCpp | Target::BitnetCpp2024 => {

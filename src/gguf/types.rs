@@ -385,7 +385,8 @@ pub enum TypeIds {
 
 impl TypeIds {
     /// Decides from the metadata: bitconv's own `bitconv.target` key, else the architecture
-    /// (`bitnet`, `bitnet-b1.58`, `bitnet-25` are bitnet.cpp's), else undecided.
+    /// (one of [`crate::arch::ArchInfo::ternary_only`]: `bitnet`, `bitnet-b1.58` and its alias
+    /// `bitnet-25`), else undecided.
     pub fn detect(kv: &[(String, super::Value)]) -> TypeIds {
         let get = |key: &str| {
             kv.iter()
@@ -398,8 +399,8 @@ impl TypeIds {
             Some(crate::arch::Target::LlamaCpp) => return TypeIds::Mainline,
             None => {}
         }
-        match get("general.architecture") {
-            Some("bitnet" | "bitnet-b1.58" | "bitnet-25") => TypeIds::BitnetEither,
+        match get("general.architecture").and_then(crate::arch::Arch::from_name) {
+            Some(a) if a.info().ternary_only => TypeIds::BitnetEither,
             _ => TypeIds::Undecided,
         }
     }

@@ -52,7 +52,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// `general.architecture` names an architecture the runtime does not execute.
-    #[error("{}: unsupported architecture {arch:?} (supported: bitnet, bitnet-b1.58, llama)", file.display())]
+    #[error("{}: unsupported architecture {arch:?} (supported: {})", file.display(), crate::arch::Arch::names_list())]
     UnsupportedArch {
         /// The model file.
         file: PathBuf,

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::HfError;
 
-/// Which model definition the checkpoint follows (from `architectures[0]`).
+/// Which model definition the checkpoint follows (from `architectures[0]`). Its facts are its
+/// row of [`HF_ARCHS`] ([`HfArch::info`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HfArch {
     /// `BitnetForCausalLM`: the 1bitLLM remote code (LLaMA layout with BitLinear projections,
@@ -24,6 +25,120 @@ pub enum HfArch {
     /// `LlamaForCausalLM` with `quantization_config.quant_method == "bitnet"` (HF1BitLLM
     /// Llama3-8B-1.58, Falcon3 1.58-bit, Falcon-E): no sub-norms.
     Llama,
+}
+
+/// What this reader knows of one model definition, read from transformers' (or the remote)
+/// model code: a row of [`HF_ARCHS`]. It is the golden side's own table, written apart from
+/// the converter's (`crate::arch`) on purpose: a misreading there must not be repeated here.
+#[derive(Debug)]
+pub struct HfArchInfo {
+    /// The definition (rows are in the order of the enum).
+    pub arch: HfArch,
+    /// `architectures[0]`, exactly as the model code's class is spelled.
+    pub class: &'static str,
+    /// `rms_norm_eps` when the config does not say (the config class's default).
+    pub default_rms_norm_eps: f64,
+    /// `rope_theta` when the config does not say.
+    pub default_rope_theta: f64,
+    /// `hidden_act` when the config does not say.
+    pub default_hidden_act: HfActivation,
+    /// The tensors the model code declares, by name.
+    pub tensors: &'static HfTensors,
+    /// The sub-norms (attention before `o_proj`, FFN before `down_proj`) as the model code
+    /// names them inside a layer (`self_attn.…`, `mlp.…`); `None`: it has none.
+    pub sub_norms: Option<(&'static str, &'static str)>,
+    /// Whether the projections are 1bitLLM's remote-code `BitLinear` (latent weights, no
+    /// `quantization_config`) rather than transformers' bitnet quantizer's.
+    pub remote_bitlinear: bool,
+}
+
+/// The parameter names of a model definition (`.weight` included outside the layers, left
+/// out inside: a layer's tensor is `{layers}.{i}.{name}.weight`).
+#[derive(Debug)]
+pub struct HfTensors {
+    /// The token embedding.
+    pub embed: &'static str,
+    /// The LM head, when the embedding is not tied.
+    pub lm_head: &'static str,
+    /// The final norm.
+    pub final_norm: &'static str,
+    /// The prefix of the layers' names.
+    pub layers: &'static str,
+    /// The norm before attention.
+    pub attn_norm: &'static str,
+    /// The norm before the FFN.
+    pub ffn_norm: &'static str,
+    /// The seven projections, in the order of [`crate::runtime::hf::HfModel::ROLES`]
+    /// (`q`, `k`, `v`, `o`, `gate`, `up`, `down`).
+    pub projections: [&'static str; 7],
+}
+
+/// The names transformers' `LlamaForCausalLM` and `BitNetForCausalLM` and 1bitLLM's remote
+/// code share.
+const LLAMA_TENSORS: HfTensors = HfTensors {
+    embed: "model.embed_tokens.weight",
+    lm_head: "lm_head.weight",
+    final_norm: "model.norm.weight",
+    layers: "model.layers",
+    attn_norm: "input_layernorm",
+    ffn_norm: "post_attention_layernorm",
+    projections: [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ],
+};
+
+/// The model definitions this reader understands, in the order of [`HfArch`].
+pub const HF_ARCHS: [HfArchInfo; 3] = [
+    HfArchInfo {
+        arch: HfArch::OneBitLlm,
+        class: "BitnetForCausalLM",
+        default_rms_norm_eps: 1e-6,
+        default_rope_theta: 10000.0,
+        default_hidden_act: HfActivation::Silu,
+        tensors: &LLAMA_TENSORS,
+        sub_norms: Some(("self_attn.inner_attn_ln", "mlp.ffn_layernorm")),
+        remote_bitlinear: true,
+    },
+    HfArchInfo {
+        arch: HfArch::BitNet,
+        class: "BitNetForCausalLM",
+        default_rms_norm_eps: 1e-5,
+        default_rope_theta: 500000.0,
+        default_hidden_act: HfActivation::Relu2,
+        tensors: &LLAMA_TENSORS,
+        sub_norms: Some(("self_attn.attn_sub_norm", "mlp.ffn_sub_norm")),
+        remote_bitlinear: false,
+    },
+    HfArchInfo {
+        arch: HfArch::Llama,
+        class: "LlamaForCausalLM",
+        default_rms_norm_eps: 1e-6,
+        default_rope_theta: 10000.0,
+        default_hidden_act: HfActivation::Silu,
+        tensors: &LLAMA_TENSORS,
+        sub_norms: None,
+        remote_bitlinear: false,
+    },
+];
+
+impl HfArch {
+    /// Its row of [`HF_ARCHS`].
+    pub fn info(self) -> &'static HfArchInfo {
+        let row = &HF_ARCHS[self as usize];
+        debug_assert_eq!(row.arch, self, "HF_ARCHS is in the order of HfArch");
+        row
+    }
+
+    /// The definition of class `class` (`architectures[0]`, exact spelling).
+    pub fn from_class(class: &str) -> Option<HfArch> {
+        HF_ARCHS.iter().find(|r| r.class == class).map(|r| r.arch)
+    }
 }
 
 /// The FFN gate activation (`hidden_act`).
@@ -247,14 +362,11 @@ impl HfConfig {
             Some(v) => return Err(f.unsupported("architectures", v.to_string())),
             None => return Err(f.bad("architectures", "missing")),
         };
-        let arch = match architecture.as_str() {
-            "BitnetForCausalLM" => HfArch::OneBitLlm,
-            "BitNetForCausalLM" => HfArch::BitNet,
-            "LlamaForCausalLM" => HfArch::Llama,
-            other => return Err(f.unsupported("architectures", format!("[{other:?}]"))),
-        };
+        let arch = HfArch::from_class(&architecture).ok_or_else(|| {
+            f.unsupported("architectures", format!("[{:?}]", architecture.as_str()))
+        })?;
+        let defaults = arch.info();
         let model_type = f.str_opt("model_type")?.unwrap_or_default().to_string();
-        let bitnet_defaults = arch == HfArch::BitNet;
 
         let hidden_size = f.usize_req("hidden_size")?;
         let intermediate_size = f.usize_req("intermediate_size")?;
@@ -288,12 +400,11 @@ impl HfConfig {
                 format!("{head_dim} is not a positive even number"),
             ));
         }
-        let rms_norm_eps =
-            f.f64_opt("rms_norm_eps")?
-                .unwrap_or(if bitnet_defaults { 1e-5 } else { 1e-6 }) as f32;
+        let rms_norm_eps = f
+            .f64_opt("rms_norm_eps")?
+            .unwrap_or(defaults.default_rms_norm_eps) as f32;
         let hidden_act = match f.str_opt("hidden_act")? {
-            None if bitnet_defaults => HfActivation::Relu2,
-            None => HfActivation::Silu,
+            None => defaults.default_hidden_act,
             Some("silu" | "swish") => HfActivation::Silu,
             Some("relu2") => HfActivation::Relu2,
             Some(other) => return Err(f.unsupported("hidden_act", format!("{other:?}"))),
@@ -317,7 +428,7 @@ impl HfConfig {
             }
         }
 
-        let (rope_theta, rope_scaling) = rope(&f, bitnet_defaults)?;
+        let (rope_theta, rope_scaling) = rope(&f, defaults.default_rope_theta)?;
         let linear = linear_kind(&f, arch)?;
         Ok(HfConfig {
             file: file.to_path_buf(),
@@ -359,8 +470,7 @@ impl HfConfig {
 /// `rope_theta` and the scaling. transformers 5 writes `rope_parameters` (theta inside);
 /// earlier versions `rope_theta` and `rope_scaling`. The rope type is `rope_type`, or `type`
 /// in older files.
-fn rope(f: &Fields<'_>, bitnet_defaults: bool) -> Result<(f64, RopeScaling), HfError> {
-    let default_theta = if bitnet_defaults { 500000.0 } else { 10000.0 };
+fn rope(f: &Fields<'_>, default_theta: f64) -> Result<(f64, RopeScaling), HfError> {
     let top_theta = f.f64_opt("rope_theta")?;
     let (key, params) = match (f.get("rope_parameters"), f.get("rope_scaling")) {
         (Some(p), _) => ("rope_parameters", p),
@@ -439,7 +549,7 @@ fn rope(f: &Fields<'_>, bitnet_defaults: bool) -> Result<(f64, RopeScaling), HfE
 /// `quantization_mode` default `offline`, `use_rms_norm` default false).
 fn linear_kind(f: &Fields<'_>, arch: HfArch) -> Result<LinearKind, HfError> {
     let qc = f.get("quantization_config");
-    if arch == HfArch::OneBitLlm {
+    if arch.info().remote_bitlinear {
         if let Some(v) = qc {
             return Err(f.unsupported("quantization_config", v.to_string()));
         }

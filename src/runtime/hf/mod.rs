@@ -41,7 +41,10 @@ mod weights;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-pub use config::{rope_inv_freq, HfActivation, HfArch, HfConfig, LinearKind, RopeScaling};
+pub use config::{
+    rope_inv_freq, HfActivation, HfArch, HfArchInfo, HfConfig, HfTensors, LinearKind, RopeScaling,
+    HF_ARCHS,
+};
 
 use crate::runtime::kernels::scalar::I8Scale;
 use forward::{
@@ -258,9 +261,6 @@ pub fn row_hash(codes: &[i8]) -> u64 {
     h
 }
 
-const EMBED: &str = "model.embed_tokens.weight";
-const LM_HEAD: &str = "lm_head.weight";
-
 impl HfModel {
     /// Opens a checkpoint directory: parses `config.json`, maps the safetensors file(s) and
     /// checks every tensor the architecture needs (presence, dtype, shape) without reading
@@ -271,13 +271,14 @@ impl HfModel {
         let c = &config;
         let (h, inter) = (c.hidden_size, c.intermediate_size);
 
-        let embed = store.get(EMBED)?;
+        let names = c.arch.info().tensors;
+        let embed = store.get(names.embed)?;
         embed.expect_float()?;
         embed.expect_shape(&[c.vocab_size, h])?;
         let head_name = if c.tie_word_embeddings {
-            EMBED
+            names.embed
         } else {
-            let t = store.get(LM_HEAD).map_err(|e| match e {
+            let t = store.get(names.lm_head).map_err(|e| match e {
                 HfError::MissingTensor { file, tensor } => HfError::MissingTensor {
                     file,
                     tensor: format!("{tensor} (tie_word_embeddings is false)"),
@@ -286,9 +287,9 @@ impl HfModel {
             })?;
             t.expect_float()?;
             t.expect_shape(&[c.vocab_size, h])?;
-            LM_HEAD
+            names.lm_head
         };
-        for (how, what) in [(opts.embd, EMBED), (opts.head, head_name)] {
+        for (how, what) in [(opts.embd, names.embed), (opts.head, head_name)] {
             if how == FloatRounding::Q8_0 && h % 32 != 0 {
                 return Err(store.get(what)?.err(format!(
                     "rows of {h} values cannot be rounded as Q8_0 (blocks of 32)"
@@ -301,11 +302,7 @@ impl HfModel {
             t.expect_shape(&[len])?;
             t.read_all_f32()
         };
-        let sub_names = match c.arch {
-            HfArch::OneBitLlm => Some(("self_attn.inner_attn_ln", "mlp.ffn_layernorm")),
-            HfArch::BitNet => Some(("self_attn.attn_sub_norm", "mlp.ffn_sub_norm")),
-            HfArch::Llama => None,
-        };
+        let sub_names = c.arch.info().sub_norms;
         let packed = c.linear.packed();
         let divide = c.linear == LinearKind::BitLinear;
         // Every layer has at least its seven projections: a count the checkpoint cannot hold is
@@ -321,9 +318,10 @@ impl HfModel {
                 ),
             });
         }
+        let [q, k, v, o, gate, up, down] = names.projections;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+            let p = format!("{}.{i}", names.layers);
             let proj = |name: &str, rows: usize, cols: usize| {
                 Projection::new(
                     &store,
@@ -335,8 +333,8 @@ impl HfModel {
                 )
             };
             layers.push(Layer {
-                attn_norm: norm(format!("{p}.input_layernorm.weight"), h)?,
-                ffn_norm: norm(format!("{p}.post_attention_layernorm.weight"), h)?,
+                attn_norm: norm(format!("{p}.{}.weight", names.attn_norm), h)?,
+                ffn_norm: norm(format!("{p}.{}.weight", names.ffn_norm), h)?,
                 attn_sub_norm: match sub_names {
                     Some((a, _)) => Some(norm(format!("{p}.{a}.weight"), c.q_dim())?),
                     None => None,
@@ -345,16 +343,16 @@ impl HfModel {
                     Some((_, f)) => Some(norm(format!("{p}.{f}.weight"), inter)?),
                     None => None,
                 },
-                q: proj("self_attn.q_proj", c.q_dim(), h)?,
-                k: proj("self_attn.k_proj", c.kv_dim(), h)?,
-                v: proj("self_attn.v_proj", c.kv_dim(), h)?,
-                o: proj("self_attn.o_proj", h, c.q_dim())?,
-                gate: proj("mlp.gate_proj", inter, h)?,
-                up: proj("mlp.up_proj", inter, h)?,
-                down: proj("mlp.down_proj", h, inter)?,
+                q: proj(q, c.q_dim(), h)?,
+                k: proj(k, c.kv_dim(), h)?,
+                v: proj(v, c.kv_dim(), h)?,
+                o: proj(o, h, c.q_dim())?,
+                gate: proj(gate, inter, h)?,
+                up: proj(up, inter, h)?,
+                down: proj(down, h, inter)?,
             });
         }
-        let final_norm = norm("model.norm.weight".into(), h)?;
+        let final_norm = norm(names.final_norm.into(), h)?;
         // transformers' AutoBitLinear / 1bitLLM quantize activations in float32, where torch
         // evaluates `127 / amax` as `reciprocal(amax)·127`; BitLinear in the model's dtype
         // (float64 for the goldens): one correctly rounded division.
@@ -415,13 +413,14 @@ impl HfModel {
 
     /// Embedding lookup: `n × hidden`, token-major, rows rounded as [`HfOptions::embd`] says.
     pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, HfError> {
-        let t = self.store.get(EMBED)?;
+        let embed = self.config.arch.info().tensors.embed;
+        let t = self.store.get(embed)?;
         let h = self.hidden();
         let mut x = vec![0.0f32; tokens.len() * h];
         for (&id, row) in tokens.iter().zip(x.chunks_exact_mut(h)) {
             if id as usize >= self.n_vocab() {
                 return Err(HfError::Input {
-                    what: EMBED.to_string(),
+                    what: embed.to_string(),
                     reason: format!("token id {id} is not below vocab_size {}", self.n_vocab()),
                 });
             }
@@ -468,7 +467,8 @@ impl HfModel {
                 self.n_layers()
             ),
         })?;
-        self.check_rows(&format!("model.layers.{i} input"), x, n, c.hidden_size)?;
+        let layers = c.arch.info().tensors.layers;
+        self.check_rows(&format!("{layers}.{i} input"), x, n, c.hidden_size)?;
         let eps = c.rms_norm_eps;
         let st = &self.store;
 
@@ -566,7 +566,8 @@ impl HfModel {
 
     /// [`row_sketch`] of every row of the token embedding, as stored (no rounding).
     pub fn embedding_sketches(&self) -> Result<Vec<[f32; SKETCHES + 1]>, HfError> {
-        let t = self.store.get(EMBED)?;
+        let embed = self.config.arch.info().tensors.embed;
+        let t = self.store.get(embed)?;
         let h = self.hidden();
         let out = (0..self.n_vocab())
             .into_par_iter()
@@ -578,7 +579,7 @@ impl HfModel {
                 },
             )
             .collect();
-        self.store.release(EMBED);
+        self.store.release(embed);
         Ok(out)
     }
 

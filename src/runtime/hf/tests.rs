@@ -627,7 +627,7 @@ fn write_large_random(dir: &Path) {
     });
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     let mut specs: Vec<(String, Vec<usize>, f32, f32)> =
-        vec![(EMBED.into(), vec![vocab, h], 0.0, 0.5)];
+        vec![("model.embed_tokens.weight".into(), vec![vocab, h], 0.0, 0.5)];
     for i in 0..layers {
         let p = format!("model.layers.{i}");
         for (n, shape) in [

@@ -260,7 +260,10 @@ impl Binder<'_> {
                 crate::arch::Activation::from_name(name).ok_or_else(|| {
                     self.meta_err(
                         &act_key,
-                        format!("activation {name:?} is not supported (silu or relu2)"),
+                        format!(
+                            "activation {name:?} is not supported ({})",
+                            crate::arch::Activation::names_list()
+                        ),
                     )
                 })?
             }

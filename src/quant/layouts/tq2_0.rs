@@ -77,6 +77,33 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
     )
 }
 
+/// Packs ternary `codes` (row-major, values in `{-1, 0, 1}`, length a
+/// multiple of 256) with one scale per block, `scales[b]` for block `b`, into
+/// `out` (exactly [`nbytes`]`(codes.len())` bytes): every block's codes are
+/// `c + 1` and its `d` is `f16(scales[b])`, as they are stored (no rounding of
+/// values). For blocks decoded from a file, whose scales are f16 values
+/// widened ([`codes`], or TQ1_0's), this rebuilds the blocks bit for bit.
+pub fn pack_block_codes_into(codes: &[i8], scales: &[f32], out: &mut [u8]) -> Result<()> {
+    Tq2_0::check_out(codes.len(), out)?;
+    super::check_codes(codes)?;
+    let blocks = codes.len() / BLOCK_VALUES;
+    if scales.len() != blocks {
+        return Err(LayoutError::InputLength {
+            what: format!("TQ2_0 block scales of {} values", codes.len()),
+            expected: blocks,
+            actual: scales.len(),
+        });
+    }
+    for ((c, o), &d) in codes
+        .chunks_exact(BLOCK_VALUES)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        .zip(scales)
+    {
+        encode_block(|i| (c[i] + 1) as u8, d, o);
+    }
+    Ok(())
+}
+
 fn decode_block(blk: &[u8], mut f: impl FnMut(usize, u8)) {
     for h in 0..2 {
         for m in 0..32 {
@@ -124,6 +151,21 @@ pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
 mod tests {
     use super::*;
     use crate::quant::layouts::ternary_tests;
+
+    #[test]
+    fn block_codes_pack_back_to_the_file_bytes() {
+        let vals: Vec<f32> = (0..512)
+            .map(|i| ((i * 5 + i / 7) % 3) as f32 - 1.0)
+            .map(|v| v * if v > 0.0 { 0.3 } else { 0.7 })
+            .collect();
+        let mut bytes = vec![0u8; nbytes(512)];
+        quantize_into(&vals, &mut bytes).unwrap();
+        let (c, s) = codes(&bytes, 512).unwrap();
+        let mut again = vec![0u8; nbytes(512)];
+        pack_block_codes_into(&c, &s, &mut again).unwrap();
+        assert_eq!(again, bytes);
+        assert!(pack_block_codes_into(&c, &s[..1], &mut again).is_err());
+    }
 
     #[test]
     fn bit_positions() {

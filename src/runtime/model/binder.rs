@@ -7,12 +7,10 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use half::f16;
-
 use super::{Arch, Data, Hparams, Matrix};
 use crate::gguf::{GgmlType, MappedGguf, TensorInfo, Value};
-use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, KernelEntry};
-use crate::runtime::format::{tq2_shared_scale, WeightFormat, QK_K, TQ2_BLOCK_BYTES};
+use crate::quant::layouts::{self, i2s, params, tl1, tl2, tq1_0, tq2_0, KernelEntry};
+use crate::runtime::format::{tq2_shared_scale, WeightFormat, QK_K};
 use crate::runtime::RuntimeError;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -564,32 +562,21 @@ impl Binder<'_> {
     }
 }
 
-/// Builds TQ2_0 blocks from ternary codes and per-block scales (f16 values widened to f32).
+/// Builds TQ2_0 blocks from ternary codes and per-block scales (f16 values widened to f32)
+/// with the TQ2_0 layout's packer. The codes and scales come from a decoded TQ1_0 tensor
+/// (whole blocks, codes in {-1, 0, 1}), which the packer accepts.
 fn tq2_from_codes(codes: &[i8], scales: &[f32]) -> Vec<u8> {
-    let mut out = vec![0u8; codes.len() / QK_K * TQ2_BLOCK_BYTES];
-    for ((c, blk), &d) in codes
-        .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(TQ2_BLOCK_BYTES))
-        .zip(scales)
-    {
-        for h in 0..2 {
-            for j in 0..32 {
-                let mut b = 0u8;
-                for n in 0..4 {
-                    b |= ((c[128 * h + j + 32 * n] + 1) as u8 & 3) << (2 * n);
-                }
-                blk[32 * h + j] = b;
-            }
-        }
-        blk[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    }
+    let mut out = vec![0u8; tq2_0::nbytes(codes.len())];
+    tq2_0::pack_block_codes_into(codes, scales, &mut out)
+        .expect("decoded TQ1_0 codes are whole blocks of ternary values");
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use half::f16;
+
     use super::*;
-    use crate::quant::layouts::tq2_0;
 
     #[test]
     fn tq2_blocks_round_trip() {

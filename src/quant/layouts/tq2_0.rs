@@ -18,8 +18,8 @@ use half::f16;
 
 use super::tq1_0::block_amax;
 use super::{
-    check_codes, pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry,
-    LayoutError, Result,
+    pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry, LayoutError,
+    Result,
 };
 
 super::block_layout!(Tq2_0, "TQ2_0", id 35, 256 values ("QK_K"), 66 bytes);
@@ -77,12 +77,15 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
     )
 }
 
-/// Packs ternary `codes` (row-major, length a multiple of 256) with one scale per block
-/// (`scales`, written as f16) into `out` (exactly [`nbytes`]`(codes.len())` bytes): the blocks
-/// of another 256-value ternary layout re-expressed as TQ2_0, scales kept.
-pub fn pack_blocks_into(codes: &[i8], scales: &[f32], out: &mut [u8]) -> Result<()> {
+/// Packs ternary `codes` (row-major, values in `{-1, 0, 1}`, length a
+/// multiple of 256) with one scale per block, `scales[b]` for block `b`, into
+/// `out` (exactly [`nbytes`]`(codes.len())` bytes): every block's codes are
+/// `c + 1` and its `d` is `f16(scales[b])`, as they are stored (no rounding of
+/// values). For blocks decoded from a file, whose scales are f16 values
+/// widened ([`codes`], or TQ1_0's), this rebuilds the blocks bit for bit.
+pub fn pack_block_codes_into(codes: &[i8], scales: &[f32], out: &mut [u8]) -> Result<()> {
     Tq2_0::check_out(codes.len(), out)?;
-    check_codes(codes)?;
+    super::check_codes(codes)?;
     let blocks = codes.len() / BLOCK_VALUES;
     if scales.len() != blocks {
         return Err(LayoutError::InputLength {
@@ -148,6 +151,21 @@ pub fn codes(data: &[u8], n: usize) -> Result<(Vec<i8>, Vec<f32>)> {
 mod tests {
     use super::*;
     use crate::quant::layouts::ternary_tests;
+
+    #[test]
+    fn block_codes_pack_back_to_the_file_bytes() {
+        let vals: Vec<f32> = (0..512)
+            .map(|i| ((i * 5 + i / 7) % 3) as f32 - 1.0)
+            .map(|v| v * if v > 0.0 { 0.3 } else { 0.7 })
+            .collect();
+        let mut bytes = vec![0u8; nbytes(512)];
+        quantize_into(&vals, &mut bytes).unwrap();
+        let (c, s) = codes(&bytes, 512).unwrap();
+        let mut again = vec![0u8; nbytes(512)];
+        pack_block_codes_into(&c, &s, &mut again).unwrap();
+        assert_eq!(again, bytes);
+        assert!(pack_block_codes_into(&c, &s[..1], &mut again).is_err());
+    }
 
     #[test]
     fn bit_positions() {

@@ -468,7 +468,7 @@ impl Binder<'_> {
                     let (codes, scales) = (c.codes)(self.gguf.tensor_bytes(&t), m * k)
                         .map_err(|e| self.tensor_err(name, e.to_string()))?;
                     let mut out = vec![0u8; codes.len() / QK_K * TQ2_BLOCK_BYTES];
-                    tq2_0::pack_blocks_into(&codes, &scales, &mut out)
+                    tq2_0::pack_block_codes_into(&codes, &scales, &mut out)
                         .map_err(|e| self.tensor_err(name, format!("re-packing as TQ2_0: {e}")))?;
                     (WeightFormat::Tq2, Data::Owned(out))
                 } else {
@@ -577,16 +577,16 @@ impl Binder<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::quant::layouts::tq2_0;
     use half::f16;
+
+    use super::*;
 
     #[test]
     fn tq2_blocks_round_trip() {
         let codes: Vec<i8> = (0..512).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
         let scales = [f16::from_f32(0.25).to_f32(), f16::from_f32(0.5).to_f32()];
         let mut bytes = vec![0u8; 2 * TQ2_BLOCK_BYTES];
-        tq2_0::pack_blocks_into(&codes, &scales, &mut bytes).unwrap();
+        tq2_0::pack_block_codes_into(&codes, &scales, &mut bytes).unwrap();
         let (back, s) = tq2_0::codes(&bytes, 512).unwrap();
         assert_eq!(back, codes);
         assert_eq!(s, scales);

@@ -90,18 +90,6 @@ fn prepare(
     }
 }
 
-/// A raw pointer that may be shared between the tasks of one parallel loop, each of which
-/// writes a disjoint range.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: only used to hand disjoint output ranges to the tasks of a parallel loop that ends
-// before the borrowed buffers are used again.
-
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-
-unsafe impl Sync for SharedOut {}
-
 /// `g[i] = act(g[i])·u[i]`, the gated FFN's activation: scalar::silu or scalar::relu_sqr, bit for bit,
 /// with SiLU's exponentials through the kernel table (the C library's bits) a stack buffer at a
 /// time.
@@ -129,6 +117,25 @@ fn gate(kern: &Kernels, act: Activation, g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// The scratch of [`MatmulCtx::run`], kept in the session so that it is allocated once:
+/// the prepared activations, one slot per weight format, and for a batch the results of each
+/// matrix of a group in the order the row chunks compute them (see [`MatmulCtx::run`]).
+#[derive(Default)]
+pub(super) struct MatmulBufs {
+    acts: [Acts; WeightFormat::COUNT],
+    stage: [Vec<f32>; MAX_GROUP],
+}
+
+/// One task of a matmul group's parallel loop: chunk `c` of matrix `i` (rows
+/// `c·chunk_rows[i]..`), its slice of the results, and for the paired gate the same rows of
+/// `up`'s.
+type Task<'o> = (usize, usize, &'o mut [f32], Option<&'o mut [f32]>);
+
+/// The task of chunk `c` (with its slice of the results) of matrix `i` of an unpaired group.
+fn unpaired<'o>(i: usize) -> impl Fn((usize, &'o mut [f32])) -> Task<'o> + Send + Sync {
+    move |(c, o)| (i, c, o, None)
+}
+
 /// Matmuls of one forward pass: kernel table, where the weights are, batch size, emulation.
 #[derive(Clone, Copy)]
 pub(super) struct MatmulCtx<'a> {
@@ -143,13 +150,21 @@ const MAX_GROUP: usize = 3;
 
 impl MatmulCtx<'_> {
     /// `outs[i] = ws[i]·x` for every matrix of the group (all with `K` columns; `x` holds
-    /// `n × K` values, `outs[i]` gets `n × M_i`, token-major), in one parallel loop over output
-    /// rows. With `act`, the group is `[gate, up]` and `outs[0]` receives `act(gate)·up`.
+    /// `n × K` values, `outs[i]` gets `n × M_i`, token-major), in one parallel loop over chunks
+    /// of output rows. With `act`, the group is `[gate, up]` and `outs[0]` receives
+    /// `act(gate)·up`.
+    ///
+    /// Every task owns a contiguous slice of what it writes. For one token that is its rows of
+    /// the output itself. For a batch, whose outputs are token-major, a chunk's rows of every
+    /// token are not contiguous there: each task writes its chunk, a block of tokens at a time
+    /// (`r·nt + t` per block, as the kernels produce it), into its own slice of a staging
+    /// buffer, and a second parallel loop over blocks of tokens then writes every token's row
+    /// of the output (the same one copy the results always took).
     pub(super) fn run(
         &self,
         ws: &[&Matrix],
         x: &[f32],
-        acts: &mut [Acts; WeightFormat::COUNT],
+        bufs: &mut MatmulBufs,
         outs: &mut [&mut Vec<f32>],
         act: Option<Activation>,
     ) {
@@ -166,6 +181,7 @@ impl MatmulCtx<'_> {
         let tiny_blas = (n > 1 && k % 8 == 0 && self.emu == Emulation::BitnetCpp)
             || self.emu == Emulation::Transformers;
         let rule = self.emu.i8_scale();
+        let MatmulBufs { acts, stage } = bufs;
         let mut done = [false; WeightFormat::COUNT];
         for w in ws {
             let slot = w.format().index();
@@ -174,11 +190,6 @@ impl MatmulCtx<'_> {
                 let round = w.format() == WeightFormat::F16 && !tiny_blas;
                 prepare(self.kern, &mut acts[slot], w.format(), x, n, k, round, rule);
             }
-        }
-        // Every task writes its rows of each output (token-major, `n × M_i`) directly.
-        let mut dest = [SharedOut(std::ptr::null_mut()); MAX_GROUP];
-        for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
-            dest[i] = SharedOut(sized(o, w.rows() * n).as_mut_ptr());
         }
         // Split the rows into chunks: a few per thread for balance, each big enough that the
         // scheduling cost stays small.
@@ -199,24 +210,20 @@ impl MatmulCtx<'_> {
                 r.div_ceil(4) * 4
             })
         });
-        let paired = act.is_some();
-        let n_chunks: [usize; MAX_GROUP] = std::array::from_fn(|i| match ws.get(i) {
-            Some(w) if !(paired && i == 1) => w.rows().div_ceil(chunk_rows[i]),
-            _ => 0,
+        // A batch reaches the kernels in blocks of tokens whose activations fit the L1 cache,
+        // a multiple of the kernel's token tile.
+        let token_block: [usize; MAX_GROUP] = std::array::from_fn(|i| {
+            ws.get(i).map_or(1, |w| {
+                let tt = self.kern.token_tile(w.format());
+                (16384 / k).clamp(tt, 8 * tt) / tt * tt
+            })
         });
-        let total_chunks: usize = n_chunks.iter().sum();
+        let paired = act.is_some();
         let acts = &*acts;
-        let dest = &dest;
-        let job = |c: usize| {
-            let (mut i, mut c) = (0, c);
-            while c >= n_chunks[i] {
-                c -= n_chunks[i];
-                i += 1;
-            }
+        let job = |(i, c, out, up): Task<'_>| {
             let m = ws[i].rows();
             let r0 = c * chunk_rows[i];
             let r1 = (r0 + chunk_rows[i]).min(m);
-            let len = (r1 - r0) * n;
             let acts_of = |w: &Matrix| &acts[w.format().index()];
             let combine = |g: &mut [f32], u: &[f32]| {
                 if let Some(a) = act {
@@ -224,60 +231,97 @@ impl MatmulCtx<'_> {
                 }
             };
             if n == 1 {
-                // SAFETY: chunk `c` of matrix `i` owns rows r0..r1 of that matrix's output
-                // (and of `up`'s, for the paired gate); no other task touches them.
-                let out = unsafe { std::slice::from_raw_parts_mut(dest[i].0.add(r0), len) };
                 self.rows(ws[i], acts_of(ws[i]), x, tiny_blas, r0..r1, 0..1, out);
-                if paired {
-                    // SAFETY: as above.
-                    let up = unsafe { std::slice::from_raw_parts_mut(dest[1].0.add(r0), len) };
+                if let Some(up) = up {
                     self.rows(ws[1], acts_of(ws[1]), x, tiny_blas, r0..r1, 0..1, up);
                     combine(out, up);
                 }
                 return;
             }
-            // A batch: blocks of tokens whose activations fit the L1 cache, a multiple of the
-            // kernel's token tile; each block is computed row-major (`r·nt + t`) in scratch,
-            // then written transposed.
-            let tt = self.kern.token_tile(ws[i].format());
-            let tb = (16384 / k).clamp(tt, 8 * tt) / tt * tt;
+            // A batch: `out` is this chunk's staging slice, token block after token block.
+            let tb = token_block[i];
+            let rr = r1 - r0;
             CHUNK.with_borrow_mut(|buf| {
-                let buf = sized(buf, 2 * (r1 - r0) * tb);
                 let mut t0 = 0;
                 while t0 < n {
                     let t1 = (t0 + tb).min(n);
-                    let nt = t1 - t0;
-                    let (a, rest) = buf.split_at_mut((r1 - r0) * nt);
-                    let b = &mut rest[..(r1 - r0) * nt];
+                    let a = &mut out[rr * t0..rr * t1];
                     self.rows(ws[i], acts_of(ws[i]), x, tiny_blas, r0..r1, t0..t1, a);
                     if paired {
+                        let b = sized(buf, rr * (t1 - t0));
                         self.rows(ws[1], acts_of(ws[1]), x, tiny_blas, r0..r1, t0..t1, b);
                         combine(a, b);
-                    }
-                    for t in 0..nt {
-                        // SAFETY: row `t0 + t` of the output holds `m` values; this task owns
-                        // columns r0..r1 of every row.
-                        let y = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dest[i].0.add((t0 + t) * m + r0),
-                                r1 - r0,
-                            )
-                        };
-                        for (r, v) in y.iter_mut().enumerate() {
-                            *v = a[r * nt + t];
-                        }
                     }
                     t0 = t1;
                 }
             });
         };
-        if total_chunks == 1 {
-            job(0);
+        // Where the tasks write: the outputs themselves for one token, else the staging
+        // buffers (each `M_i × n`, chunk after chunk).
+        let mut dest: [&mut [f32]; MAX_GROUP] = [&mut [], &mut [], &mut []];
+        let mut up: &mut [f32] = &mut [];
+        if n == 1 {
+            for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+                let o = sized(o, w.rows());
+                if paired && i == 1 {
+                    up = o;
+                } else {
+                    dest[i] = o;
+                }
+            }
         } else {
-            (0..total_chunks)
-                .into_par_iter()
+            for (i, (w, s)) in ws.iter().zip(stage.iter_mut()).enumerate() {
+                if !(paired && i == 1) {
+                    dest[i] = sized(s, w.rows() * n);
+                }
+            }
+        }
+        let size = |i: usize| chunk_rows[i] * n;
+        if paired && n == 1 {
+            let [g, _, _] = dest;
+            g.par_chunks_mut(size(0))
+                .zip(up.par_chunks_mut(size(0)))
+                .enumerate()
+                .with_max_len(1)
+                .map(|(c, (g, u))| (0, c, g, Some(u)))
+                .for_each(job);
+        } else {
+            // (A batch's paired group too: `up`'s rows go to the task's scratch.)
+            let [d0, d1, d2] = dest;
+            d0.par_chunks_mut(size(0))
+                .enumerate()
+                .map(unpaired(0))
+                .chain(d1.par_chunks_mut(size(1)).enumerate().map(unpaired(1)))
+                .chain(d2.par_chunks_mut(size(2)).enumerate().map(unpaired(2)))
                 .with_max_len(1)
                 .for_each(job);
+        }
+        if n == 1 {
+            return;
+        }
+        // A batch: every block of tokens takes its values from every chunk's staging slice.
+        for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            if paired && i == 1 {
+                continue;
+            }
+            let (m, cr, tb) = (w.rows(), chunk_rows[i], token_block[i]);
+            let staged = &stage[i][..m * n];
+            sized(o, m * n)
+                .par_chunks_mut(tb * m)
+                .enumerate()
+                .for_each(|(b, rows_out)| {
+                    let t0 = b * tb;
+                    let nt = rows_out.len() / m;
+                    for r0 in (0..m).step_by(cr) {
+                        let rr = cr.min(m - r0);
+                        let block = &staged[r0 * n + rr * t0..][..rr * nt];
+                        for (t, y) in rows_out.chunks_exact_mut(m).enumerate() {
+                            for (r, v) in y[r0..r0 + rr].iter_mut().enumerate() {
+                                *v = block[r * nt + t];
+                            }
+                        }
+                    }
+                });
         }
     }
 

@@ -52,7 +52,6 @@ use rayon::prelude::*;
 
 use crate::gguf::GgmlType;
 
-use super::format::WeightFormat;
 use super::kernels::{self, scalar, Kernels};
 use super::model::Model;
 use super::RuntimeError;
@@ -61,7 +60,7 @@ mod attention;
 mod matmul;
 
 use attention::{Attention, Cache};
-use matmul::{Acts, MatmulCtx};
+use matmul::{MatmulBufs, MatmulCtx};
 
 /// Which logits [`Session::forward`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +182,9 @@ struct Buffers {
     tables: Vec<(f32, f32)>,
     normed: Vec<f32>,
     logits: Vec<f32>,
-    /// Prepared activations, one slot per weight format.
-    acts: [Acts; WeightFormat::COUNT],
+    /// The matmuls' scratch: prepared activations, one slot per weight format, and a
+    /// batch's staged results.
+    acts: MatmulBufs,
 }
 
 /// Resizes `v` to `len` (keeping its capacity) and returns it.

@@ -4,6 +4,15 @@
 //! on the CPUs tested (Zen 4) they run at half rate, and the float orders to reproduce are
 //! defined on eight lanes. Same contract as `avx2`: `unsafe` only for the CPU features.
 //!
+//! The one-token kernels (I2_S, TQ2_0, Q8_0, F16/F32 in ggml's order) walk the rows they are given
+//! as two streams: the first half of the rows and the second, one row of each at a time (tiles
+//! of two rows whose "row stride" is half the rows). The two rows share every load of the
+//! activations (and, for floats, two rows' independent sums hide the latency of the fused
+//! multiply-adds), and the hardware prefetchers see two long sequential streams. Two adjacent
+//! rows instead make each stream one row long, which the prefetchers miss: that is what made
+//! the AVX2 table's two-row GEMV slower (see `tiled!`). Each row's sums are its own, so the
+//! results are the same bits.
+//!
 //! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
 //! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
 #![allow(clippy::incompatible_msrv)]
@@ -12,11 +21,11 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::format::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::kernels::reference::{check_float, check_i2s, check_tq2};
+use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
 use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
-use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile};
+use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile, q8_0_tile};
 
 /// `(w >> S) & 3`.
 ///
@@ -143,9 +152,16 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
     let rb = k / 4;
     let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
     if n == 1 && nb < 1 << 14 {
-        for (r, o) in out.iter_mut().enumerate() {
-            let [[v]] = i2s_gemv_masked::<1>(wp.add(r * rb), rb, qp, nb);
-            *o = v;
+        // Two streams: rows `r` and `half + r` together (see the module docs).
+        let half = rows / 2;
+        for r in 0..half {
+            let [[a], [b]] = i2s_gemv_masked::<2>(wp.add(r * rb), half * rb, qp, nb);
+            out[r] = a;
+            out[half + r] = b;
+        }
+        if rows % 2 == 1 {
+            let [[v]] = i2s_gemv_masked::<1>(wp.add((rows - 1) * rb), rb, qp, nb);
+            out[rows - 1] = v;
         }
         return;
     }
@@ -176,6 +192,107 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
         ],
         |r, t, R, T| i2s_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), k, nb)
     );
+}
+
+/// `R` TQ2_0 rows (`stride` bytes apart) × one Q8_K token, as `i2s_gemv_masked`: per block
+/// and row, `vpdpbusd` of the masked bytes `w & (3 << 2g)` (exactly `4^g` times the codes of
+/// group `g`) into one accumulator per group, each divided back by its power of four (an exact
+/// arithmetic shift), summed and less the activations' sums per 32 values: the same eight i32
+/// lanes as `avx2::tq2_tile`, two vector instructions per 32 codes instead of four. The float
+/// step per block is `avx2::tq2_tile`'s.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `R` rows of `nb` blocks, `q`/`d`/`bsum` one
+/// token's `256·nb` values, `nb` scales and `8·nb` sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tq2_gemv_masked<const R: usize, const S: bool>(
+    w: *const u8,
+    stride: usize,
+    q: *const i8,
+    d: *const f32,
+    bsum: *const i32,
+    nb: usize,
+    h: u16,
+) -> [f32; R] {
+    let masks = [
+        _mm256_set1_epi8(0x03),
+        _mm256_set1_epi8(0x0c),
+        _mm256_set1_epi8(0x30),
+        _mm256_set1_epi8(0xc0u8 as i8),
+    ];
+    let dx_shared = _mm256_cvtph_ps(_mm_set1_epi16(h as i16));
+    let mut acc = [_mm256_setzero_ps(); R];
+    for blk in 0..nb {
+        let mut a = [[_mm256_setzero_si256(); 4]; R];
+        for half in 0..2 {
+            let qv: [__m256i; 4] = std::array::from_fn(|g| {
+                _mm256_loadu_si256(q.add(blk * QK_K + 128 * half + 32 * g).cast())
+            });
+            for r in 0..R {
+                let wv = _mm256_loadu_si256(
+                    w.add(r * stride + blk * TQ2_BLOCK_BYTES + 32 * half).cast(),
+                );
+                for g in 0..4 {
+                    a[r][g] = _mm256_dpbusd_epi32(a[r][g], _mm256_and_si256(wv, masks[g]), qv[g]);
+                }
+            }
+        }
+        let bs = _mm256_loadu_si256(bsum.add(8 * blk).cast());
+        let dy = _mm256_broadcast_ss(&*d.add(blk));
+        let once = _mm256_mul_ps(dy, dx_shared);
+        for r in 0..R {
+            let sum = _mm256_add_epi32(
+                _mm256_add_epi32(a[r][0], _mm256_srai_epi32::<2>(a[r][1])),
+                _mm256_add_epi32(
+                    _mm256_srai_epi32::<4>(a[r][2]),
+                    _mm256_srai_epi32::<6>(a[r][3]),
+                ),
+            );
+            let lanes = _mm256_sub_epi32(sum, bs);
+            // d_y·d_x rounded to f32 (as the scalar product), in all lanes.
+            let scale = if S {
+                once
+            } else {
+                _mm256_mul_ps(
+                    dy,
+                    f16_bcast(w.add(r * stride + blk * TQ2_BLOCK_BYTES + 64)),
+                )
+            };
+            acc[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lanes), scale), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum8(acc[r]))
+}
+
+/// TQ2_0 × one Q8_K token over `rows` rows as two streams (see the module docs).
+///
+/// # Safety
+/// As [`tq2_gemv_masked`], `w` holding `rows` rows of `rb` bytes, `out` `rows` values.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tq2_gemv<const S: bool>(
+    w: *const u8,
+    rb: usize,
+    q: *const i8,
+    d: *const f32,
+    bsum: *const i32,
+    nb: usize,
+    h: u16,
+    out: &mut [f32],
+) {
+    let rows = out.len();
+    let half = rows / 2;
+    for r in 0..half {
+        let [a, b] = tq2_gemv_masked::<2, S>(w.add(r * rb), half * rb, q, d, bsum, nb, h);
+        out[r] = a;
+        out[half + r] = b;
+    }
+    if rows % 2 == 1 {
+        let [v] = tq2_gemv_masked::<1, S>(w.add((rows - 1) * rb), rb, q, d, bsum, nb, h);
+        out[rows - 1] = v;
+    }
 }
 
 /// `R` TQ2_0 rows × `T` Q8_K tokens with `vpdpbusd`; lanes as in `avx2::tq2_tile`. The
@@ -305,15 +422,19 @@ pub(super) unsafe fn tq2_dots(
     out: &mut [f32],
 ) {
     let Q8kActs { q, d, bsum } = acts;
-    if n == 1 {
-        // One token: the AVX2 GEMV was faster here (38 against 44 µs for 3072×768 on Zen 4,
-        // `cargo bench`); VNNI pays off only on tiles of several tokens. Same bits either way.
-        return super::avx2::tq2_dots::<false>(w, k, acts, shared, n, out);
-    }
     let rows = check_tq2(w.len(), k, q.len(), d.len(), bsum.len(), n, out.len());
     let nb = k / QK_K;
     let rb = nb * TQ2_BLOCK_BYTES;
     let (wp, qp, dp, bp) = (w.as_ptr(), q.as_ptr(), d.as_ptr(), bsum.as_ptr());
+    if n == 1 {
+        // One token: masked `vpdpbusd` in two streams (the AVX-512 tile with shifts was slower
+        // than the AVX2 GEMV here, 44 against 38 µs for 3072×768 on Zen 4).
+        match shared {
+            Some(h) => tq2_gemv::<true>(wp, rb, qp, dp, bp, nb, h, out),
+            None => tq2_gemv::<false>(wp, rb, qp, dp, bp, nb, 0, out),
+        }
+        return;
+    }
     tiled!(
         out,
         rows,
@@ -348,6 +469,33 @@ pub(super) unsafe fn tq2_dots(
     );
 }
 
+/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`): the AVX2 kernel, except that one token's rows are
+/// walked as two streams (see the module docs) with its two-row tile. (`vpdpbusd` instead of
+/// `vpmaddubsw` + `vpmaddwd` was slower here: one block per accumulator.)
+///
+/// # Safety
+/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
+    if n != 1 {
+        return super::avx2::q8_0_dots(w, k, q, d, n, out);
+    }
+    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
+    let nb = k / QK8_0;
+    let rb = nb * Q8_0_BLOCK_BYTES;
+    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
+    let half = rows / 2;
+    for r in 0..half {
+        let [[a], [b]] = q8_0_tile::<2, 1>(wp.add(r * rb), half * rb, qp, dp, k, nb);
+        out[r] = a;
+        out[half + r] = b;
+    }
+    if rows % 2 == 1 {
+        let [[v]] = q8_0_tile::<1, 1>(wp.add((rows - 1) * rb), rb, qp, dp, k, nb);
+        out[rows - 1] = v;
+    }
+}
+
 /// F16 (`H`) or F32 weights × f32 activations with the AVX2 tiles, larger.
 ///
 /// # Safety
@@ -363,6 +511,23 @@ pub(super) unsafe fn float_dots<const H: bool>(
     n: usize,
     out: &mut [f32],
 ) {
+    if n == 1 && order == FloatOrder::Ggml {
+        // One token: two streams (see the module docs), rows `r` and `half + r`.
+        let ty = if H { FloatType::F16 } else { FloatType::F32 };
+        let rows = check_float(ty, w.len(), stride, k, x.len(), n, out.len());
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let half = rows / 2;
+        for r in 0..half {
+            let [[a], [b]] = ggml_tile::<H, 2, 1, false>(wp.add(r * stride), half * stride, xp, k);
+            out[r] = a;
+            out[half + r] = b;
+        }
+        if rows % 2 == 1 {
+            let [[v]] = ggml_tile::<H, 1, 1, false>(wp.add((rows - 1) * stride), stride, xp, k);
+            out[rows - 1] = v;
+        }
+        return;
+    }
     float_dots_body!(
         order,
         w,

@@ -106,8 +106,7 @@ static AVX512: Kernels = Kernels {
     choice: KernelChoice::Avx512,
     i2s: avx512::i2s_dots,
     tq2: avx512::tq2_dots,
-    // vpdpbusd was slower than vpmaddubsw + vpmaddwd here (one block per accumulator).
-    q8_0: avx2::q8_0_dots,
+    q8_0: avx512::q8_0_dots,
     f16: avx512::float_dots::<true>,
     f32: avx512::float_dots::<false>,
     weighted_f16: avx2::weighted::<true>,

@@ -7,6 +7,7 @@
 #   benches/convert_speed.sh [WORKDIR] [REPS] [THREADS] [TYPE...]
 #
 # Defaults: target/bench, 3 repetitions, 2 threads, every type (i2_s tl1 tl2 tq1_0 tq2_0 f16 f32).
+# BITCONV_BIN=path times another build (an older commit's binary, for a before/after).
 #
 # 1. The disk: the checkpoint read with O_DIRECT (`dd iflag=direct`, bypassing the page cache:
 #    the cold read speed) and a 2 GiB sequential write flushed to the device
@@ -35,8 +36,8 @@ if [ ! -f "$ck/model.safetensors" ]; then
   python3 benches/make_checkpoint.py "$ck" --shape large --dtype f32
 fi
 cp tests/data/tiny/ckpt-fp32/tokenizer.model tests/data/tiny/ckpt-fp32/tokenizer_config.json "$ck/"
-cargo build --release --quiet
-bin=target/release/bitconv
+bin=${BITCONV_BIN:-target/release/bitconv}
+[ -n "${BITCONV_BIN:-}" ] || cargo build --release --quiet
 in_bytes=$(stat -c %s "$ck/model.safetensors")
 
 # dd's summary line ("N bytes (...) copied, T s, R GB/s") as GB/s.

@@ -247,6 +247,7 @@ mod tests {
 
     /// The scalar quantizer this module had before the vectorized one: `round` per value and
     /// the in-order maximum.
+    #[allow(clippy::needless_range_loop)]
     fn reference_block(x: &[f32], out: &mut [u8]) {
         let d = block_amax_in_order(x);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };

@@ -10,8 +10,8 @@
 # BITCONV_BIN=path times another build (an older commit's binary, for a before/after).
 #
 # 1. The disk: the checkpoint read with O_DIRECT (`dd iflag=direct`, bypassing the page cache:
-#    the cold read speed) and a 2 GiB sequential write flushed to the device
-#    (`dd conv=fdatasync`).
+#    the cold read speed), a 2 GiB sequential write flushed to the device (`dd conv=fdatasync`),
+#    and what writing an f32 output's 2.92 GB into the page cache costs dd (wall, sys seconds).
 # 2. The checkpoint is read once into the page cache, then every type is converted REPS times,
 #    the types alternated within each repetition (so a slow spell of this shared machine does not
 #    fall on one type). Each output is removed after its run, outside the timing (a rename over an
@@ -52,7 +52,14 @@ disk() {
   r=$(dd if="$ck/model.safetensors" of=/dev/null bs=16M iflag=direct 2>&1 | dd_rate)
   w=$(dd if=/dev/zero of="$work/dd-write.tmp" bs=16M count=128 conv=fdatasync 2>&1 | dd_rate)
   rm -f "$work/dd-write.tmp"
-  echo "disk ($1): cold read (O_DIRECT) of the checkpoint $r GB/s; sequential write (2 GiB, fdatasync) $w GB/s"
+  # What the kernel alone charges for putting an f32 output's bytes in the page cache (no
+  # sync): dd's own CPU seconds, to set beside bitconv's sys time for f16/f32.
+  /usr/bin/time -f "%e %S" -o "$work/dd-t.txt" \
+    dd if=/dev/zero of="$work/dd-write.tmp" bs=4M count=696 2> /dev/null
+  read -r pw ps < "$work/dd-t.txt"
+  rm -f "$work/dd-write.tmp"
+  echo "disk ($1): cold read (O_DIRECT) of the checkpoint $r GB/s; sequential write (2 GiB, fdatasync) $w GB/s;" \
+    "2.92 GB into the page cache (dd, no sync) ${pw} s wall, ${ps} s sys"
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"

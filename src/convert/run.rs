@@ -2,32 +2,52 @@
 //! parallel row blocks and streams it into the GGUF writer, through a temporary file in the
 //! target directory that is renamed over the target only when everything succeeded.
 //!
-//! Memory: float tensors are converted in blocks of rows; a ternary tensor is held once as
-//! one-byte codes plus its packed bytes (about 1.25 bytes per weight of the largest single
-//! matrix), never the model.
+//! Two stages overlap: this thread (with rayon's pool) makes the output bytes in pieces of
+//! rows, each row read, fake-quantized and encoded straight into its place in the piece, while
+//! a writer thread writes the finished pieces in order. A bounded channel and recycled buffers
+//! keep at most [`PIPE_DEPTH`]` + 2` pieces alive. Float tensors whose bytes do not change (F32
+//! in, F32 out) are written from the map as they are.
+//!
+//! Memory: float tensors and the fake-quantized outputs stream in pieces of rows, and the
+//! source pages of each piece are released once it is made (once written, for bytes written
+//! from the map); an I2_S/TL tensor is held once as one-byte codes plus its packed bytes (about
+//! 1.25 bytes per weight of the largest single matrix), never the model.
 
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::Instant;
 
-use half::f16;
 use rayon::prelude::*;
 
+use crate::checkpoint::tensors::Shard;
 use crate::checkpoint::{Checkpoint, ScaleConvention, StDtype, TensorEntry};
 use crate::gguf::{GgmlType, GgufWriter};
 use crate::quant::absmean::absmean_src;
 use crate::quant::dtype::{to_f32_into, SrcDtype};
+use crate::quant::encode;
 use crate::quant::layouts::codec::TernaryCodec;
-use crate::quant::layouts::q8_0::Q8_0;
-use crate::quant::layouts::{q8_0, BlockGeometry, LayoutError};
+use crate::quant::layouts::{q8_0, LayoutError};
 use crate::quant::ternary::{find_non_finite_src, Ternarized};
 use crate::util::AtomicFile;
 
 use super::plan::{Plan, PlannedTensor, Source};
 use super::{ConvertError, ConvertOptions};
 
-/// Values per row block of streamed float work.
+/// Values per piece of streamed float work (a piece is whole rows, at least one).
 const BLOCK_VALUES: usize = 1 << 20;
+
+/// Pieces waiting for the writer thread; with the one it writes and the one being made, at most
+/// `PIPE_DEPTH + 2` buffers exist.
+const PIPE_DEPTH: usize = 2;
+
+/// The file's buffer, for the small writes (header, padding, tails): pieces at least this large
+/// go straight to the file, without a copy.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// Bytes of mapped source written per write call (its pages are released after each).
+const MAPPED_PIECE: usize = 4 << 20;
 
 /// Progress reporting (a bar on a terminal, nothing in a pipe).
 pub trait Progress: Sync {
@@ -80,24 +100,36 @@ pub fn write(
         AtomicFile::create(out).map_err(|e| io_err(format!("cannot create the output: {e}")))?;
     let input_bytes;
     {
-        let buf = BufWriter::with_capacity(8 << 20, file.file());
+        let buf = BufWriter::with_capacity(WRITE_BUFFER, file.file());
         let specs = plan.tensors.iter().map(|t| t.spec.clone()).collect();
-        let mut w = GgufWriter::new(buf, &plan.kv, specs).map_err(|e| io_err(e.to_string()))?;
-        let mut read = 0u64;
-        for (i, t) in plan.tensors.iter().enumerate() {
-            progress.tensor(&t.spec.name, i, plan.tensors.len());
-            let entry = ck
-                .tensors
-                .get(t.source.hf())
-                .expect("planned tensors exist in the checkpoint");
-            read += entry.range.len() as u64;
-            write_tensor(ck, t, entry, opts, &mut w, out)?;
-            ck.tensors.shards[entry.shard].release(entry.range.clone());
-            progress.advance(entry.range.len() as u64);
-        }
-        input_bytes = read;
-        let mut buf = w.finish().map_err(|e| io_err(e.to_string()))?;
-        buf.flush().map_err(|e| io_err(e.to_string()))?;
+        let w = GgufWriter::new(buf, &plan.kv, specs).map_err(|e| io_err(e.to_string()))?;
+        let (tx, rx) = sync_channel(PIPE_DEPTH);
+        let (back, spare) = channel();
+        input_bytes = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || write_pieces(w, rx, back, out));
+            let mut pipe = Pipe { tx, spare };
+            let made = (|| {
+                let mut read = 0u64;
+                for (i, t) in plan.tensors.iter().enumerate() {
+                    progress.tensor(&t.spec.name, i, plan.tensors.len());
+                    let entry = ck
+                        .tensors
+                        .get(t.source.hf())
+                        .expect("planned tensors exist in the checkpoint");
+                    read += entry.range.len() as u64;
+                    write_tensor(ck, t, entry, opts, &mut pipe)?;
+                    progress.advance(entry.range.len() as u64);
+                }
+                pipe.send(Piece::End)?;
+                Ok(read)
+            })();
+            drop(pipe);
+            let written = writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // The writer's error explains a pipe that closed under this thread.
+            written.and(made)
+        })?;
     }
     let bytes = file
         .file()
@@ -123,25 +155,104 @@ pub fn write(
 
 type Writer<'a> = GgufWriter<BufWriter<&'a mut std::fs::File>>;
 
-/// Appends bytes of the current tensor to the writer.
-type Put<'p> = dyn Fn(&mut Writer, &[u8]) -> Result<(), ConvertError> + 'p;
+/// What the writer thread gets, in file order.
+enum Piece<'a> {
+    /// Bytes made here; the buffer goes back to [`Pipe`] for reuse once written.
+    Owned(Vec<u8>),
+    /// Bytes of the mapped checkpoint written as they are; their pages are released after.
+    Mapped(&'a Shard, Range<usize>),
+    /// Everything was sent: finish the file.
+    End,
+}
 
-fn write_tensor(
-    ck: &Checkpoint,
+/// The sending side of the writer thread.
+struct Pipe<'a> {
+    tx: SyncSender<Piece<'a>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+impl<'a> Pipe<'a> {
+    /// A buffer of `n` bytes, one the writer is done with when there is one. Its contents
+    /// are unspecified (whatever an earlier piece left): the encoders overwrite every byte.
+    fn buffer(&self, n: usize) -> Vec<u8> {
+        let mut b = self.spare.try_recv().unwrap_or_default();
+        b.resize(n, 0);
+        b
+    }
+
+    /// A [`buffer`](Self::buffer) of `n` zero bytes.
+    fn zeroed(&self, n: usize) -> Vec<u8> {
+        let mut b = self.buffer(n);
+        b.fill(0);
+        b
+    }
+
+    /// Queues a piece (blocks while [`PIPE_DEPTH`] pieces wait). An error means the writer
+    /// stopped; its own error is what the conversion reports.
+    fn send(&self, piece: Piece<'a>) -> Result<(), ConvertError> {
+        self.tx
+            .send(piece)
+            .map_err(|_| ConvertError::Other("the output writer stopped".into()))
+    }
+}
+
+/// The writer thread: writes the pieces in order, hands buffers back, and finishes the file
+/// on [`Piece::End`]. Without it (the producer failed) the file is left unfinished and `Ok` is
+/// returned: the producer's error is the one to report.
+fn write_pieces(
+    mut w: Writer,
+    rx: Receiver<Piece>,
+    back: Sender<Vec<u8>>,
+    out: &Path,
+) -> Result<(), ConvertError> {
+    let err = |w: &Writer, e: crate::gguf::WriteError| ConvertError::Output {
+        path: out.to_path_buf(),
+        what: match w.current() {
+            Some(t) => format!("tensor {}: {e}", t.spec.name),
+            None => e.to_string(),
+        },
+    };
+    for piece in rx {
+        match piece {
+            Piece::Owned(bytes) => {
+                w.write_data(&bytes).map_err(|e| err(&w, e))?;
+                let _ = back.send(bytes);
+            }
+            Piece::Mapped(shard, range) => {
+                w.write_data(&shard.bytes()[range.clone()])
+                    .map_err(|e| err(&w, e))?;
+                shard.release(range);
+            }
+            Piece::End => {
+                let mut buf = w.finish().map_err(|e| err_plain(out, e))?;
+                return buf.flush().map_err(|e| err_plain(out, e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn err_plain(out: &Path, e: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Output {
+        path: out.to_path_buf(),
+        what: e.to_string(),
+    }
+}
+
+/// Appends bytes of the current tensor to the writer.
+type Put<'p, 'a> = dyn Fn(&mut Pipe<'a>, Vec<u8>) -> Result<(), ConvertError> + 'p;
+
+fn write_tensor<'a>(
+    ck: &'a Checkpoint,
     t: &PlannedTensor,
     entry: &TensorEntry,
     opts: &ConvertOptions,
-    w: &mut Writer,
-    out: &Path,
+    w: &mut Pipe<'a>,
 ) -> Result<(), ConvertError> {
     let data = ck.tensors.data(entry);
-    let file = ck.tensors.shards[entry.shard].path.clone();
-    let put = |w: &mut Writer, bytes: &[u8]| {
-        w.write_data(bytes).map_err(|e| ConvertError::Output {
-            path: out.to_path_buf(),
-            what: format!("tensor {}: {e}", t.spec.name),
-        })
-    };
+    let shard = &ck.tensors.shards[entry.shard];
+    let file = shard.path.clone();
+    let put = |w: &mut Pipe<'a>, bytes: Vec<u8>| w.send(Piece::Owned(bytes));
     let layout_err = |source: LayoutError| ConvertError::Layout {
         tensor: t.spec.name.clone(),
         source,
@@ -164,36 +275,64 @@ fn write_tensor(
         }
         Ok(())
     };
-    let rows_per_block = (BLOCK_VALUES / t.k.max(1)).max(1);
+    // The source bytes of rows `rows` (unpermuted rows of a float or latent tensor).
+    let row_range = |rows: Range<usize>, size: usize| {
+        entry.range.start + rows.start * t.k * size..entry.range.start + rows.end * t.k * size
+    };
 
-    match &t.source {
+    let result = match &t.source {
         Source::Float { .. } => {
             let dtype = st_to_src(entry).expect("float source");
-            non_finite(dtype)?;
-            let mut vals = Vec::new();
-            for r0 in (0..t.m).step_by(rows_per_block) {
-                let r1 = (r0 + rows_per_block).min(t.m);
-                vals.resize((r1 - r0) * t.k, 0f32);
-                to_f32_into(
-                    dtype,
-                    &data[r0 * t.k * dtype.size()..r1 * t.k * dtype.size()],
-                    &mut vals,
-                );
-                let bytes = encode_float(t.spec.ty, t.spec.ty.ternary_codec(), &vals)
-                    .map_err(layout_err)?;
-                put(w, &bytes)?;
+            let size = dtype.size();
+            // The non-finite scan goes piece by piece, just before each piece is made, so the
+            // tensor's pages are read once and leave the resident set as the pieces go; pieces
+            // are scanned in order, so the first bad value is still the one named.
+            let scan = |bytes: Range<usize>| -> Result<(), ConvertError> {
+                let piece = &ck.tensors.shards[entry.shard].bytes()[bytes.clone()];
+                if find_non_finite_src(dtype, piece).is_some() {
+                    non_finite(dtype)?;
+                }
+                Ok(())
+            };
+            if dtype == SrcDtype::F32 && t.spec.ty == GgmlType::F32 {
+                // Little-endian f32 in and out: the mapped bytes are the tensor's bytes, written
+                // from the map (the writer releases their pages).
+                let r = entry.range.clone();
+                for at in (r.start..r.end).step_by(MAPPED_PIECE) {
+                    let piece = at..(at + MAPPED_PIECE).min(r.end);
+                    scan(piece.clone())?;
+                    w.send(Piece::Mapped(shard, piece))?;
+                }
+                return Ok(());
             }
-            Ok(())
+            stream_rows(
+                w,
+                t.spec.ty,
+                (t.m, t.k),
+                |rows| scan(row_range(rows, size)),
+                |r, _, vals| to_f32_into(dtype, &data[r * t.k * size..(r + 1) * t.k * size], vals),
+                |rows| shard.release(row_range(rows, size)),
+                &layout_err,
+            )
         }
         Source::Latent { .. } => {
             let dtype = st_to_src(entry).expect("latent source is float");
-            non_finite(dtype)?;
-            let tern = Ternarized::new(absmean_src(dtype, data, opts.absmean), dtype);
+            // One pass for the absmean, which is not finite exactly when a value is not (a
+            // mean of finite magnitudes cannot overflow; torch's float sum can, and then the
+            // scan finds nothing and the conversion goes on as before): only then the scan that
+            // names the value.
+            let absmean = absmean_src(dtype, data, opts.absmean);
+            if !absmean.is_finite() {
+                non_finite(dtype)?;
+            }
+            let tern = Ternarized::new(absmean, dtype);
+            let release = |rows| shard.release(row_range(rows, dtype.size()));
             let src_rows = RowSource::Latent {
                 data,
                 dtype,
                 k: t.k,
                 tern,
+                release: (t.permute_heads.is_none()).then_some(&release),
             };
             emit_ternary(t, &src_rows, tern.scale, w, &put, &layout_err)
         }
@@ -224,7 +363,9 @@ fn write_tensor(
             };
             emit_ternary(t, &src_rows, scale, w, &put, &layout_err)
         }
-    }
+    };
+    shard.release(entry.range.clone());
+    result
 }
 
 /// The single value of a `weight_scale` tensor, as f32.
@@ -245,6 +386,9 @@ enum RowSource<'a> {
         dtype: SrcDtype,
         k: usize,
         tern: Ternarized,
+        /// Releases the pages of source rows that will not be read again (rows are read in
+        /// order when nothing is permuted).
+        release: Option<&'a (dyn Fn(Range<usize>) + Sync)>,
     },
     Packed {
         data: &'a [u8],
@@ -255,6 +399,17 @@ enum RowSource<'a> {
 }
 
 impl RowSource<'_> {
+    /// Source rows `rows` were read for the last time.
+    fn done(&self, rows: Range<usize>) {
+        if let RowSource::Latent {
+            release: Some(release),
+            ..
+        } = self
+        {
+            release(rows);
+        }
+    }
+
     /// Latent source row `r` widened to f32 into `scratch` (resized to K).
     fn latent_row(&self, r: usize, scratch: &mut Vec<f32>) {
         if let RowSource::Latent { data, dtype, k, .. } = *self {
@@ -325,12 +480,12 @@ fn source_row(r: usize, permute: Option<usize>, m: usize) -> usize {
     }
 }
 
-fn emit_ternary(
+fn emit_ternary<'a>(
     t: &PlannedTensor,
     src: &RowSource,
     scale: f32,
-    w: &mut Writer,
-    put: &Put,
+    w: &mut Pipe<'a>,
+    put: &Put<'_, 'a>,
     layout_err: &dyn Fn(LayoutError) -> ConvertError,
 ) -> Result<(), ConvertError> {
     let (m, k) = (t.m, t.k);
@@ -344,76 +499,78 @@ fn emit_ternary(
                 .for_each_init(Vec::new, |scratch, (r, row)| {
                     src.codes(source_row(r, t.permute_heads, m), scratch, row);
                 });
-            let mut bytes = vec![0u8; t.nbytes as usize];
+            let mut bytes = w.zeroed(t.nbytes as usize);
             (c.pack_into)(&codes, m, k, t.tl.as_ref(), scale, &mut bytes).map_err(layout_err)?;
-            put(w, &bytes)
+            put(w, bytes)
         }
         _ => {
-            // Float or block outputs: stream blocks of rows of fake-quantized values.
-            let rows_per_block = (BLOCK_VALUES / k.max(1)).max(1);
-            let mut vals = Vec::new();
-            for r0 in (0..m).step_by(rows_per_block) {
-                let r1 = (r0 + rows_per_block).min(m);
-                vals.resize((r1 - r0) * k, 0f32);
-                vals.par_chunks_mut(k).enumerate().for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(s, c), (i, row)| {
-                        src.values(source_row(r0 + i, t.permute_heads, m), scale, s, c, row);
-                    },
-                );
-                let bytes = encode_float(t.spec.ty, codec, &vals).map_err(layout_err)?;
-                put(w, &bytes)?;
-            }
-            Ok(())
+            // Float or block outputs: stream pieces of rows of fake-quantized values.
+            stream_rows(
+                w,
+                t.spec.ty,
+                (m, k),
+                |_| Ok(()),
+                |r, (s, c), row| src.values(source_row(r, t.permute_heads, m), scale, s, c, row),
+                |rows| src.done(rows),
+                layout_err,
+            )
         }
     }
 }
 
-/// Encodes f32 values (whole rows) as F32, F16, Q8_0 or a ternary block layout (`codec`).
-fn encode_float(
+/// Per-thread scratch of [`RowSource::values`].
+type RowScratch = (Vec<f32>, Vec<i8>);
+
+/// Streams an M×K tensor of a type whose rows are whole blocks (F32, F16, Q8_0, TQ1_0, TQ2_0)
+/// in pieces of about [`BLOCK_VALUES`] values: `check(rows)` first, then rows in parallel,
+/// each made by `row(r, scratch, values)` and encoded straight into its place in a recycled
+/// buffer; `done(rows)` follows each piece sent.
+fn stream_rows(
+    w: &mut Pipe,
     ty: GgmlType,
-    codec: Option<TernaryCodec>,
-    vals: &[f32],
-) -> Result<Vec<u8>, LayoutError> {
-    const PAR: usize = 1 << 16;
-    if let Some(TernaryCodec::Blocks(c)) = codec {
-        return block_encode(vals, c.block_values, c.block_bytes, c.quantize_into);
+    (m, k): (usize, usize),
+    check: impl Fn(Range<usize>) -> Result<(), ConvertError>,
+    row: impl Fn(usize, &mut RowScratch, &mut [f32]) + Sync,
+    done: impl Fn(Range<usize>),
+    layout_err: &dyn Fn(LayoutError) -> ConvertError,
+) -> Result<(), ConvertError> {
+    let row_bytes = ty
+        .row_bytes(k)
+        .expect("planned float and TQ rows are whole blocks")
+        .max(1);
+    let rows_per_piece = (BLOCK_VALUES / k.max(1)).max(1);
+    for r0 in (0..m).step_by(rows_per_piece) {
+        let r1 = (r0 + rows_per_piece).min(m);
+        check(r0..r1)?;
+        let mut buf = w.buffer((r1 - r0) * row_bytes);
+        buf.par_chunks_mut(row_bytes)
+            .enumerate()
+            .try_for_each_init(
+                || (RowScratch::default(), Vec::new()),
+                |(scratch, vals), (i, out)| {
+                    vals.resize(k, 0f32);
+                    row(r0 + i, scratch, vals);
+                    encode_float(ty, vals, out)
+                },
+            )
+            .map_err(layout_err)?;
+        w.send(Piece::Owned(buf))?;
+        done(r0..r1);
     }
-    Ok(match ty {
-        GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => {
-            let mut out = vec![0u8; vals.len() * 2];
-            out.par_chunks_mut(PAR * 2)
-                .zip(vals.par_chunks(PAR))
-                .for_each(|(o, v)| {
-                    for (b, x) in o.chunks_exact_mut(2).zip(v) {
-                        b.copy_from_slice(&f16::from_f32(*x).to_le_bytes());
-                    }
-                });
-            out
-        }
-        GgmlType::Q8_0 => block_encode(
-            vals,
-            Q8_0::BLOCK_VALUES,
-            Q8_0::BLOCK_BYTES,
-            q8_0::quantize_into,
-        )?,
-        other => unreachable!("no float encoder for {other}"),
-    })
+    Ok(())
 }
 
-/// Encodes whole rows in whole blocks of `block` values and `block_bytes` bytes with the
-/// layout's quantizer `f`, in parallel.
-fn block_encode(
-    vals: &[f32],
-    block: usize,
-    block_bytes: usize,
-    f: fn(&[f32], &mut [u8]) -> Result<(), LayoutError>,
-) -> Result<Vec<u8>, LayoutError> {
-    let per = 1024 * block;
-    let mut out = vec![0u8; vals.len() / block * block_bytes];
-    out.par_chunks_mut(per / block * block_bytes)
-        .zip(vals.par_chunks(per))
-        .try_for_each(|(o, v)| f(v, o))?;
-    Ok(out)
+/// Encodes f32 values (whole rows) as F32, F16, Q8_0 or a ternary block layout (TQ1_0, TQ2_0:
+/// through its codec) into `out` (exactly their bytes).
+fn encode_float(ty: GgmlType, vals: &[f32], out: &mut [u8]) -> Result<(), LayoutError> {
+    match ty {
+        GgmlType::F32 => encode::f32_le_into(vals, out),
+        GgmlType::F16 => encode::f16_le_into(vals, out),
+        GgmlType::Q8_0 => q8_0::quantize_into(vals, out)?,
+        other => match other.ternary_codec() {
+            Some(TernaryCodec::Blocks(c)) => (c.quantize_into)(vals, out)?,
+            _ => unreachable!("no float encoder for {other}"),
+        },
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod absmean;
 pub mod dtype;
+pub mod encode;
 pub mod layouts;
 pub mod out_type;
 pub mod ternary;

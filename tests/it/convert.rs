@@ -666,6 +666,41 @@ fn nan_and_inf_weights() {
 }
 
 #[test]
+fn nan_and_inf_in_float_tensors() {
+    // A float tensor: the F16 and F32 sources encoded row by row (to i2_s) and the F32 bytes
+    // written from the map (fp32 to f32), all scanned piece by piece.
+    for (ckpt, q) in [
+        ("ckpt-fp16", "i2_s"),
+        ("ckpt-fp32", "f32"),
+        ("ckpt-fp32", "i2_s"),
+    ] {
+        for (bits, shown) in [(0x7fc0_0000u32, "NaN"), (0xff80_0000u32, "inf")] {
+            let (_tmp, dir) = tiny_copy(ckpt);
+            edit_tensors(&dir, |l| {
+                let t = l
+                    .iter_mut()
+                    .find(|t| t.0 == "model.embed_tokens.weight")
+                    .unwrap();
+                let k = t.2[1];
+                let at = 5 * k + 11;
+                if t.1 == "F16" {
+                    let h = if shown == "NaN" { 0x7e00u16 } else { 0xfc00 };
+                    t.3[2 * at..2 * at + 2].copy_from_slice(&h.to_le_bytes());
+                } else {
+                    t.3[4 * at..4 * at + 4].copy_from_slice(&bits.to_le_bytes());
+                }
+            });
+            let (out, o) = convert(&dir, &["--quant", q]);
+            assert_fails(
+                &o,
+                &out,
+                &["model.embed_tokens.weight", "row 5, column 11", shown],
+            );
+        }
+    }
+}
+
+#[test]
 fn unknown_tensor_name() {
     let (_tmp, dir) = tiny_copy("ckpt-fp16");
     edit_tensors(&dir, |l| {

@@ -556,3 +556,50 @@ fn round_quotient_handles_extremes() {
     huge.add_shifted((1 << 24) - 1, 253 + 40);
     assert_eq!(round_quotient_to_f32(&huge, 1 << 40), f32::MAX);
 }
+
+/// The exact mean of `vals` through the bins alone (no `f64` fast path).
+fn exact_by_bins(vals: &[f32]) -> f32 {
+    let mut acc = ExactAcc::new();
+    acc.add_bins(vals);
+    acc.mean(vals.len())
+}
+
+#[test]
+fn narrow_f64_blocks_equal_the_bins() {
+    let mut rng = crate::test_rng::Rng::new(0xab5);
+    let mut cases: Vec<Vec<f32>> = Vec::new();
+    for scale in [1.0f32, 0.02, 1e-30, 1e-38, 1e30, 3e38 / 1024.0] {
+        cases.push((0..8192).map(|_| rng.normal() * scale).collect());
+        cases.push((0..4096).map(|_| rng.uniform() * scale).collect());
+    }
+    // Spreads at the limit and one past it, zeros, subnormals, the largest values.
+    for spread in [0i32, 1, 18, 19, 20, 21, 40] {
+        let mut v: Vec<f32> = (0..2048).map(|_| 1.0 + rng.uniform()).collect();
+        v[7] = 2f32.powi(-spread) * (1.0 + rng.uniform());
+        v[1500] = -2f32.powi(-spread);
+        v[100] = 0.0;
+        v[101] = -0.0;
+        cases.push(v);
+    }
+    let mut sub: Vec<f32> = (0..1024).map(|i| f32::from_bits(i as u32 * 4099)).collect();
+    sub[3] = f32::MIN_POSITIVE;
+    cases.push(sub);
+    cases.push(vec![0.0; 1024]);
+    cases.push(vec![f32::MAX; 2048]);
+    cases.push((0..3000).map(|i| (i as f32).sqrt() - 20.0).collect());
+    for v in &cases {
+        let want = exact_by_bins(v);
+        assert_eq!(
+            absmean(v, AbsmeanMode::Exact).to_bits(),
+            want.to_bits(),
+            "{:?}",
+            &v[..4]
+        );
+    }
+    // Non-finite values still reach the flags.
+    let mut v = vec![0.5f32; 2048];
+    v[1030] = f32::INFINITY;
+    assert_eq!(absmean(&v, AbsmeanMode::Exact), f32::INFINITY);
+    v[5] = f32::NAN;
+    assert!(absmean(&v, AbsmeanMode::Exact).is_nan());
+}

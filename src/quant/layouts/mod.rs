@@ -369,6 +369,31 @@ pub(crate) fn pack_ternary_blocks(
     Ok(())
 }
 
+/// The codes `clamp(round_away(x·id) + 1, 0, 2)` of a TQ1_0 / TQ2_0 block's values, as the
+/// reference quantizers compute them, into `t`.
+///
+/// Without a rounding call: for `y = x·id`, `round_away(y)` is at least 1 exactly when
+/// `y ≥ 0.5` and at most −1 exactly when `y ≤ −0.5`, and the clamp keeps only those two facts;
+/// a NaN `y` (compares false) gives 1 as `NaN as i32 + 1` does, an infinite one 2 or 0 as the
+/// saturating conversion does. The comparison form vectorizes.
+#[inline]
+pub(crate) fn block_trits(x: &[f32], id: f32, t: &mut [u8]) {
+    for (t, &x) in t.iter_mut().zip(x) {
+        let y = x * id;
+        *t = 1 + u8::from(y >= 0.5) - u8::from(y <= -0.5);
+    }
+}
+
+/// The codes `c + 1` of a block of checked ternary codes `c ∈ {−1, 0, 1}` (256 of them).
+#[inline]
+pub(crate) fn code_trits(c: &[i8]) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    for (t, &c) in t.iter_mut().zip(c) {
+        *t = (c + 1) as u8;
+    }
+    t
+}
+
 /// The f16 scale `d` that ends a TQ1_0 or TQ2_0 block, widened to f32.
 pub(crate) fn tail_scale(blk: &[u8]) -> f32 {
     let n = blk.len();
@@ -556,6 +581,75 @@ pub(crate) mod ternary_tests {
         let block = (l.nbytes)(256);
         assert!((l.pack_ternary_into)(&[2i8; 256], 1.0, &mut vec![0u8; block]).is_err());
         assert!((l.pack_ternary_into)(&[0i8; 256], 1.0, &mut vec![0u8; block - 1]).is_err());
+    }
+
+    /// Blocks of 256 values that exercise every path of a block quantizer: ordinary values,
+    /// fake-quantized ones (`±s`, `±0`), exact ties at `±d/2`, values next to them, all zeros,
+    /// subnormal and huge maxima, infinities and NaNs at various places.
+    pub(crate) fn hard_blocks() -> Vec<f32> {
+        let mut rng = crate::test_rng::Rng::new(0x7e57);
+        let mut v = Vec::new();
+        for b in 0..64 {
+            let mut blk: Vec<f32> = (0..256).map(|_| rng.normal() * 0.02).collect();
+            match b % 16 {
+                0 => blk.iter_mut().for_each(|x| *x = 0.0),
+                1 => {
+                    // fake-quantized, with negative zeros
+                    for x in &mut blk {
+                        *x = match rng.next() % 4 {
+                            0 => 0.037,
+                            1 => -0.037,
+                            2 => 0.0,
+                            _ => -0.0,
+                        };
+                    }
+                }
+                2 => {
+                    // ties at ±d/2 and their neighbours
+                    blk[0] = 2.0;
+                    for (i, x) in blk.iter_mut().enumerate().skip(1) {
+                        let t = [1.0f32, -1.0, 3.0, -3.0][i % 4];
+                        *x = match i % 3 {
+                            0 => t,
+                            1 => f32::from_bits(t.to_bits() + 1),
+                            _ => f32::from_bits(t.to_bits() - 1),
+                        };
+                    }
+                }
+                3 => blk.iter_mut().for_each(|x| *x *= 1e-39),
+                4 => blk.iter_mut().for_each(|x| *x *= 1e38),
+                5 => blk[(rng.next() % 256) as usize] = f32::NAN,
+                6 => blk[(rng.next() % 256) as usize] = f32::INFINITY,
+                7 => blk[(rng.next() % 256) as usize] = f32::NEG_INFINITY,
+                8 => {
+                    blk[3] = f32::NAN;
+                    blk[200] = 5.0;
+                    blk[201] = f32::NAN;
+                }
+                9 => blk[255] = -f32::MAX,
+                10 => blk.iter_mut().for_each(|x| *x = f32::NAN),
+                11 => blk
+                    .iter_mut()
+                    .for_each(|x| *x = f32::from_bits(rng.next() as u32)),
+                _ => {}
+            }
+            v.extend(blk);
+        }
+        v
+    }
+
+    /// The layout's `quantize_into` gives, block for block, the bytes of `reference` (the
+    /// scalar quantizer it replaced) on [`hard_blocks`].
+    pub(crate) fn quantize_matches_reference(l: &Layout, reference: fn(&[f32], &mut [u8])) {
+        let vals = hard_blocks();
+        let mut got = vec![0u8; (l.nbytes)(vals.len())];
+        (l.quantize_into)(&vals, &mut got).unwrap();
+        let block = (l.nbytes)(256);
+        for (i, (x, o)) in vals.chunks(256).zip(got.chunks(block)).enumerate() {
+            let mut want = vec![0u8; block];
+            reference(x, &mut want);
+            assert_eq!(o, &want[..], "block {i}");
+        }
     }
 
     /// A block whose largest magnitude is subnormal (`1/max` is infinite: `±x·id = ±inf`,

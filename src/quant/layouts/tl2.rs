@@ -39,6 +39,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::{
     check_codes, check_codes_len, check_data_len, check_out_len, check_tile_shape, invalid_params,
     LayoutError, Result, TlParams,
@@ -376,11 +378,27 @@ pub fn pack_into(
     let size = nbytes(m, k)?;
     check_out_len(|| format!("TL2 {m}×{k} (size formula)"), out, size)?;
     check_codes(codes)?;
+    // Each region is the same region of every BM-row tile, one after the other (the test
+    // `regions_of_tiles_equal_the_whole`), so the tiles of all three regions are packed as
+    // independent tasks, in parallel.
+    let bm = params.bm;
+    let mut tasks = Vec::new();
+    let mut rest = &mut out[..];
     for region in Region::ALL {
-        let range = region_range(m, k, params, region);
-        pack_region(codes, m, k, params, region, &mut out[range]);
+        let (reg, after) = rest.split_at_mut(region_range(m, k, params, region).len());
+        rest = after;
+        let tile = region_range(bm, k, params, region).len();
+        if tile * (m / bm) == reg.len() && tile > 0 {
+            let tiles = reg.chunks_mut(tile).zip(codes.chunks(bm * k));
+            tasks.extend(tiles.map(|(o, c)| (region, bm, o, c)));
+        } else if !reg.is_empty() {
+            tasks.push((region, m, reg, codes));
+        }
     }
-    out[region_range(m, k, params, Region::TwoPart).end..].fill(0);
+    rest.fill(0);
+    tasks
+        .into_par_iter()
+        .for_each(|(region, rows, o, c)| pack_region(c, rows, k, params, region, o));
     Ok(())
 }
 

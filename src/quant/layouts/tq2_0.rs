@@ -18,36 +18,28 @@ use half::f16;
 
 use super::tq1_0::block_amax;
 use super::{
-    pack_ternary_blocks, round_away, tail_scale, ternary_block_codes, BlockGeometry, LayoutError,
-    Result,
+    block_trits, code_trits, pack_ternary_blocks, tail_scale, ternary_block_codes, BlockGeometry,
+    LayoutError, Result,
 };
 
 super::block_layout!(Tq2_0, "TQ2_0", id 35, 256 values ("QK_K"), 66 bytes);
 
-#[inline]
-fn code(x: f32, id: f32) -> u8 {
-    // Saturating: with a subnormal block maximum `id` is infinite, `x·id` too, and `as i32`
-    // gives i32::MAX, which `+ 1` would overflow (a panic in debug builds, the wrong sign after
-    // wrapping in release ones).
-    (round_away(x * id) as i32).saturating_add(1).clamp(0, 2) as u8
-}
-
 fn quantize_block(x: &[f32], out: &mut [u8]) {
     let d = block_amax(x);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    encode_block(|i| code(x[i], id), d, out);
+    let mut t = [0u8; BLOCK_VALUES];
+    block_trits(x, id, &mut t);
+    encode_block(&t, d, out);
 }
 
-/// One block from the codes `c(i) ∈ {0, 1, 2}` of its values and its scale.
+/// One block from the codes `c[i] ∈ {0, 1, 2}` of its values and its scale. Each half is one
+/// loop over contiguous codes, which the compiler vectorizes.
 #[inline]
-fn encode_block(c: impl Fn(usize) -> u8, d: f32, out: &mut [u8]) {
+fn encode_block(c: &[u8; BLOCK_VALUES], d: f32, out: &mut [u8]) {
     for h in 0..2 {
-        for m in 0..32 {
-            let mut q = 0u8;
-            for n in 0..4 {
-                q |= c(128 * h + m + 32 * n) << (2 * n);
-            }
-            out[32 * h + m] = q;
+        let c = &c[128 * h..128 * (h + 1)];
+        for (m, o) in out[32 * h..32 * (h + 1)].iter_mut().enumerate() {
+            *o = c[m] | c[m + 32] << 2 | c[m + 64] << 4 | c[m + 96] << 6;
         }
     }
     out[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -72,7 +64,7 @@ pub fn pack_ternary_into(codes: &[i8], scale: f32, out: &mut [u8]) -> Result<()>
         scale,
         out,
         BLOCK_BYTES,
-        |c, d, o| encode_block(|i| (c[i] + 1) as u8, d, o),
+        |c, d, o| encode_block(&code_trits(c), d, o),
         quantize_block,
     )
 }
@@ -99,7 +91,7 @@ pub fn pack_block_codes_into(codes: &[i8], scales: &[f32], out: &mut [u8]) -> Re
         .zip(out.chunks_exact_mut(BLOCK_BYTES))
         .zip(scales)
     {
-        encode_block(|i| (c[i] + 1) as u8, d, o);
+        encode_block(&code_trits(c), d, o);
     }
     Ok(())
 }
@@ -209,5 +201,26 @@ mod tests {
     #[test]
     fn subnormal_block_maximum_keeps_signs() {
         ternary_tests::subnormal_block_maximum_keeps_signs(&LAYOUT);
+    }
+
+    /// The scalar quantizer this module had before the vectorized one: `round` per value and
+    /// the in-order maximum.
+    fn reference_block(x: &[f32], out: &mut [u8]) {
+        let d = x
+            .iter()
+            .fold(0.0f32, |a, &v| if a > v.abs() { a } else { v.abs() });
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let c = |i: usize| ((x[i] * id).round() as i32).saturating_add(1).clamp(0, 2) as u8;
+        for h in 0..2 {
+            for m in 0..32 {
+                out[32 * h + m] = (0..4).fold(0, |q, n| q | c(128 * h + m + 32 * n) << (2 * n));
+            }
+        }
+        out[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    }
+
+    #[test]
+    fn quantizer_matches_the_scalar_one() {
+        ternary_tests::quantize_matches_reference(&LAYOUT, reference_block);
     }
 }

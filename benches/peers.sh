@@ -4,7 +4,7 @@
 # other round in reverse order, so that neither always runs first), the table of issue #21:
 #   * I2_S against bitnet.cpp: 125M (pp128 / tg32) and 0.7B (bitnet_b1_58-large's shapes, pp128 /
 #     tg64 and pp512) at 2 threads and 1 thread, 3B (bitnet_b1_58-3B's shapes) at 2 threads;
-#   * TQ2_0 and TQ1_0 against mainline llama.cpp: 0.7B, pp128 / tg64, 2 threads.
+#   * TQ2_0 and TQ1_0 against mainline llama.cpp: 0.7B, pp128 / tg64, 2 threads and 1 thread.
 # The models are `bitconv dummy` files (random weights, real shapes), made once in WORKDIR/models.
 # Both programs measure their own rates (tokens/s, after a warm-up run): each process's mean over
 # REPS repetitions, then over the ROUNDS processes the best (STAT=best, the default: a shared
@@ -26,18 +26,22 @@
 #   * bitnet.cpp: only a path to its llama-bench, the second argument or BITNET_LLAMA_BENCH (this
 #     script builds nothing from GitHub). Without it the I2_S rows still measure bitconv and say
 #     "bitnet.cpp: not given". The I2_S files are written for BITNET_TARGET (bitnet-cpp, the
-#     default: bitnet.cpp as of 2026; bitnet-cpp-2024 for a build of its 2024 release, which
-#     cannot load the default files' type table). Files for one target are kept apart from the
-#     other's.
+#     default: bitnet.cpp as of 2026; bitnet-cpp-2024 for a build of its 2024 release, e.g.
+#     microsoft/BitNet 4645960 with its llama.cpp fork at 406a503). Files for one target are kept
+#     apart from the other's.
 #
 # Environment: ROUNDS (3), REPS (3: `-r` of both programs), STAT (best|median), ONLY (a regular
 # expression on row ids, e.g. ONLY='^tq' for the mainline rows), QUIET_LOAD=x (wait until the
-# 1-minute load average is below x before each process, as e2e_table.sh), RESUME=1 (continue the
-# latest run in WORKDIR/runs: the processes already measured are not run again).
+# 1-minute load average is below x before each process, as e2e_table.sh; QUIET_WAIT_MAX=seconds
+# bounds each wait), RESUME=1 (continue the latest run in WORKDIR/runs: the processes already
+# measured are not run again). A busy machine hurts the peers more than bitconv: ggml's threads
+# spin at their barriers, so with more runnable processes than cores a 2-thread llama-bench can
+# run several times slower than a 1-thread one. Read the load column.
 #
-# Needs: python3 with pip (no packages), a C/C++ compiler (gcc or clang), tar, and about 2.2 GB
-# of disk in WORKDIR for the models (125M 0.1 GB, 0.7B I2_S / TQ2_0 / TQ1_0 0.3 GB each, 3B
-# 1.1 GB). A whole run (9 rows, ROUNDS=3) takes about 20-30 minutes on 2 vCPUs.
+# Needs: python3 with pip (no packages), a C/C++ compiler (gcc or clang), tar, and about 1.8 GB
+# of disk in WORKDIR for the models (I2_S 125M 0.08 GB, 0.7B 0.27 GB, 3B 0.92 GB; 0.7B TQ2_0
+# 0.28 GB, TQ1_0 0.24 GB). A whole run (11 rows, ROUNDS=3) takes about half an hour on 2 idle
+# vCPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench-peers}")
@@ -107,7 +111,7 @@ build_mainline() {
 }
 
 mainline_bench=${LLAMA_BENCH:-}
-if [ -z "$mainline_bench" ] && [ -n "$(printf 'tq2_0-0.7B-t2\ntq1_0-0.7B-t2\n' | grep -E -- "${only:-.}" || true)" ]; then
+if [ -z "$mainline_bench" ] && [ -n "$(printf 'tq2_0-0.7B-t2\ntq1_0-0.7B-t2\ntq2_0-0.7B-t1\ntq1_0-0.7B-t1\n' | grep -E -- "${only:-.}" || true)" ]; then
   mainline_bench=$(build_mainline)
 fi
 
@@ -139,6 +143,8 @@ rows=(
   "i2_s-3B-t2|i2_s-3B|bitnet|128|64|2"
   "tq2_0-0.7B-t2|tq2_0-0.7B|mainline|128|64|2"
   "tq1_0-0.7B-t2|tq1_0-0.7B|mainline|128|64|2"
+  "tq2_0-0.7B-t1|tq2_0-0.7B|mainline|128|64|1"
+  "tq1_0-0.7B-t1|tq1_0-0.7B|mainline|128|64|1"
 )
 declare -A file
 for r in "${rows[@]}"; do
@@ -178,7 +184,15 @@ log "results in $run"
 
 wait_quiet() {
   [ -z "${QUIET_LOAD:-}" ] && return
-  while awk -v lim="$QUIET_LOAD" '{exit !($1 >= lim)}' /proc/loadavg; do sleep 20; done
+  local waited=0
+  while awk -v lim="$QUIET_LOAD" '{exit !($1 >= lim)}' /proc/loadavg; do
+    if [ -n "${QUIET_WAIT_MAX:-}" ] && [ "$waited" -ge "$QUIET_WAIT_MAX" ]; then
+      log "load still $(cut -d' ' -f1 /proc/loadavg) after ${waited}s, measuring anyway"
+      return
+    fi
+    sleep 20
+    waited=$((waited + 20))
+  done
 }
 
 measure() { # id round who exe file p n t
@@ -235,7 +249,8 @@ names = {"i2_s-125M": ("125M", "I2_S"), "i2_s-0.7B": ("0.7B", "I2_S"), "i2_s-3B"
          "tq2_0-0.7B": ("0.7B", "TQ2_0"), "tq1_0-0.7B": ("0.7B", "TQ1_0")}
 rank = {r[0]: i for i, r in enumerate([
     ["i2_s-125M-t2"], ["i2_s-125M-t1"], ["i2_s-0.7B-t2"], ["i2_s-0.7B-t1"], ["i2_s-0.7B-pp512-t2"],
-    ["i2_s-0.7B-pp512-t1"], ["i2_s-3B-t2"], ["tq2_0-0.7B-t2"], ["tq1_0-0.7B-t2"]])}
+    ["i2_s-0.7B-pp512-t1"], ["i2_s-3B-t2"], ["tq2_0-0.7B-t2"], ["tq1_0-0.7B-t2"],
+    ["tq2_0-0.7B-t1"], ["tq1_0-0.7B-t1"]])}
 order.sort(key=lambda r: rank.get(r[0], 99))
 
 def peer_rates(path):

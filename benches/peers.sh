@@ -111,7 +111,10 @@ build_mainline() {
 }
 
 mainline_bench=${LLAMA_BENCH:-}
-if [ -z "$mainline_bench" ] && [ -n "$(printf 'tq2_0-0.7B-t2\ntq1_0-0.7B-t2\ntq2_0-0.7B-t1\ntq1_0-0.7B-t1\n' | grep -E -- "${only:-.}" || true)" ]; then
+cached="$cache/llama_cpp_python-$lcp_version/build/bin/llama-bench"
+if [ -z "$mainline_bench" ] && [ -x "$cached" ]; then
+  mainline_bench=$cached
+elif [ -z "$mainline_bench" ] && [ -n "$(printf 'tq2_0-0.7B-t2\ntq1_0-0.7B-t2\ntq2_0-0.7B-t1\ntq1_0-0.7B-t1\n' | grep -E -- "${only:-.}" || true)" ]; then
   mainline_bench=$(build_mainline)
 fi
 
@@ -175,8 +178,11 @@ log "results in $run"
   echo "cpus=$(nproc)"
   echo "flags=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512vnni|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "bitconv=$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)"
-  echo "mainline=${mainline_bench:-none} (llama-cpp-python $lcp_version)"
-  echo "bitnet=${bitnet_bench:-not given} ($bitnet_target files)"
+  echo "mainline=${mainline_bench:-not built}"
+  if [ -n "${LLAMA_BENCH:-}" ]; then echo "lcp=given by LLAMA_BENCH"; else
+    echo "lcp=built from llama-cpp-python $lcp_version's sdist"; fi
+  echo "bitnet=${bitnet_bench:-not given}"
+  echo "target=$bitnet_target"
   echo "rounds=$rounds"
   echo "reps=$reps"
   echo "stat=$stat"
@@ -338,9 +344,11 @@ for rid, model, peer, p, n, t in order:
 
 open(os.path.join(run, "measurements.tsv"), "w").write("\n".join(tsv) + "\n")
 print(f"{meta['date']}, {meta['cpu']} ({meta['cpus']} CPUs; {meta['flags'].strip()}), bitconv {meta['bitconv']}.")
-print(f"Peers: mainline llama.cpp from llama-cpp-python's sdist (`{meta['mainline']}`"
-      + (f", build {peer_build['mainline']['build']}" if "mainline" in peer_build else "") + f"); "
-      f"bitnet.cpp `{meta['bitnet']}`.")
+mb = peer_build.get("mainline", {}).get("build") or "?"
+bb = peer_build.get("bitnet", {}).get("build") or "?"
+print(f"Peers: mainline llama.cpp {mb} ({meta['lcp']}), `{meta['mainline']}`; "
+      + (f"bitnet.cpp {bb}, `{meta['bitnet']}`" if meta["bitnet"] != "not given" else "bitnet.cpp not given")
+      + f"; I2_S files for `--target {meta['target']}`.")
 print(f"Tokens/s: {stat} over {rounds} processes of each program alternated "
       f"(each process: mean of {meta['reps']} repetitions after a warm-up); "
       "ratio = bitconv / peer; load = 1-minute load average at the start of the row's processes.")

@@ -20,8 +20,9 @@
 #   * mainline llama.cpp: the llama.cpp vendored in llama-cpp-python's source distribution on PyPI
 #     (version pinned below), downloaded with pip and built once (llama-bench only: Release,
 #     -march=native, static ggml, no curl/OpenSSL) into PEERS_CACHE, by default
-#     ~/.cache/bitconv/peers (about 80 MB download, 400 MB with the build; 15-40 minutes on 2
-#     busy cores). cmake and ninja come from PyPI into PEERS_CACHE/venv unless on PATH.
+#     ~/.cache/bitconv/peers (a 74 MB download, 470 MB with the sources, the build and the venv;
+#     the build took 35 minutes on 2 vCPUs shared with other builds). cmake and ninja come from
+#     PyPI into PEERS_CACHE/venv unless on PATH.
 #     LLAMA_BENCH=/path/to/llama-bench uses another build instead.
 #   * bitnet.cpp: only a path to its llama-bench, the second argument or BITNET_LLAMA_BENCH (this
 #     script builds nothing from GitHub). Without it the I2_S rows still measure bitconv and say
@@ -40,8 +41,8 @@
 #
 # Needs: python3 with pip (no packages), a C/C++ compiler (gcc or clang), tar, and about 1.8 GB
 # of disk in WORKDIR for the models (I2_S 125M 0.08 GB, 0.7B 0.27 GB, 3B 0.92 GB; 0.7B TQ2_0
-# 0.28 GB, TQ1_0 0.24 GB). A whole run (11 rows, ROUNDS=3) takes about half an hour on 2 idle
-# vCPUs.
+# 0.28 GB, TQ1_0 0.24 GB). The 11 rows with ROUNDS=2 took 38 minutes on 2 vCPUs loaded by other
+# work (the 2-thread peer processes were the slow part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench-peers}")

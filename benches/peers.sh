@@ -129,7 +129,7 @@ model() { # name quant target size-args...
   shift 3
   if [ ! -f "$f" ]; then
     log "making $f"
-    "$b" dummy "$@" --quant "$q" --target "$t" -o "$f.part" -q
+    "$b" dummy "$@" --quant "$q" --target "$t" -o "$f.part" -q >&2
     mv "$f.part" "$f"
   fi
   echo "$f"

@@ -28,7 +28,7 @@ use crate::quant::absmean::absmean_src;
 use crate::quant::dtype::{to_f32_into, SrcDtype};
 use crate::quant::encode;
 use crate::quant::layouts::codec::TernaryCodec;
-use crate::quant::layouts::{q8_0, LayoutError};
+use crate::quant::layouts::LayoutError;
 use crate::quant::ternary::{find_non_finite_src, Ternarized};
 use crate::util::AtomicFile;
 
@@ -239,9 +239,6 @@ fn err_plain(out: &Path, e: impl std::fmt::Display) -> ConvertError {
     }
 }
 
-/// Appends bytes of the current tensor to the writer.
-type Put<'p, 'a> = dyn Fn(&mut Pipe<'a>, Vec<u8>) -> Result<(), ConvertError> + 'p;
-
 fn write_tensor<'a>(
     ck: &'a Checkpoint,
     t: &PlannedTensor,
@@ -252,7 +249,6 @@ fn write_tensor<'a>(
     let data = ck.tensors.data(entry);
     let shard = &ck.tensors.shards[entry.shard];
     let file = shard.path.clone();
-    let put = |w: &mut Pipe<'a>, bytes: Vec<u8>| w.send(Piece::Owned(bytes));
     let layout_err = |source: LayoutError| ConvertError::Layout {
         tensor: t.spec.name.clone(),
         source,
@@ -288,7 +284,7 @@ fn write_tensor<'a>(
             // tensor's pages are read once and leave the resident set as the pieces go; pieces
             // are scanned in order, so the first bad value is still the one named.
             let scan = |bytes: Range<usize>| -> Result<(), ConvertError> {
-                let piece = &ck.tensors.shards[entry.shard].bytes()[bytes.clone()];
+                let piece = &shard.bytes()[bytes.clone()];
                 if find_non_finite_src(dtype, piece).is_some() {
                     non_finite(dtype)?;
                 }
@@ -334,7 +330,7 @@ fn write_tensor<'a>(
                 tern,
                 release: (t.permute_heads.is_none()).then_some(&release),
             };
-            emit_ternary(t, &src_rows, tern.scale, w, &put, &layout_err)
+            emit_ternary(t, &src_rows, tern.scale, w, &layout_err)
         }
         Source::Packed { scale, .. } => {
             let se = ck.tensors.get(scale).expect("planned scale exists");
@@ -361,7 +357,7 @@ fn write_tensor<'a>(
                 rows: t.m / 4,
                 k: t.k,
             };
-            emit_ternary(t, &src_rows, scale, w, &put, &layout_err)
+            emit_ternary(t, &src_rows, scale, w, &layout_err)
         }
     };
     shard.release(entry.range.clone());
@@ -485,7 +481,6 @@ fn emit_ternary<'a>(
     src: &RowSource,
     scale: f32,
     w: &mut Pipe<'a>,
-    put: &Put<'_, 'a>,
     layout_err: &dyn Fn(LayoutError) -> ConvertError,
 ) -> Result<(), ConvertError> {
     let (m, k) = (t.m, t.k);
@@ -501,7 +496,7 @@ fn emit_ternary<'a>(
                 });
             let mut bytes = w.zeroed(t.nbytes as usize);
             (c.pack_into)(&codes, m, k, t.tl.as_ref(), scale, &mut bytes).map_err(layout_err)?;
-            put(w, bytes)
+            w.send(Piece::Owned(bytes))
         }
         _ => {
             // Float or block outputs: stream pieces of rows of fake-quantized values.
@@ -550,27 +545,12 @@ fn stream_rows(
                 |(scratch, vals), (i, out)| {
                     vals.resize(k, 0f32);
                     row(r0 + i, scratch, vals);
-                    encode_float(ty, vals, out)
+                    encode::values_into(ty, vals, out)
                 },
             )
             .map_err(layout_err)?;
         w.send(Piece::Owned(buf))?;
         done(r0..r1);
-    }
-    Ok(())
-}
-
-/// Encodes f32 values (whole rows) as F32, F16, Q8_0 or a ternary block layout (TQ1_0, TQ2_0:
-/// through its codec) into `out` (exactly their bytes).
-fn encode_float(ty: GgmlType, vals: &[f32], out: &mut [u8]) -> Result<(), LayoutError> {
-    match ty {
-        GgmlType::F32 => encode::f32_le_into(vals, out),
-        GgmlType::F16 => encode::f16_le_into(vals, out),
-        GgmlType::Q8_0 => q8_0::quantize_into(vals, out)?,
-        other => match other.ternary_codec() {
-            Some(TernaryCodec::Blocks(c)) => (c.quantize_into)(vals, out)?,
-            _ => unreachable!("no float encoder for {other}"),
-        },
     }
     Ok(())
 }

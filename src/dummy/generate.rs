@@ -2,15 +2,11 @@
 //! about 1 MB that generator threads make independently (see [`Cut`]), each packed with the
 //! layout modules' own packers.
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-
 use super::{DummyTensor, Kind};
 use crate::gguf::GgmlType;
+use crate::quant::encode;
 use crate::quant::layouts::codec::{TernaryCodec, WholeCodec};
-use crate::quant::layouts::{
-    i2s, pad32, q8_0, scale_slot, tl1, tl2, LayoutError, TlLayout, TlParams,
-};
+use crate::quant::layouts::{i2s, pad32, scale_slot, tl1, tl2, LayoutError, TlLayout, TlParams};
 use crate::runtime::kernels::multiversion;
 
 /// SplitMix64: a tiny, well-distributed generator; one stream per row.
@@ -242,7 +238,6 @@ fn ternary_scale(t: &DummyTensor) -> f32 {
 pub(super) struct Scratch {
     codes: Vec<i8>,
     vals: Vec<f32>,
-    halves: Vec<f16>,
 }
 
 multiversion! {
@@ -386,25 +381,7 @@ fn block_bytes(
         }
         s.vals.resize(k, 0.0);
         value_row(seed, t, r, &mut s.codes, &mut s.vals);
-        match ty {
-            GgmlType::F32 => {
-                for (o, v) in o.chunks_exact_mut(4).zip(&s.vals) {
-                    o.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            GgmlType::F16 => {
-                s.halves.resize(k, f16::ZERO);
-                s.halves.convert_from_f32_slice(&s.vals);
-                for (o, h) in o.chunks_exact_mut(2).zip(&s.halves) {
-                    o.copy_from_slice(&h.to_le_bytes());
-                }
-            }
-            GgmlType::Q8_0 => q8_0::quantize_into(&s.vals, o)?,
-            other => match codec {
-                Some(TernaryCodec::Blocks(c)) => (c.quantize_into)(&s.vals, o)?,
-                _ => unreachable!("dummy tensors are never {other}"),
-            },
-        }
+        encode::values_into(ty, &s.vals, o)?;
     }
     Ok(())
 }

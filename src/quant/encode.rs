@@ -9,6 +9,10 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use crate::gguf::GgmlType;
+use crate::quant::layouts::codec::TernaryCodec;
+use crate::quant::layouts::{q8_0, LayoutError};
+
 /// Values converted per step of [`f16_le_into`] (a stack buffer).
 const F16_PIECE: usize = 512;
 
@@ -38,6 +42,26 @@ pub fn f16_le_into(vals: &[f32], out: &mut [u8]) {
             o.copy_from_slice(&h.to_bits().to_le_bytes());
         }
     }
+}
+
+/// Encodes f32 values (whole rows) as a row-block type into `out` (exactly their bytes): F32,
+/// F16, Q8_0, or a ternary block layout (TQ1_0, TQ2_0) through its codec's quantizer. The
+/// converter and the dummy generator write every such row through this.
+///
+/// # Panics
+/// For a type that is none of these (the callers plan only these), or a wrong `out` length
+/// for F32/F16.
+pub fn values_into(ty: GgmlType, vals: &[f32], out: &mut [u8]) -> Result<(), LayoutError> {
+    match ty {
+        GgmlType::F32 => f32_le_into(vals, out),
+        GgmlType::F16 => f16_le_into(vals, out),
+        GgmlType::Q8_0 => q8_0::quantize_into(vals, out)?,
+        other => match other.ternary_codec() {
+            Some(TernaryCodec::Blocks(c)) => (c.quantize_into)(vals, out)?,
+            _ => unreachable!("no row encoder for {other}"),
+        },
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -144,6 +144,18 @@ mod tests {
     use super::*;
     use crate::quant::layouts::ternary_tests;
 
+    /// Codes packed with their per-block scales decode to the same codes and scales.
+    #[test]
+    fn block_codes_round_trip() {
+        let c: Vec<i8> = (0..512).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
+        let scales = [f16::from_f32(0.25).to_f32(), f16::from_f32(0.5).to_f32()];
+        let mut bytes = vec![0u8; 2 * BLOCK_BYTES];
+        pack_block_codes_into(&c, &scales, &mut bytes).unwrap();
+        let (back, s) = codes(&bytes, 512).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(s, scales);
+    }
+
     #[test]
     fn block_codes_pack_back_to_the_file_bytes() {
         let vals: Vec<f32> = (0..512)

@@ -402,8 +402,8 @@ impl Binder<'_> {
                 data: Data::Owned(out),
             });
         }
-        let (format, data) = match t.ty {
-            GgmlType::I2_S => {
+        let (format, data) = match (t.ty, codec) {
+            (GgmlType::I2_S, _) => {
                 scale = self
                     .gguf
                     .ternary_scale(&t)
@@ -419,35 +419,31 @@ impl Binder<'_> {
                     (WeightFormat::I2s, Data::Owned(out))
                 }
             }
-            GgmlType::TQ2_0 => (
+            (GgmlType::TQ2_0, _) => (
                 WeightFormat::Tq2,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
-            GgmlType::Q8_0 => (
+            (GgmlType::Q8_0, _) => (
                 WeightFormat::Q8_0,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
-            GgmlType::F16 => (
+            (GgmlType::F16, _) => (
                 WeightFormat::F16,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
-            GgmlType::F32 => (
+            (GgmlType::F32, _) => (
                 WeightFormat::F32,
                 Data::File(self.abs_range(&t, t.nbytes as usize)),
             ),
             // Any other whole-matrix layout (TL1, TL2) is held as I2_S rows.
-            _ if matches!(codec, Some(TernaryCodec::Whole(_))) => {
-                let Some(TernaryCodec::Whole(c)) = codec else {
-                    unreachable!()
-                };
+            (_, Some(TernaryCodec::Whole(c))) => {
                 scale = self
                     .gguf
                     .ternary_scale(&t)
                     .ok_or_else(|| self.tensor_err(name, "no room for the tensor's scale"))?;
-                let p = match c.tl {
-                    Some(layout) => Some(self.tl_params_for(name, layout, m, k)?),
-                    None => None,
-                };
+                let p =
+                    c.tl.map(|layout| self.tl_params_for(name, layout, m, k))
+                        .transpose()?;
                 let codes = (c.unpack)(self.gguf.tensor_bytes(&t), m, k, p.as_ref()).map_err(
                     |e| match p {
                         Some(p) => self.tensor_err(name, format!("decoding with {p}: {e}")),
@@ -460,10 +456,7 @@ impl Binder<'_> {
             }
             // Any other block layout (TQ1_0): 256-value blocks as TQ2_0 blocks with their
             // scales; other block sizes as I2_S rows with their one scale.
-            _ => {
-                let Some(TernaryCodec::Blocks(c)) = codec else {
-                    unreachable!("type checked above")
-                };
+            (_, Some(TernaryCodec::Blocks(c))) => {
                 if c.block_values == QK_K {
                     let (codes, scales) = (c.codes)(self.gguf.tensor_bytes(&t), m * k)
                         .map_err(|e| self.tensor_err(name, e.to_string()))?;
@@ -479,6 +472,7 @@ impl Binder<'_> {
                     (WeightFormat::I2s, Data::Owned(out))
                 }
             }
+            (_, None) => unreachable!("type checked above"),
         };
         self.used.insert(name.to_string());
         let tq2_shared_scale = match (&data, format) {
@@ -555,12 +549,8 @@ impl Binder<'_> {
     /// `kernel_config_tl1.ini` / `kernel_config_tl2.ini` / `kernel_config.ini` beside the file.
     fn tl_params_beside(&self, layout: params::TlLayout) -> Result<Vec<KernelEntry>, RuntimeError> {
         let dir = self.file.parent().unwrap_or(Path::new("."));
-        let first = if layout == params::TlLayout::Tl1 {
-            "kernel_config_tl1.ini"
-        } else {
-            "kernel_config_tl2.ini"
-        };
-        for cand in [first, "kernel_config.ini"] {
+        let first = format!("kernel_config_{}.ini", layout.suffix());
+        for cand in [first.as_str(), "kernel_config.ini"] {
             let p = dir.join(cand);
             if let Ok(text) = std::fs::read_to_string(&p) {
                 return params::parse_kernel_config_ini(&text).map_err(|e| {
@@ -572,23 +562,5 @@ impl Binder<'_> {
             }
         }
         Ok(Vec::new())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use half::f16;
-
-    use super::*;
-
-    #[test]
-    fn tq2_blocks_round_trip() {
-        let codes: Vec<i8> = (0..512).map(|i| ((i * 5 + i / 7) % 3) as i8 - 1).collect();
-        let scales = [f16::from_f32(0.25).to_f32(), f16::from_f32(0.5).to_f32()];
-        let mut bytes = vec![0u8; 2 * TQ2_BLOCK_BYTES];
-        tq2_0::pack_block_codes_into(&codes, &scales, &mut bytes).unwrap();
-        let (back, s) = tq2_0::codes(&bytes, 512).unwrap();
-        assert_eq!(back, codes);
-        assert_eq!(s, scales);
     }
 }

@@ -134,7 +134,7 @@ proptest! {
     /// the SIMD tables are told (`shared`) and the reference is not.
     #[test]
     fn tq2_dots_equal_reference(
-        rows in 1usize..8,
+        rows in 1usize..20,
         n in 1usize..6,
         blocks in 1usize..4,
         uniform: bool,

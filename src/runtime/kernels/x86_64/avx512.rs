@@ -36,17 +36,6 @@ unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
     _mm256_and_si256(_mm256_srli_epi16::<S>(w), m3)
 }
 
-/// The f16 at `p` widened, in all eight lanes.
-///
-/// # Safety
-/// Needs AVX2 and F16C; `p` must point to two readable bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_bcast(p: *const u8) -> __m256 {
-    let h = _mm_set1_epi16(i16::from_le_bytes([*p, *p.add(1)]));
-    _mm256_cvtph_ps(h)
-}
-
 /// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
 ///
 /// # Safety
@@ -194,82 +183,123 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
     );
 }
 
-/// `R` TQ2_0 rows (`stride` bytes apart) × one Q8_K token, as `i2s_gemv_masked`: per block
-/// and row, `vpdpbusd` of the masked bytes `w & (3 << 2g)` (exactly `4^g` times the codes of
-/// group `g`) into one accumulator per group, each divided back by its power of four (an exact
-/// arithmetic shift), summed and less the activations' sums per 32 values: the same eight i32
-/// lanes as `avx2::tq2_tile`, two vector instructions per 32 codes instead of four. The float
-/// step per block is `avx2::tq2_tile`'s.
+/// Two 32-byte pieces, `lo` in the low half of a 512-bit vector and `hi` in the high half.
 ///
 /// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `R` rows of `nb` blocks, `q`/`d`/`bsum` one
-/// token's `256·nb` values, `nb` scales and `8·nb` sums.
+/// Needs AVX-512 F; both pointers must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair256(lo: *const u8, hi: *const u8) -> __m512i {
+    let l = _mm512_castsi256_si512(_mm256_loadu_si256(lo.cast()));
+    _mm512_inserti64x4::<1>(l, _mm256_loadu_si256(hi.cast()))
+}
+
+/// The 32 bytes at `p` in both halves of a 512-bit vector.
+///
+/// # Safety
+/// Needs AVX-512 F; `p` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn bcast256(p: *const u8) -> __m512i {
+    _mm512_broadcast_i64x4(_mm256_loadu_si256(p.cast()))
+}
+
+/// `d_y·d_x` for the block at `blk` of two rows, rounded to f32 as the scalar product is: the
+/// low eight lanes for the row at `w0`, the high eight for `w1` (both the shared scale `dx`
+/// if `S`).
+///
+/// # Safety
+/// Needs AVX-512 F and F16C; unless `S`, both rows must hold the block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tq2_pair_scale<const S: bool>(
+    dy: __m512,
+    dx: __m512,
+    w0: *const u8,
+    w1: *const u8,
+    blk: usize,
+) -> __m512 {
+    if S {
+        return _mm512_mul_ps(dy, dx);
+    }
+    let at = |w: *const u8| {
+        let p = w.add(blk * TQ2_BLOCK_BYTES + 64);
+        _mm_set1_epi16(i16::from_le_bytes([*p, *p.add(1)]))
+    };
+    let h = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(at(w0)), at(w1));
+    _mm512_mul_ps(dy, _mm512_cvtph_ps(h))
+}
+
+/// Two TQ2_0 rows (`w0`, `w1`) × one Q8_K token in one 512-bit pass: the rows' 32-byte
+/// halves of a block side by side, the activations of a group in both halves, and per
+/// group `vpdpbusd` of the masked bytes `w & (3 << 2g)` (exactly `4^g` times the codes),
+/// divided back by the power of four (an exact arithmetic shift) at the block's end, less
+/// the activations' sums per 32 values. The low eight i32 lanes are row `w0`'s lanes of
+/// `avx2::tq2_tile`, the high eight `w1`'s, so the float step per block (convert, times
+/// `d_y·d_x`, add) is the scalar twin's, lane for lane, for both rows at once.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `w0` and `w1` must hold `nb` blocks (they may be the
+/// same row), `q`/`d`/`bsum` one token's `256·nb` values, `nb` scales and `8·nb` sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tq2_gemv_masked<const R: usize, const S: bool>(
-    w: *const u8,
-    stride: usize,
+unsafe fn tq2_gemv_pair<const S: bool>(
+    w0: *const u8,
+    w1: *const u8,
     q: *const i8,
     d: *const f32,
     bsum: *const i32,
     nb: usize,
     h: u16,
-) -> [f32; R] {
+) -> [f32; 2] {
     let masks = [
-        _mm256_set1_epi8(0x03),
-        _mm256_set1_epi8(0x0c),
-        _mm256_set1_epi8(0x30),
-        _mm256_set1_epi8(0xc0u8 as i8),
+        _mm512_set1_epi8(0x03),
+        _mm512_set1_epi8(0x0c),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0xc0u8 as i8),
     ];
-    let dx_shared = _mm256_cvtph_ps(_mm_set1_epi16(h as i16));
-    let mut acc = [_mm256_setzero_ps(); R];
+    let dx = _mm512_cvtph_ps(_mm256_set1_epi16(h as i16));
+    let mut acc = _mm512_setzero_ps();
     for blk in 0..nb {
-        let mut a = [[_mm256_setzero_si256(); 4]; R];
+        let mut a = [_mm512_setzero_si512(); 4];
         for half in 0..2 {
-            let qv: [__m256i; 4] = std::array::from_fn(|g| {
-                _mm256_loadu_si256(q.add(blk * QK_K + 128 * half + 32 * g).cast())
-            });
-            for r in 0..R {
-                let wv = _mm256_loadu_si256(
-                    w.add(r * stride + blk * TQ2_BLOCK_BYTES + 32 * half).cast(),
-                );
-                for g in 0..4 {
-                    a[r][g] = _mm256_dpbusd_epi32(a[r][g], _mm256_and_si256(wv, masks[g]), qv[g]);
-                }
+            let off = blk * TQ2_BLOCK_BYTES + 32 * half;
+            let wv = pair256(w0.add(off), w1.add(off));
+            for g in 0..4 {
+                let qv = bcast256(q.add(blk * QK_K + 128 * half + 32 * g).cast());
+                a[g] = _mm512_dpbusd_epi32(a[g], _mm512_and_si512(wv, masks[g]), qv);
             }
         }
-        let bs = _mm256_loadu_si256(bsum.add(8 * blk).cast());
-        let dy = _mm256_broadcast_ss(&*d.add(blk));
-        let once = _mm256_mul_ps(dy, dx_shared);
-        for r in 0..R {
-            let sum = _mm256_add_epi32(
-                _mm256_add_epi32(a[r][0], _mm256_srai_epi32::<2>(a[r][1])),
-                _mm256_add_epi32(
-                    _mm256_srai_epi32::<4>(a[r][2]),
-                    _mm256_srai_epi32::<6>(a[r][3]),
-                ),
-            );
-            let lanes = _mm256_sub_epi32(sum, bs);
-            // d_y·d_x rounded to f32 (as the scalar product), in all lanes.
-            let scale = if S {
-                once
-            } else {
-                _mm256_mul_ps(
-                    dy,
-                    f16_bcast(w.add(r * stride + blk * TQ2_BLOCK_BYTES + 64)),
-                )
-            };
-            acc[r] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lanes), scale), acc[r]);
-        }
+        let sum = _mm512_add_epi32(
+            _mm512_add_epi32(a[0], _mm512_srai_epi32::<2>(a[1])),
+            _mm512_add_epi32(_mm512_srai_epi32::<4>(a[2]), _mm512_srai_epi32::<6>(a[3])),
+        );
+        let lanes = _mm512_sub_epi32(sum, bcast256(bsum.add(8 * blk).cast()));
+        let dy = _mm512_set1_ps(*d.add(blk));
+        let scale = tq2_pair_scale::<S>(dy, dx, w0, w1, blk);
+        acc = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(lanes), scale), acc);
     }
-    std::array::from_fn(|r| hsum8(acc[r]))
+    halves_hsum8(acc)
 }
 
-/// TQ2_0 × one Q8_K token over `rows` rows as two streams (see the module docs).
+/// The two rows' dot products of a 512-bit pair accumulator: [`hsum8`] of the low eight lanes
+/// and of the high eight.
 ///
 /// # Safety
-/// As [`tq2_gemv_masked`], `w` holding `rows` rows of `rb` bytes, `out` `rows` values.
+/// Needs AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn halves_hsum8(acc: __m512) -> [f32; 2] {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+    [hsum8(_mm512_castps512_ps256(acc)), hsum8(hi)]
+}
+
+/// TQ2_0 × one Q8_K token over `rows` rows as two streams (see the module docs): rows `r` and
+/// `half + r` in one [`tq2_gemv_pair`]; an odd last row paired with itself.
+///
+/// # Safety
+/// As [`tq2_gemv_pair`], `w` holding `rows` rows of `rb` bytes, `out` `rows` values.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tq2_gemv<const S: bool>(
@@ -285,13 +315,13 @@ unsafe fn tq2_gemv<const S: bool>(
     let rows = out.len();
     let half = rows / 2;
     for r in 0..half {
-        let [a, b] = tq2_gemv_masked::<2, S>(w.add(r * rb), half * rb, q, d, bsum, nb, h);
+        let [a, b] = tq2_gemv_pair::<S>(w.add(r * rb), w.add((half + r) * rb), q, d, bsum, nb, h);
         out[r] = a;
         out[half + r] = b;
     }
     if rows % 2 == 1 {
-        let [v] = tq2_gemv_masked::<1, S>(w.add((rows - 1) * rb), rb, q, d, bsum, nb, h);
-        out[rows - 1] = v;
+        let last = w.add((rows - 1) * rb);
+        out[rows - 1] = tq2_gemv_pair::<S>(last, last, q, d, bsum, nb, h)[0];
     }
 }
 
@@ -326,10 +356,13 @@ unsafe fn tq2_tile<const R: usize, const T: usize>(
     }
 }
 
-/// [`tq2_tile`], with the shared scale `h` (f16 bits) if `S`.
+/// `R` TQ2_0 rows × `T` Q8_K tokens: [`tq2_gemv_pair`]'s pairing (two rows side by side in
+/// 512-bit vectors, the activations in both halves) with `codes` extraction shared by the
+/// `T` tokens and the activations by the rows; an odd last row is paired with itself and the
+/// copy dropped. The same lanes and float steps as `avx2::tq2_tile`.
 ///
 /// # Safety
-/// As [`tq2_tile`].
+/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::tq2_tile`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
@@ -343,66 +376,62 @@ unsafe fn tq2_tile_with<const R: usize, const T: usize, const S: bool>(
     nb: usize,
     h: u16,
 ) -> [[f32; T]; R] {
-    let m3 = _mm256_set1_epi8(3);
-    let dx_shared = _mm256_cvtph_ps(_mm_set1_epi16(h as i16));
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let pairs = R.div_ceil(2);
+    let row = |p: usize, i: usize| w.add((2 * p + i).min(R - 1) * rb);
+    let m3 = _mm512_set1_epi8(3);
+    let dx = _mm512_cvtph_ps(_mm256_set1_epi16(h as i16));
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
     for blk in 0..nb {
-        let mut lanes = [[_mm256_setzero_si256(); T]; R];
+        let mut lanes = [[_mm512_setzero_si512(); T]; R];
         for t in 0..T {
-            let bs = _mm256_loadu_si256(bsum.add(t * (k / 32) + 8 * blk).cast());
-            for l in lanes.iter_mut() {
-                l[t] = _mm256_sub_epi32(l[t], bs);
+            let bs = bcast256(bsum.add(t * (k / 32) + 8 * blk).cast());
+            for l in lanes.iter_mut().take(pairs) {
+                l[t] = _mm512_sub_epi32(l[t], bs);
             }
         }
-        for h in 0..2 {
-            let mut wv = [_mm256_setzero_si256(); R];
-            for (r, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_si256(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 32 * h).cast());
+        for half in 0..2 {
+            let off = blk * TQ2_BLOCK_BYTES + 32 * half;
+            let mut wv = [_mm512_setzero_si512(); R];
+            for p in 0..pairs {
+                wv[p] = pair256(row(p, 0).add(off), row(p, 1).add(off));
             }
-            macro_rules! group {
-                ($g:expr, $s:expr) => {{
-                    let mut qv = [_mm256_setzero_si256(); T];
-                    for (t, v) in qv.iter_mut().enumerate() {
-                        *v = _mm256_loadu_si256(
-                            q.add(t * k + blk * QK_K + 128 * h + 32 * $g).cast(),
-                        );
+            for g in 0..4 {
+                let mut qv = [_mm512_setzero_si512(); T];
+                for (t, v) in qv.iter_mut().enumerate() {
+                    *v = bcast256(q.add(t * k + blk * QK_K + 128 * half + 32 * g).cast());
+                }
+                for p in 0..pairs {
+                    let c = match g {
+                        0 => _mm512_and_si512(wv[p], m3),
+                        1 => _mm512_and_si512(_mm512_srli_epi16::<2>(wv[p]), m3),
+                        2 => _mm512_and_si512(_mm512_srli_epi16::<4>(wv[p]), m3),
+                        _ => _mm512_and_si512(_mm512_srli_epi16::<6>(wv[p]), m3),
+                    };
+                    for t in 0..T {
+                        lanes[p][t] = _mm512_dpbusd_epi32(lanes[p][t], c, qv[t]);
                     }
-                    for r in 0..R {
-                        let c = codes::<$s>(wv[r], m3);
-                        for t in 0..T {
-                            lanes[r][t] = _mm256_dpbusd_epi32(lanes[r][t], c, qv[t]);
-                        }
-                    }
-                }};
-            }
-            group!(0, 0);
-            group!(1, 2);
-            group!(2, 4);
-            group!(3, 6);
-        }
-        let mut dx = [dx_shared; R];
-        if !S {
-            for (r, v) in dx.iter_mut().enumerate() {
-                *v = f16_bcast(w.add(r * rb + blk * TQ2_BLOCK_BYTES + 64));
+                }
             }
         }
         for t in 0..T {
-            let dy = _mm256_broadcast_ss(&*d.add(t * nb + blk));
-            let once = _mm256_mul_ps(dy, dx_shared);
-            for r in 0..R {
-                // d_y·d_x rounded to f32 (as the scalar product), in all lanes.
-                let scale = if S { once } else { _mm256_mul_ps(dy, dx[r]) };
-                acc[r][t] = _mm256_add_ps(
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(lanes[r][t]), scale),
-                    acc[r][t],
+            let dy = _mm512_set1_ps(*d.add(t * nb + blk));
+            for p in 0..pairs {
+                let scale = tq2_pair_scale::<S>(dy, dx, row(p, 0), row(p, 1), blk);
+                acc[p][t] = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_cvtepi32_ps(lanes[p][t]), scale),
+                    acc[p][t],
                 );
             }
         }
     }
     let mut out = [[0.0f32; T]; R];
-    for r in 0..R {
+    for p in 0..pairs {
         for t in 0..T {
-            out[r][t] = hsum8(acc[r][t]);
+            let [a, b] = halves_hsum8(acc[p][t]);
+            out[2 * p][t] = a;
+            if 2 * p + 1 < R {
+                out[2 * p + 1][t] = b;
+            }
         }
     }
     out
@@ -440,21 +469,33 @@ pub(super) unsafe fn tq2_dots(
         rows,
         n,
         1,
-        4,
+        8,
         3,
         [
             (1, 1),
             (2, 1),
             (3, 1),
             (4, 1),
+            (5, 1),
+            (6, 1),
+            (7, 1),
+            (8, 1),
             (1, 2),
             (2, 2),
             (3, 2),
             (4, 2),
+            (5, 2),
+            (6, 2),
+            (7, 2),
+            (8, 2),
             (1, 3),
             (2, 3),
             (3, 3),
-            (4, 3)
+            (4, 3),
+            (5, 3),
+            (6, 3),
+            (7, 3),
+            (8, 3)
         ],
         |r, t, R, T| tq2_tile::<R, T>(
             wp.add(r * rb),

@@ -382,7 +382,10 @@ pub fn rope_table(
 /// the addition (`fma(x0, cos, −x1·sin)`, `fma(x0, sin, x1·cos)`), which is how the reference
 /// binaries were compiled (C floating-point contraction): it reproduces their logits bit for
 /// bit where the unfused form does not.
-#[inline]
+///
+/// Always inlined, so that a caller compiled with FMA (the x86-64 tables' `rope`) gets the
+/// instruction rather than a call into the C library's `fmaf`.
+#[inline(always)]
 pub fn rope_apply(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
     let half = table.len();
     for (i, &(c, s)) in table.iter().enumerate() {
@@ -397,8 +400,9 @@ pub fn rope_apply(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
     }
 }
 
-/// [`rope_apply`] on every `head_dim`-slice of `x` (all heads of one token).
-#[inline]
+/// [`rope_apply`] on every `head_dim`-slice of `x` (all heads of one token); always inlined,
+/// as [`rope_apply`].
+#[inline(always)]
 pub fn rope_heads(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle, head_dim: usize) {
     for h in x.chunks_exact_mut(head_dim) {
         rope_apply(h, table, style);

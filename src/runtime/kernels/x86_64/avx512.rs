@@ -25,7 +25,7 @@ use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK
 use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
 use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
-use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile, q8_0_tile};
+use super::avx2::{ggml_tile, hsum8, lanes8_tile, q8_0_tile};
 
 /// `(w >> S) & 3`.
 ///
@@ -47,36 +47,89 @@ unsafe fn f16_bcast(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(h)
 }
 
-/// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
+/// Two I2_S rows' blocks in one vector: `lo`'s 32 bytes in the low half, `hi`'s in the high.
 ///
 /// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile`.
+/// Needs AVX-512 F; `lo` and `hi` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn i2s_pair(lo: *const u8, hi: *const u8) -> __m512i {
+    let l = _mm512_castsi256_si512(_mm256_loadu_si256(lo.cast()));
+    _mm512_inserti64x4::<1>(l, _mm256_loadu_si256(hi.cast()))
+}
+
+/// The 32 int8 activations at `q`, in both halves.
+///
+/// # Safety
+/// Needs AVX-512 F; `q` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn i2s_acts(q: *const i8) -> __m512i {
+    _mm512_broadcast_i64x4(_mm256_loadu_si256(q.cast()))
+}
+
+/// The sums of the low and of the high eight i32 lanes of `a[0..4]`: `[Σ lo(a_j)]_j` and
+/// `[Σ hi(a_j)]_j`, in 13 instructions (four `hsum_i32` pairs take about 50).
+///
+/// # Safety
+/// Needs AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn hsum_halves4(a: [__m512i; 4]) -> ([i32; 4], [i32; 4]) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [Σa, Σb, Σc, Σd] of its 4 lanes.
+    let ab = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(a[0], a[1]),
+        _mm512_unpackhi_epi32(a[0], a[1]),
+    );
+    let cd = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(a[2], a[3]),
+        _mm512_unpackhi_epi32(a[2], a[3]),
+    );
+    let s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    // 128-bit lanes 0 + 1 (the low half) and 2 + 3 (the high half).
+    let s = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    let (mut lo, mut hi) = ([0i32; 4], [0i32; 4]);
+    _mm_storeu_si128(lo.as_mut_ptr().cast(), _mm512_castsi512_si128(s));
+    _mm_storeu_si128(hi.as_mut_ptr().cast(), _mm512_extracti32x4_epi32::<2>(s));
+    (lo, hi)
+}
+
+/// `P` pairs of I2_S rows × `T` int8 tokens with 512-bit `vpdpbusd` (exact i32 accumulation):
+/// pair `p` is rows `2p` (low half of each vector) and `2p + 1` (high half), each token's
+/// 32 activations of a group are broadcast to both halves, so one instruction does the work
+/// of two 256-bit ones and the insert that pairs the rows is shared by `T` tokens. If `odd`,
+/// the tile has `2P − 1` rows: the last pair computes its one row twice (results `[P−1][1]`
+/// are that row's again, to be dropped).
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `2P` (`2P − 1` if `odd`) rows of `32·nb`
+/// bytes `rb` apart, `q` `T` rows of `128·nb` bytes `k` apart.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_tile<const R: usize, const T: usize>(
+unsafe fn i2s_tile<const P: usize, const T: usize>(
     w: *const u8,
     rb: usize,
+    odd: bool,
     q: *const i8,
     k: usize,
     nb: usize,
-) -> [[i32; T]; R] {
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = [[_mm256_setzero_si256(); T]; R];
+) -> [[[i32; T]; 2]; P] {
+    let m3 = _mm512_set1_epi8(3);
+    let lo: [*const u8; P] = std::array::from_fn(|p| w.add(2 * p * rb));
+    let hi: [*const u8; P] =
+        std::array::from_fn(|p| if odd && p == P - 1 { lo[p] } else { lo[p].add(rb) });
+    let mut acc = [[_mm512_setzero_si512(); T]; P];
     for bb in 0..nb {
-        let mut wv = [_mm256_setzero_si256(); R];
-        for (r, v) in wv.iter_mut().enumerate() {
-            *v = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
-        }
+        let wv: [__m512i; P] =
+            std::array::from_fn(|p| i2s_pair(lo[p].add(32 * bb), hi[p].add(32 * bb)));
         macro_rules! group {
             ($g:expr, $s:expr) => {{
-                let mut qv = [_mm256_setzero_si256(); T];
-                for (t, v) in qv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(q.add(t * k + 128 * bb + 32 * $g).cast());
-                }
-                for r in 0..R {
-                    let c = codes::<$s>(wv[r], m3);
+                let qv: [__m512i; T] =
+                    std::array::from_fn(|t| i2s_acts(q.add(t * k + 128 * bb + 32 * $g)));
+                for p in 0..P {
+                    let c = _mm512_and_si512(_mm512_srli_epi16::<$s>(wv[p]), m3);
                     for t in 0..T {
-                        acc[r][t] = _mm256_dpbusd_epi32(acc[r][t], c, qv[t]);
+                        acc[p][t] = _mm512_dpbusd_epi32(acc[p][t], c, qv[t]);
                     }
                 }
             }};
@@ -86,60 +139,150 @@ unsafe fn i2s_tile<const R: usize, const T: usize>(
         group!(2, 2);
         group!(3, 0);
     }
-    let mut out = [[0i32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_i32(acc[r][t]);
+    let mut out = [[[0i32; T]; 2]; P];
+    for p in 0..P {
+        for t0 in (0..T).step_by(4) {
+            let four = std::array::from_fn(|j| {
+                if t0 + j < T {
+                    acc[p][t0 + j]
+                } else {
+                    _mm512_setzero_si512()
+                }
+            });
+            let (l, h) = hsum_halves4(four);
+            for j in 0..4.min(T - t0) {
+                out[p][0][t0 + j] = l[j];
+                out[p][1][t0 + j] = h[j];
+            }
         }
     }
     out
 }
 
-/// `R` I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes `w & (3 << s)`
-/// (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one accumulator
-/// per group and row, each divided back by its power of two (an exact arithmetic shift) at
-/// the end. Two vector instructions per 32 codes instead of three.
-///
-/// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile` with `T = 1`; `nb` below
-/// 2^14 (so the scaled sums stay within i32).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_gemv_masked<const R: usize>(
+/// The arguments of an I2_S product (see `Kernels::i2s_dots`): `w` rows of `rb` bytes, `n`
+/// tokens of `k` activations at `q`, `nb` blocks per row.
+#[derive(Clone, Copy)]
+struct I2s {
     w: *const u8,
     rb: usize,
     q: *const i8,
+    k: usize,
     nb: usize,
-) -> [[i32; 1]; R] {
+    n: usize,
+}
+
+/// One tile of [`i2s_tile`] at rows `r..r + rr` (`rr` is `2P` or `2P − 1`) and tokens
+/// `t..t + T`, stored at `out[row·n + token]`.
+///
+/// # Safety
+/// As [`i2s_tile`], the rows and tokens inside `a`'s slices and `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_tile_at<const P: usize, const T: usize>(
+    a: I2s,
+    (r, rr): (usize, usize),
+    t: usize,
+    out: &mut [i32],
+) {
+    let w = a.w.add(r * a.rb);
+    let res = i2s_tile::<P, T>(w, a.rb, rr % 2 == 1, a.q.add(t * a.k), a.k, a.nb);
+    for i in 0..rr {
+        out[(r + i) * a.n + t..][..T].copy_from_slice(&res[i / 2][i % 2]);
+    }
+}
+
+/// [`i2s_tile_at`] with `P = rr.div_ceil(2)` (1 to 4).
+///
+/// # Safety
+/// As [`i2s_tile_at`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_tile_rows<const T: usize>(a: I2s, rows: (usize, usize), t: usize, out: &mut [i32]) {
+    match rows.1.div_ceil(2) {
+        1 => i2s_tile_at::<1, T>(a, rows, t, out),
+        2 => i2s_tile_at::<2, T>(a, rows, t, out),
+        3 => i2s_tile_at::<3, T>(a, rows, t, out),
+        4 => i2s_tile_at::<4, T>(a, rows, t, out),
+        _ => unreachable!("I2_S tile of {} rows", rows.1),
+    }
+}
+
+/// `P` (1 to 4) pairs of I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes
+/// `w & (3 << s)` (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one
+/// accumulator per group, each divided back by its power of two (an exact arithmetic shift)
+/// at the end. Two vector instructions per 64 codes (32 of each row) instead of three per 32.
+///
+/// Pair `p` is the rows at `w + p·rb` (low half) and `stride` bytes further (high half; if
+/// `!HI`, the low row again, to be dropped). The pairs are taken one after another, so each
+/// half reads its rows in order (the two streams of the module docs), and their sums are
+/// reduced together at the end. Blocks alternate between two sets of accumulators: eight
+/// dependency chains instead of four.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; the rows must hold `32·nb` bytes, `q` `128·nb`; `nb`
+/// below 2^14 (so the scaled sums stay within i32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_gemv_masked<const P: usize, const HI: bool>(
+    w: *const u8,
+    rb: usize,
+    stride: usize,
+    q: *const i8,
+    nb: usize,
+) -> [[i32; 2]; P] {
     let masks = [
-        _mm256_set1_epi8(0xc0u8 as i8),
-        _mm256_set1_epi8(0x30),
-        _mm256_set1_epi8(0x0c),
-        _mm256_set1_epi8(0x03),
+        _mm512_set1_epi8(0xc0u8 as i8),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0x0c),
+        _mm512_set1_epi8(0x03),
     ];
-    let mut acc = [[_mm256_setzero_si256(); 4]; R];
-    for bb in 0..nb {
-        let qv: [__m256i; 4] =
-            std::array::from_fn(|g| _mm256_loadu_si256(q.add(128 * bb + 32 * g).cast()));
-        for r in 0..R {
-            let wv = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
-            for g in 0..4 {
-                acc[r][g] = _mm256_dpbusd_epi32(acc[r][g], _mm256_and_si256(wv, masks[g]), qv[g]);
-            }
+    let mut sums = [_mm512_setzero_si512(); 4];
+    for p in 0..P {
+        let lo = w.add(p * rb);
+        let hi = if HI { lo.add(stride) } else { lo };
+        let mut acc = [[_mm512_setzero_si512(); 4]; 2];
+        macro_rules! block {
+            ($set:expr, $bb:expr) => {{
+                let bb = $bb;
+                let wv = i2s_pair(lo.add(32 * bb), hi.add(32 * bb));
+                for g in 0..4 {
+                    let qv = i2s_acts(q.add(128 * bb + 32 * g));
+                    let c = _mm512_and_si512(wv, masks[g]);
+                    acc[$set][g] = _mm512_dpbusd_epi32(acc[$set][g], c, qv);
+                }
+            }};
         }
-    }
-    let mut out = [[0i32; 1]; R];
-    for r in 0..R {
-        let s = _mm256_add_epi32(
-            _mm256_add_epi32(
-                _mm256_srai_epi32::<6>(acc[r][0]),
-                _mm256_srai_epi32::<4>(acc[r][1]),
-            ),
-            _mm256_add_epi32(_mm256_srai_epi32::<2>(acc[r][2]), acc[r][3]),
+        let mut bb = 0;
+        while bb + 2 <= nb {
+            block!(0, bb);
+            block!(1, bb + 1);
+            bb += 2;
+        }
+        if bb < nb {
+            block!(0, bb);
+        }
+        let a: [__m512i; 4] = std::array::from_fn(|g| _mm512_add_epi32(acc[0][g], acc[1][g]));
+        sums[p] = _mm512_add_epi32(
+            _mm512_add_epi32(_mm512_srai_epi32::<6>(a[0]), _mm512_srai_epi32::<4>(a[1])),
+            _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]),
         );
-        out[r][0] = hsum_i32(s);
     }
-    out
+    let (l, h) = hsum_halves4(sums);
+    std::array::from_fn(|p| [l[p], h[p]])
+}
+
+/// [`i2s_gemv_masked`] for rows `r..r + P` and `half + r..half + r + P` of one token.
+///
+/// # Safety
+/// As [`i2s_gemv_masked`], the rows inside `a`'s slices and `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_gemv_at<const P: usize>(a: I2s, half: usize, r: usize, out: &mut [i32]) {
+    let res = i2s_gemv_masked::<P, true>(a.w.add(r * a.rb), a.rb, half * a.rb, a.q, a.nb);
+    for (j, [lo, hi]) in res.into_iter().enumerate() {
+        out[r + j] = lo;
+        out[half + r + j] = hi;
+    }
 }
 
 /// I2_S × int8 (see `Kernels::i2s_dots`).
@@ -149,49 +292,56 @@ unsafe fn i2s_gemv_masked<const R: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
     let rows = check_i2s(w.len(), k, q.len(), n, out.len());
-    let rb = k / 4;
-    let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
+    let (rb, nb) = (k / 4, k / I2S_BLOCK);
+    let a = I2s {
+        w: w.as_ptr(),
+        rb,
+        q: q.as_ptr(),
+        k,
+        nb,
+        n,
+    };
     if n == 1 && nb < 1 << 14 {
         // Two streams: rows `r` and `half + r` together (see the module docs).
         let half = rows / 2;
-        for r in 0..half {
-            let [[a], [b]] = i2s_gemv_masked::<2>(wp.add(r * rb), half * rb, qp, nb);
-            out[r] = a;
-            out[half + r] = b;
+        let mut r = 0;
+        while r + 4 <= half {
+            i2s_gemv_at::<4>(a, half, r, out);
+            r += 4;
+        }
+        match half - r {
+            0 => {}
+            1 => i2s_gemv_at::<1>(a, half, r, out),
+            2 => i2s_gemv_at::<2>(a, half, r, out),
+            _ => i2s_gemv_at::<3>(a, half, r, out),
         }
         if rows % 2 == 1 {
-            let [[v]] = i2s_gemv_masked::<1>(wp.add((rows - 1) * rb), rb, qp, nb);
+            let last = a.w.add((rows - 1) * rb);
+            let [[v, _]] = i2s_gemv_masked::<1, false>(last, rb, 0, a.q, nb);
             out[rows - 1] = v;
         }
         return;
     }
-    tiled!(
-        out,
-        rows,
-        n,
-        4,
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ],
-        |r, t, R, T| i2s_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), k, nb)
-    );
+    // Tiles of up to `2·PAIRS` rows × `TOKENS` tokens, smaller at the edges.
+    const PAIRS: usize = 4;
+    const TOKENS: usize = 4;
+    let mut r = 0;
+    while r < rows {
+        let rr = (2 * PAIRS).min(rows - r);
+        let mut t = 0;
+        while t < n {
+            let tt = TOKENS.min(n - t);
+            match tt {
+                1 => i2s_tile_rows::<1>(a, (r, rr), t, out),
+                2 => i2s_tile_rows::<2>(a, (r, rr), t, out),
+                3 => i2s_tile_rows::<3>(a, (r, rr), t, out),
+                4 => i2s_tile_rows::<4>(a, (r, rr), t, out),
+                _ => unreachable!("I2_S tile of {tt} tokens"),
+            }
+            t += tt;
+        }
+        r += rr;
+    }
 }
 
 /// `R` TQ2_0 rows (`stride` bytes apart) × one Q8_K token, as `i2s_gemv_masked`: per block

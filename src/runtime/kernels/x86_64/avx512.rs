@@ -69,7 +69,7 @@ unsafe fn i2s_acts(q: *const i8) -> __m512i {
 }
 
 /// The sums of the low and of the high eight i32 lanes of `a[0..4]`: `[Σ lo(a_j)]_j` and
-/// `[Σ hi(a_j)]_j`, in 13 instructions (four `hsum_i32` pairs take about 50).
+/// `[Σ hi(a_j)]_j`, in 13 instructions (eight `hsum_i32` take 56).
 ///
 /// # Safety
 /// Needs AVX-512 F.
@@ -94,12 +94,12 @@ unsafe fn hsum_halves4(a: [__m512i; 4]) -> ([i32; 4], [i32; 4]) {
     (lo, hi)
 }
 
-/// `P` pairs of I2_S rows × `T` int8 tokens with 512-bit `vpdpbusd` (exact i32 accumulation):
-/// pair `p` is rows `2p` (low half of each vector) and `2p + 1` (high half), each token's
-/// 32 activations of a group are broadcast to both halves, so one instruction does the work
-/// of two 256-bit ones and the insert that pairs the rows is shared by `T` tokens. If `odd`,
-/// the tile has `2P − 1` rows: the last pair computes its one row twice (results `[P−1][1]`
-/// are that row's again, to be dropped).
+/// `P` pairs of I2_S rows × `T` (1 to 4) int8 tokens with 512-bit `vpdpbusd` (exact i32
+/// accumulation): pair `p` is rows `2p` (low half of each vector) and `2p + 1` (high half),
+/// and each token's 32 activations of a group are broadcast to both halves, so one
+/// instruction does the work of two 256-bit ones, and the insert that pairs the rows is
+/// shared by `T` tokens. If `odd`, the tile has `2P − 1` rows: the last pair computes its one
+/// row twice (results `[P − 1][1]` are that row's again, to be dropped).
 ///
 /// # Safety
 /// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `2P` (`2P − 1` if `odd`) rows of `32·nb`
@@ -116,8 +116,13 @@ unsafe fn i2s_tile<const P: usize, const T: usize>(
 ) -> [[[i32; T]; 2]; P] {
     let m3 = _mm512_set1_epi8(3);
     let lo: [*const u8; P] = std::array::from_fn(|p| w.add(2 * p * rb));
-    let hi: [*const u8; P] =
-        std::array::from_fn(|p| if odd && p == P - 1 { lo[p] } else { lo[p].add(rb) });
+    let hi: [*const u8; P] = std::array::from_fn(|p| {
+        if odd && p == P - 1 {
+            lo[p]
+        } else {
+            lo[p].add(rb)
+        }
+    });
     let mut acc = [[_mm512_setzero_si512(); T]; P];
     for bb in 0..nb {
         let wv: [__m512i; P] =
@@ -141,20 +146,10 @@ unsafe fn i2s_tile<const P: usize, const T: usize>(
     }
     let mut out = [[[0i32; T]; 2]; P];
     for p in 0..P {
-        for t0 in (0..T).step_by(4) {
-            let four = std::array::from_fn(|j| {
-                if t0 + j < T {
-                    acc[p][t0 + j]
-                } else {
-                    _mm512_setzero_si512()
-                }
-            });
-            let (l, h) = hsum_halves4(four);
-            for j in 0..4.min(T - t0) {
-                out[p][0][t0 + j] = l[j];
-                out[p][1][t0 + j] = h[j];
-            }
-        }
+        let four =
+            std::array::from_fn(|t| acc[p].get(t).copied().unwrap_or(_mm512_setzero_si512()));
+        let (l, h) = hsum_halves4(four);
+        out[p] = [std::array::from_fn(|t| l[t]), std::array::from_fn(|t| h[t])];
     }
     out
 }
@@ -207,82 +202,69 @@ unsafe fn i2s_tile_rows<const T: usize>(a: I2s, rows: (usize, usize), t: usize, 
     }
 }
 
-/// `P` (1 to 4) pairs of I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes
-/// `w & (3 << s)` (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one
-/// accumulator per group, each divided back by its power of two (an exact arithmetic shift)
-/// at the end. Two vector instructions per 64 codes (32 of each row) instead of three per 32.
-///
-/// Pair `p` is the rows at `w + p·rb` (low half) and `stride` bytes further (high half; if
-/// `!HI`, the low row again, to be dropped). The pairs are taken one after another, so each
-/// half reads its rows in order (the two streams of the module docs), and their sums are
-/// reduced together at the end. Blocks alternate between two sets of accumulators: eight
-/// dependency chains instead of four.
+/// The sums of the low and of the high eight i32 lanes of `s`.
 ///
 /// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; the rows must hold `32·nb` bytes, `q` `128·nb`; `nb`
-/// below 2^14 (so the scaled sums stay within i32).
+/// Needs AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn hsum_halves(s: __m512i) -> [i32; 2] {
+    // 128-bit lanes 0 + 1 and 2 + 3, then within each 128-bit lane.
+    let s = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0b10_11_00_01>(s));
+    [
+        _mm_cvtsi128_si32(_mm512_castsi512_si128(s)),
+        _mm_cvtsi128_si32(_mm512_extracti32x4_epi32::<2>(s)),
+    ]
+}
+
+/// Two I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes `w & (3 << s)`
+/// (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one accumulator
+/// per group, each divided back by its power of two (an exact arithmetic shift) at the end.
+/// The row at `lo` is in the low half of every vector, the row at `hi` in the high half:
+/// two vector instructions per 64 codes, instead of two per 32 on 256-bit vectors (and
+/// three with shifts). Blocks alternate between two sets of accumulators, so that eight
+/// dependency chains are in flight instead of four.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `lo` and `hi` must point to `32·nb` bytes, `q` to `128·nb`;
+/// `nb` below 2^14 (so the scaled sums stay within i32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_gemv_masked<const P: usize, const HI: bool>(
-    w: *const u8,
-    rb: usize,
-    stride: usize,
-    q: *const i8,
-    nb: usize,
-) -> [[i32; 2]; P] {
+unsafe fn i2s_gemv_masked(lo: *const u8, hi: *const u8, q: *const i8, nb: usize) -> [i32; 2] {
     let masks = [
         _mm512_set1_epi8(0xc0u8 as i8),
         _mm512_set1_epi8(0x30),
         _mm512_set1_epi8(0x0c),
         _mm512_set1_epi8(0x03),
     ];
-    let mut sums = [_mm512_setzero_si512(); 4];
-    for p in 0..P {
-        let lo = w.add(p * rb);
-        let hi = if HI { lo.add(stride) } else { lo };
-        let mut acc = [[_mm512_setzero_si512(); 4]; 2];
-        macro_rules! block {
-            ($set:expr, $bb:expr) => {{
-                let bb = $bb;
-                let wv = i2s_pair(lo.add(32 * bb), hi.add(32 * bb));
-                for g in 0..4 {
-                    let qv = i2s_acts(q.add(128 * bb + 32 * g));
-                    let c = _mm512_and_si512(wv, masks[g]);
-                    acc[$set][g] = _mm512_dpbusd_epi32(acc[$set][g], c, qv);
-                }
-            }};
-        }
-        let mut bb = 0;
-        while bb + 2 <= nb {
-            block!(0, bb);
-            block!(1, bb + 1);
-            bb += 2;
-        }
-        if bb < nb {
-            block!(0, bb);
-        }
-        let a: [__m512i; 4] = std::array::from_fn(|g| _mm512_add_epi32(acc[0][g], acc[1][g]));
-        sums[p] = _mm512_add_epi32(
-            _mm512_add_epi32(_mm512_srai_epi32::<6>(a[0]), _mm512_srai_epi32::<4>(a[1])),
-            _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]),
-        );
+    let mut acc = [[_mm512_setzero_si512(); 4]; 2];
+    macro_rules! block {
+        ($set:expr, $bb:expr) => {{
+            let bb = $bb;
+            let wv = i2s_pair(lo.add(32 * bb), hi.add(32 * bb));
+            for g in 0..4 {
+                let c = _mm512_and_si512(wv, masks[g]);
+                let qv = i2s_acts(q.add(128 * bb + 32 * g));
+                acc[$set][g] = _mm512_dpbusd_epi32(acc[$set][g], c, qv);
+            }
+        }};
     }
-    let (l, h) = hsum_halves4(sums);
-    std::array::from_fn(|p| [l[p], h[p]])
-}
-
-/// [`i2s_gemv_masked`] for rows `r..r + P` and `half + r..half + r + P` of one token.
-///
-/// # Safety
-/// As [`i2s_gemv_masked`], the rows inside `a`'s slices and `out`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_gemv_at<const P: usize>(a: I2s, half: usize, r: usize, out: &mut [i32]) {
-    let res = i2s_gemv_masked::<P, true>(a.w.add(r * a.rb), a.rb, half * a.rb, a.q, a.nb);
-    for (j, [lo, hi]) in res.into_iter().enumerate() {
-        out[r + j] = lo;
-        out[half + r + j] = hi;
+    let mut bb = 0;
+    while bb + 2 <= nb {
+        block!(0, bb);
+        block!(1, bb + 1);
+        bb += 2;
     }
+    if bb < nb {
+        block!(0, bb);
+    }
+    let a: [__m512i; 4] = std::array::from_fn(|g| _mm512_add_epi32(acc[0][g], acc[1][g]));
+    hsum_halves(_mm512_add_epi32(
+        _mm512_add_epi32(_mm512_srai_epi32::<6>(a[0]), _mm512_srai_epi32::<4>(a[1])),
+        _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]),
+    ))
 }
 
 /// I2_S × int8 (see `Kernels::i2s_dots`).
@@ -304,21 +286,14 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
     if n == 1 && nb < 1 << 14 {
         // Two streams: rows `r` and `half + r` together (see the module docs).
         let half = rows / 2;
-        let mut r = 0;
-        while r + 4 <= half {
-            i2s_gemv_at::<4>(a, half, r, out);
-            r += 4;
-        }
-        match half - r {
-            0 => {}
-            1 => i2s_gemv_at::<1>(a, half, r, out),
-            2 => i2s_gemv_at::<2>(a, half, r, out),
-            _ => i2s_gemv_at::<3>(a, half, r, out),
+        for r in 0..half {
+            let lo = a.w.add(r * rb);
+            [out[r], out[half + r]] = i2s_gemv_masked(lo, lo.add(half * rb), a.q, nb);
         }
         if rows % 2 == 1 {
+            // The last row in both halves.
             let last = a.w.add((rows - 1) * rb);
-            let [[v, _]] = i2s_gemv_masked::<1, false>(last, rb, 0, a.q, nb);
-            out[rows - 1] = v;
+            out[rows - 1] = i2s_gemv_masked(last, last, a.q, nb)[0];
         }
         return;
     }

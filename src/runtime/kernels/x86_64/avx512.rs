@@ -1,17 +1,26 @@
 //! AVX-512 kernels: the integer dot products with VNNI's `vpdpbusd` (unsigned × signed bytes
-//! summed into i32 lanes in one instruction) on 256-bit vectors, and every tile larger than in
-//! the AVX2 table because AVX-512VL gives 32 vector registers. 512-bit vectors are not used:
-//! on the CPUs tested (Zen 4) they run at half rate, and the float orders to reproduce are
-//! defined on eight lanes. Same contract as `avx2`: `unsafe` only for the CPU features.
+//! summed into i32 lanes in one instruction), and every tile larger than in the AVX2 table
+//! because AVX-512 gives 32 vector registers. Same contract as `avx2`: `unsafe` only for the
+//! CPU features.
+//!
+//! The I2_S kernels run on 512-bit vectors, two rows to a vector (one in each 256-bit half,
+//! each token's activations broadcast to both), so every `vpdpbusd` does the work of two
+//! 256-bit ones. On the machine measured (AMD family 26, Zen 5 EPYC, full-width 512-bit
+//! units) a 512-bit `vpdpbusd`, `vpand` or `vpaddd` retires at the same rate per instruction
+//! as a 256-bit one: twice the elements per second. (Zen 4 executes a 512-bit instruction as
+//! two 256-bit halves: half the instructions per second, the same elements; not measured
+//! here.) The I2_S batch tile took half the time of the 256-bit one, the one-token kernel
+//! 20–30% less on weights in cache. The other kernels (TQ2_0, Q8_0, floats) are still on
+//! 256-bit vectors; the float orders to reproduce are defined on eight lanes.
 //!
 //! The one-token kernels (I2_S, TQ2_0, Q8_0, F16/F32 in ggml's order) walk the rows they are given
 //! as two streams: the first half of the rows and the second, one row of each at a time (tiles
-//! of two rows whose "row stride" is half the rows). The two rows share every load of the
-//! activations (and, for floats, two rows' independent sums hide the latency of the fused
-//! multiply-adds), and the hardware prefetchers see two long sequential streams. Two adjacent
-//! rows instead make each stream one row long, which the prefetchers miss: that is what made
-//! the AVX2 table's two-row GEMV slower (see `tiled!`). Each row's sums are its own, so the
-//! results are the same bits.
+//! of two rows whose "row stride" is half the rows; for I2_S the two halves of one vector).
+//! The two rows share every load of the activations (and, for floats, two rows' independent
+//! sums hide the latency of the fused multiply-adds), and the hardware prefetchers see two
+//! long sequential streams. Two adjacent rows instead make each stream one row long, which the
+//! prefetchers miss: that is what made the AVX2 table's two-row GEMV slower (see `tiled!`).
+//! Each row's sums are its own, so the results are the same bits.
 //!
 //! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
 //! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
@@ -100,6 +109,11 @@ unsafe fn hsum_halves4(a: [__m512i; 4]) -> ([i32; 4], [i32; 4]) {
 /// instruction does the work of two 256-bit ones, and the insert that pairs the rows is
 /// shared by `T` tokens. If `odd`, the tile has `2P − 1` rows: the last pair computes its one
 /// row twice (results `[P − 1][1]` are that row's again, to be dropped).
+///
+/// `i2s_dots` takes 4 pairs × 4 tokens (16 accumulators). Measured on Zen 5 at 768×768 × 128
+/// tokens and at the runtime's token blocks for the 0.7B model (1536×1536 × 8, 1536×4096 × 4):
+/// 2 pairs × 8 tokens 16–31% slower, 3 × 6 and 4 × 5 4–12%, 3 × 8 and 4 × 8 (registers
+/// spilled) 30–58% (all within 3% at 1536×4096 × 4, in tiles of 4 tokens), 5 × 4 the same.
 ///
 /// # Safety
 /// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `2P` (`2P − 1` if `odd`) rows of `32·nb`
@@ -226,6 +240,11 @@ unsafe fn hsum_halves(s: __m512i) -> [i32; 2] {
 /// two vector instructions per 64 codes, instead of two per 32 on 256-bit vectors (and
 /// three with shifts). Blocks alternate between two sets of accumulators, so that eight
 /// dependency chains are in flight instead of four.
+///
+/// Measured and left out (Zen 5): four pairs per call reduced together, no faster; one row
+/// per vector with 64-byte loads (two blocks) against a copy of the activations re-ordered
+/// to match, 10% faster at 1536×4096 but 6–18% slower at 3072×768; prefetching ahead as
+/// `avx2` does, no difference end to end (generation is bound by memory there).
 ///
 /// # Safety
 /// Needs AVX-512 F/BW/VL and VNNI; `lo` and `hi` must point to `32·nb` bytes, `q` to `128·nb`;

@@ -42,6 +42,8 @@ fn i2s<M: Measurement>(c: &mut Criterion<M>) {
         (3072usize, 768usize, 1usize),
         (1536, 4096, 1),
         (768, 768, 128),
+        (1536, 1536, 8),
+        (1536, 4096, 4),
     ] {
         let w = g.ternary_bytes(m * k / 4);
         let q = i8_acts(&mut g, n, k);

@@ -130,6 +130,25 @@ proptest! {
         }
     }
 
+    /// Shapes past one tile of every table (the AVX-512 one takes up to 8 rows × 4 tokens,
+    /// in pairs of rows): all row and token remainders, odd block counts, many tokens.
+    #[test]
+    fn i2s_dots_equal_reference_across_tiles(
+        rows in 1usize..27, n in 1usize..20, blocks in 1usize..8, seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let k = 128 * blocks;
+        let w = g.bytes(rows * k / 4);
+        let q = g.i8s(n * k, -128, 127);
+        let mut want = vec![0i32; rows * n];
+        reference().i2s_dots(&w, k, &q, n, &mut want);
+        for t in tables() {
+            let mut got = vec![0i32; rows * n];
+            t.i2s_dots(&w, k, &q, n, &mut got);
+            prop_assert_eq!(&got, &want, "{}", t.name());
+        }
+    }
+
     /// Random scales per block, or one scale for all (as converted BitNet files have), which
     /// the SIMD tables are told (`shared`) and the reference is not.
     #[test]
@@ -389,6 +408,26 @@ fn large_k_does_not_overflow_16_bit_partial_sums() {
         let mut got = vec![0i32; 6];
         t.i2s_dots(&w, k, &q, 3, &mut got);
         assert_eq!(got, want, "{}", t.name());
+    }
+}
+
+#[test]
+fn one_token_at_the_masked_kernels_block_limit() {
+    // One token, all codes 3 and all activations -128 (the largest sums), with 2^14 − 1 blocks
+    // (the most the AVX-512 one-token kernel takes, for its scaled sums) and 2^14 (where it
+    // hands over to the tiles); three rows, so one is left over from the pairs of rows.
+    for blocks in [(1 << 14) - 1, 1 << 14] {
+        let k = 128 * blocks;
+        let w = vec![0xffu8; 3 * k / 4];
+        let q = vec![-128i8; k];
+        let mut want = vec![0i32; 3];
+        reference().i2s_dots(&w, k, &q, 1, &mut want);
+        assert_eq!(want[0], -3 * 128 * k as i32);
+        for t in tables() {
+            let mut got = vec![0i32; 3];
+            t.i2s_dots(&w, k, &q, 1, &mut got);
+            assert_eq!(got, want, "{} {blocks} blocks", t.name());
+        }
     }
 }
 

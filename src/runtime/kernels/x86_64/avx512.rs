@@ -1,17 +1,30 @@
 //! AVX-512 kernels: the integer dot products with VNNI's `vpdpbusd` (unsigned × signed bytes
-//! summed into i32 lanes in one instruction) on 256-bit vectors, and every tile larger than in
-//! the AVX2 table because AVX-512VL gives 32 vector registers. 512-bit vectors are not used:
-//! on the CPUs tested (Zen 4) they run at half rate, and the float orders to reproduce are
-//! defined on eight lanes. Same contract as `avx2`: `unsafe` only for the CPU features.
+//! summed into i32 lanes in one instruction), and every tile larger than in the AVX2 table
+//! because AVX-512 gives 32 vector registers. Same contract as `avx2`: `unsafe` only for the
+//! CPU features.
+//!
+//! The I2_S and TQ2_0 kernels run on 512-bit vectors, two rows to a vector (one in each
+//! 256-bit half, each token's activations broadcast to both), so every `vpdpbusd` does the
+//! work of two 256-bit ones. On the machine measured (AMD family 26, Zen 5 EPYC, full-width
+//! 512-bit units) a 512-bit `vpdpbusd`, `vpand` or `vpaddd` retires at the same rate per
+//! instruction as a 256-bit one: twice the elements per second. (Zen 4 executes a 512-bit
+//! instruction as two 256-bit halves: half the instructions per second, the same elements;
+//! not measured here.) The I2_S batch tile took half the time of the 256-bit one, the
+//! one-token kernel 20–30% less on weights in cache; end to end on the 0.7B I2_S model, a
+//! 128-token prompt ran 1.3–1.5× as fast on two threads, and generation (bound by memory)
+//! did not measurably change. TQ2_0 keeps its scalar twin's eight float lanes per row (the
+//! low or high half of a 512-bit vector): its one-token kernel went from 29 to 38 GB/s on
+//! weights in cache, its batch tile from 421 to 262 µs (768×768, 128 tokens). Q8_0 and the
+//! float kernels are still on 256-bit vectors; their float orders are defined on eight lanes.
 //!
 //! The one-token kernels (I2_S, TQ2_0, Q8_0, F16/F32 in ggml's order) walk the rows they are given
 //! as two streams: the first half of the rows and the second, one row of each at a time (tiles
-//! of two rows whose "row stride" is half the rows). The two rows share every load of the
-//! activations (and, for floats, two rows' independent sums hide the latency of the fused
-//! multiply-adds), and the hardware prefetchers see two long sequential streams. Two adjacent
-//! rows instead make each stream one row long, which the prefetchers miss: that is what made
-//! the AVX2 table's two-row GEMV slower (see `tiled!`). Each row's sums are its own, so the
-//! results are the same bits.
+//! of two rows whose "row stride" is half the rows; for I2_S the two halves of one vector).
+//! The two rows share every load of the activations (and, for floats, two rows' independent
+//! sums hide the latency of the fused multiply-adds), and the hardware prefetchers see two
+//! long sequential streams. Two adjacent rows instead make each stream one row long, which the
+//! prefetchers miss: that is what made the AVX2 table's two-row GEMV slower (see `tiled!`).
+//! Each row's sums are its own, so the results are the same bits.
 //!
 //! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
 //! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
@@ -25,47 +38,102 @@ use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK
 use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
 use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
 
-use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile, q8_0_tile};
+use super::avx2::{ggml_tile, hsum8, lanes8_tile, q8_0_tile};
 
-/// `(w >> S) & 3`.
+/// Two 32-byte pieces in one vector: `lo`'s in the low half, `hi`'s in the high (two rows'
+/// blocks, side by side).
 ///
 /// # Safety
-/// Needs AVX2.
-#[inline(always)]
-unsafe fn codes<const S: i32>(w: __m256i, m3: __m256i) -> __m256i {
-    _mm256_and_si256(_mm256_srli_epi16::<S>(w), m3)
+/// Needs AVX-512 F; `lo` and `hi` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn pair256(lo: *const u8, hi: *const u8) -> __m512i {
+    let l = _mm512_castsi256_si512(_mm256_loadu_si256(lo.cast()));
+    _mm512_inserti64x4::<1>(l, _mm256_loadu_si256(hi.cast()))
 }
 
-/// `R` I2_S rows × `T` int8 tokens with `vpdpbusd` (exact i32 accumulation).
+/// The 32 bytes at `p` in both halves (a token's activations, for both rows of a pair).
 ///
 /// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile`.
+/// Needs AVX-512 F; `p` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn bcast256<P>(p: *const P) -> __m512i {
+    _mm512_broadcast_i64x4(_mm256_loadu_si256(p.cast()))
+}
+
+/// The sums of the low and of the high eight i32 lanes of `a[0..4]`: `[Σ lo(a_j)]_j` and
+/// `[Σ hi(a_j)]_j`, in 13 instructions (eight `hsum_i32` take 56).
+///
+/// # Safety
+/// Needs AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn hsum_halves4(a: [__m512i; 4]) -> ([i32; 4], [i32; 4]) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [Σa, Σb, Σc, Σd] of its 4 lanes.
+    let ab = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(a[0], a[1]),
+        _mm512_unpackhi_epi32(a[0], a[1]),
+    );
+    let cd = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(a[2], a[3]),
+        _mm512_unpackhi_epi32(a[2], a[3]),
+    );
+    let s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    // 128-bit lanes 0 + 1 (the low half) and 2 + 3 (the high half).
+    let s = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    let (mut lo, mut hi) = ([0i32; 4], [0i32; 4]);
+    _mm_storeu_si128(lo.as_mut_ptr().cast(), _mm512_castsi512_si128(s));
+    _mm_storeu_si128(hi.as_mut_ptr().cast(), _mm512_extracti32x4_epi32::<2>(s));
+    (lo, hi)
+}
+
+/// `P` pairs of I2_S rows × `T` (1 to 4) int8 tokens with 512-bit `vpdpbusd` (exact i32
+/// accumulation): pair `p` is rows `2p` (low half of each vector) and `2p + 1` (high half),
+/// and each token's 32 activations of a group are broadcast to both halves, so one
+/// instruction does the work of two 256-bit ones, and the insert that pairs the rows is
+/// shared by `T` tokens. If `odd`, the tile has `2P − 1` rows: the last pair computes its one
+/// row twice (results `[P − 1][1]` are that row's again, to be dropped).
+///
+/// `i2s_dots` takes 4 pairs × 4 tokens (16 accumulators). Measured on Zen 5 at 768×768 × 128
+/// tokens and at the runtime's token blocks for the 0.7B model (1536×1536 × 8, 1536×4096 × 4):
+/// 2 pairs × 8 tokens 16–31% slower, 3 × 6 and 4 × 5 4–12%, 3 × 8 and 4 × 8 (registers
+/// spilled) 30–58% (all within 3% at 1536×4096 × 4, in tiles of 4 tokens), 5 × 4 the same.
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `w` must hold `2P` (`2P − 1` if `odd`) rows of `32·nb`
+/// bytes `rb` apart, `q` `T` rows of `128·nb` bytes `k` apart.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_tile<const R: usize, const T: usize>(
+unsafe fn i2s_tile<const P: usize, const T: usize>(
     w: *const u8,
     rb: usize,
+    odd: bool,
     q: *const i8,
     k: usize,
     nb: usize,
-) -> [[i32; T]; R] {
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = [[_mm256_setzero_si256(); T]; R];
-    for bb in 0..nb {
-        let mut wv = [_mm256_setzero_si256(); R];
-        for (r, v) in wv.iter_mut().enumerate() {
-            *v = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
+) -> [[[i32; T]; 2]; P] {
+    let m3 = _mm512_set1_epi8(3);
+    let lo: [*const u8; P] = std::array::from_fn(|p| w.add(2 * p * rb));
+    let hi: [*const u8; P] = std::array::from_fn(|p| {
+        if odd && p == P - 1 {
+            lo[p]
+        } else {
+            lo[p].add(rb)
         }
+    });
+    let mut acc = [[_mm512_setzero_si512(); T]; P];
+    for bb in 0..nb {
+        let wv: [__m512i; P] =
+            std::array::from_fn(|p| pair256(lo[p].add(32 * bb), hi[p].add(32 * bb)));
         macro_rules! group {
             ($g:expr, $s:expr) => {{
-                let mut qv = [_mm256_setzero_si256(); T];
-                for (t, v) in qv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(q.add(t * k + 128 * bb + 32 * $g).cast());
-                }
-                for r in 0..R {
-                    let c = codes::<$s>(wv[r], m3);
+                let qv: [__m512i; T] =
+                    std::array::from_fn(|t| bcast256(q.add(t * k + 128 * bb + 32 * $g)));
+                for p in 0..P {
+                    let c = _mm512_and_si512(_mm512_srli_epi16::<$s>(wv[p]), m3);
                     for t in 0..T {
-                        acc[r][t] = _mm256_dpbusd_epi32(acc[r][t], c, qv[t]);
+                        acc[p][t] = _mm512_dpbusd_epi32(acc[p][t], c, qv[t]);
                     }
                 }
             }};
@@ -75,60 +143,132 @@ unsafe fn i2s_tile<const R: usize, const T: usize>(
         group!(2, 2);
         group!(3, 0);
     }
-    let mut out = [[0i32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_i32(acc[r][t]);
-        }
+    let mut out = [[[0i32; T]; 2]; P];
+    for p in 0..P {
+        let four =
+            std::array::from_fn(|t| acc[p].get(t).copied().unwrap_or(_mm512_setzero_si512()));
+        let (l, h) = hsum_halves4(four);
+        out[p] = [std::array::from_fn(|t| l[t]), std::array::from_fn(|t| h[t])];
     }
     out
 }
 
-/// `R` I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes `w & (3 << s)`
-/// (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one accumulator
-/// per group and row, each divided back by its power of two (an exact arithmetic shift) at
-/// the end. Two vector instructions per 32 codes instead of three.
-///
-/// # Safety
-/// Needs AVX-512 F/BW/VL and VNNI; pointers as in `avx2::i2s_tile` with `T = 1`; `nb` below
-/// 2^14 (so the scaled sums stay within i32).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i2s_gemv_masked<const R: usize>(
+/// The arguments of an I2_S product (see `Kernels::i2s_dots`): `w` rows of `rb` bytes, `n`
+/// tokens of `k` activations at `q`, `nb` blocks per row.
+#[derive(Clone, Copy)]
+struct I2s {
     w: *const u8,
     rb: usize,
     q: *const i8,
+    k: usize,
     nb: usize,
-) -> [[i32; 1]; R] {
+    n: usize,
+}
+
+/// One tile of [`i2s_tile`] at rows `r..r + rr` (`rr` is `2P` or `2P − 1`) and tokens
+/// `t..t + T`, stored at `out[row·n + token]`.
+///
+/// # Safety
+/// As [`i2s_tile`], the rows and tokens inside `a`'s slices and `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_tile_at<const P: usize, const T: usize>(
+    a: I2s,
+    (r, rr): (usize, usize),
+    t: usize,
+    out: &mut [i32],
+) {
+    let w = a.w.add(r * a.rb);
+    let res = i2s_tile::<P, T>(w, a.rb, rr % 2 == 1, a.q.add(t * a.k), a.k, a.nb);
+    for i in 0..rr {
+        out[(r + i) * a.n + t..][..T].copy_from_slice(&res[i / 2][i % 2]);
+    }
+}
+
+/// [`i2s_tile_at`] with `P = rr.div_ceil(2)` (1 to 4).
+///
+/// # Safety
+/// As [`i2s_tile_at`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_tile_rows<const T: usize>(a: I2s, rows: (usize, usize), t: usize, out: &mut [i32]) {
+    match rows.1.div_ceil(2) {
+        1 => i2s_tile_at::<1, T>(a, rows, t, out),
+        2 => i2s_tile_at::<2, T>(a, rows, t, out),
+        3 => i2s_tile_at::<3, T>(a, rows, t, out),
+        4 => i2s_tile_at::<4, T>(a, rows, t, out),
+        _ => unreachable!("I2_S tile of {} rows", rows.1),
+    }
+}
+
+/// The sums of the low and of the high eight i32 lanes of `s`.
+///
+/// # Safety
+/// Needs AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn hsum_halves(s: __m512i) -> [i32; 2] {
+    // 128-bit lanes 0 + 1 and 2 + 3, then within each 128-bit lane.
+    let s = _mm512_add_epi32(s, _mm512_shuffle_i32x4::<0b10_11_00_01>(s, s));
+    let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0b10_11_00_01>(s));
+    [
+        _mm_cvtsi128_si32(_mm512_castsi512_si128(s)),
+        _mm_cvtsi128_si32(_mm512_extracti32x4_epi32::<2>(s)),
+    ]
+}
+
+/// Two I2_S rows × one token without shifts: `vpdpbusd` of the masked bytes `w & (3 << s)`
+/// (exactly `2^s` times the codes, and `vpdpbusd` does not saturate) into one accumulator
+/// per group, each divided back by its power of two (an exact arithmetic shift) at the end.
+/// The row at `lo` is in the low half of every vector, the row at `hi` in the high half:
+/// two vector instructions per 64 codes, instead of two per 32 on 256-bit vectors (and
+/// three with shifts). Blocks alternate between two sets of accumulators, so that eight
+/// dependency chains are in flight instead of four.
+///
+/// Measured and left out (Zen 5): four pairs per call reduced together, no faster; one row
+/// per vector with 64-byte loads (two blocks) against a copy of the activations re-ordered
+/// to match, 10% faster at 1536×4096 but 6–18% slower at 3072×768; prefetching ahead as
+/// `avx2` does, no difference end to end (generation is bound by memory there).
+///
+/// # Safety
+/// Needs AVX-512 F/BW/VL and VNNI; `lo` and `hi` must point to `32·nb` bytes, `q` to `128·nb`;
+/// `nb` below 2^14 (so the scaled sums stay within i32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i2s_gemv_masked(lo: *const u8, hi: *const u8, q: *const i8, nb: usize) -> [i32; 2] {
     let masks = [
-        _mm256_set1_epi8(0xc0u8 as i8),
-        _mm256_set1_epi8(0x30),
-        _mm256_set1_epi8(0x0c),
-        _mm256_set1_epi8(0x03),
+        _mm512_set1_epi8(0xc0u8 as i8),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0x0c),
+        _mm512_set1_epi8(0x03),
     ];
-    let mut acc = [[_mm256_setzero_si256(); 4]; R];
-    for bb in 0..nb {
-        let qv: [__m256i; 4] =
-            std::array::from_fn(|g| _mm256_loadu_si256(q.add(128 * bb + 32 * g).cast()));
-        for r in 0..R {
-            let wv = _mm256_loadu_si256(w.add(r * rb + 32 * bb).cast());
+    let mut acc = [[_mm512_setzero_si512(); 4]; 2];
+    macro_rules! block {
+        ($set:expr, $bb:expr) => {{
+            let bb = $bb;
+            let wv = pair256(lo.add(32 * bb), hi.add(32 * bb));
             for g in 0..4 {
-                acc[r][g] = _mm256_dpbusd_epi32(acc[r][g], _mm256_and_si256(wv, masks[g]), qv[g]);
+                let c = _mm512_and_si512(wv, masks[g]);
+                let qv = bcast256(q.add(128 * bb + 32 * g));
+                acc[$set][g] = _mm512_dpbusd_epi32(acc[$set][g], c, qv);
             }
-        }
+        }};
     }
-    let mut out = [[0i32; 1]; R];
-    for r in 0..R {
-        let s = _mm256_add_epi32(
-            _mm256_add_epi32(
-                _mm256_srai_epi32::<6>(acc[r][0]),
-                _mm256_srai_epi32::<4>(acc[r][1]),
-            ),
-            _mm256_add_epi32(_mm256_srai_epi32::<2>(acc[r][2]), acc[r][3]),
-        );
-        out[r][0] = hsum_i32(s);
+    let mut bb = 0;
+    while bb + 2 <= nb {
+        block!(0, bb);
+        block!(1, bb + 1);
+        bb += 2;
     }
-    out
+    if bb < nb {
+        block!(0, bb);
+    }
+    let a: [__m512i; 4] = std::array::from_fn(|g| _mm512_add_epi32(acc[0][g], acc[1][g]));
+    hsum_halves(_mm512_add_epi32(
+        _mm512_add_epi32(_mm512_srai_epi32::<6>(a[0]), _mm512_srai_epi32::<4>(a[1])),
+        _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]),
+    ))
 }
 
 /// I2_S × int8 (see `Kernels::i2s_dots`).
@@ -138,70 +278,49 @@ unsafe fn i2s_gemv_masked<const R: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut [i32]) {
     let rows = check_i2s(w.len(), k, q.len(), n, out.len());
-    let rb = k / 4;
-    let (wp, qp, nb) = (w.as_ptr(), q.as_ptr(), k / I2S_BLOCK);
+    let (rb, nb) = (k / 4, k / I2S_BLOCK);
+    let a = I2s {
+        w: w.as_ptr(),
+        rb,
+        q: q.as_ptr(),
+        k,
+        nb,
+        n,
+    };
     if n == 1 && nb < 1 << 14 {
         // Two streams: rows `r` and `half + r` together (see the module docs).
         let half = rows / 2;
         for r in 0..half {
-            let [[a], [b]] = i2s_gemv_masked::<2>(wp.add(r * rb), half * rb, qp, nb);
-            out[r] = a;
-            out[half + r] = b;
+            let lo = a.w.add(r * rb);
+            [out[r], out[half + r]] = i2s_gemv_masked(lo, lo.add(half * rb), a.q, nb);
         }
         if rows % 2 == 1 {
-            let [[v]] = i2s_gemv_masked::<1>(wp.add((rows - 1) * rb), rb, qp, nb);
-            out[rows - 1] = v;
+            // The last row in both halves.
+            let last = a.w.add((rows - 1) * rb);
+            out[rows - 1] = i2s_gemv_masked(last, last, a.q, nb)[0];
         }
         return;
     }
-    tiled!(
-        out,
-        rows,
-        n,
-        4,
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ],
-        |r, t, R, T| i2s_tile::<R, T>(wp.add(r * rb), rb, qp.add(t * k), k, nb)
-    );
-}
-
-/// Two 32-byte pieces, `lo` in the low half of a 512-bit vector and `hi` in the high half.
-///
-/// # Safety
-/// Needs AVX-512 F; both pointers must point to 32 readable bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pair256(lo: *const u8, hi: *const u8) -> __m512i {
-    let l = _mm512_castsi256_si512(_mm256_loadu_si256(lo.cast()));
-    _mm512_inserti64x4::<1>(l, _mm256_loadu_si256(hi.cast()))
-}
-
-/// The 32 bytes at `p` in both halves of a 512-bit vector.
-///
-/// # Safety
-/// Needs AVX-512 F; `p` must point to 32 readable bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn bcast256(p: *const u8) -> __m512i {
-    _mm512_broadcast_i64x4(_mm256_loadu_si256(p.cast()))
+    // Tiles of up to `2·PAIRS` rows × `TOKENS` tokens, smaller at the edges.
+    const PAIRS: usize = 4;
+    const TOKENS: usize = 4;
+    let mut r = 0;
+    while r < rows {
+        let rr = (2 * PAIRS).min(rows - r);
+        let mut t = 0;
+        while t < n {
+            let tt = TOKENS.min(n - t);
+            match tt {
+                1 => i2s_tile_rows::<1>(a, (r, rr), t, out),
+                2 => i2s_tile_rows::<2>(a, (r, rr), t, out),
+                3 => i2s_tile_rows::<3>(a, (r, rr), t, out),
+                4 => i2s_tile_rows::<4>(a, (r, rr), t, out),
+                _ => unreachable!("I2_S tile of {tt} tokens"),
+            }
+            t += tt;
+        }
+        r += rr;
+    }
 }
 
 /// `d_y·d_x` for the block at `blk` of two rows, rounded to f32 as the scalar product is: the
@@ -267,7 +386,7 @@ unsafe fn tq2_gemv_pair<const S: bool>(
             let off = blk * TQ2_BLOCK_BYTES + 32 * half;
             let wv = pair256(w0.add(off), w1.add(off));
             for g in 0..4 {
-                let qv = bcast256(q.add(blk * QK_K + 128 * half + 32 * g).cast());
+                let qv = bcast256(q.add(blk * QK_K + 128 * half + 32 * g));
                 a[g] = _mm512_dpbusd_epi32(a[g], _mm512_and_si512(wv, masks[g]), qv);
             }
         }
@@ -275,7 +394,7 @@ unsafe fn tq2_gemv_pair<const S: bool>(
             _mm512_add_epi32(a[0], _mm512_srai_epi32::<2>(a[1])),
             _mm512_add_epi32(_mm512_srai_epi32::<4>(a[2]), _mm512_srai_epi32::<6>(a[3])),
         );
-        let lanes = _mm512_sub_epi32(sum, bcast256(bsum.add(8 * blk).cast()));
+        let lanes = _mm512_sub_epi32(sum, bcast256(bsum.add(8 * blk)));
         let dy = _mm512_set1_ps(*d.add(blk));
         let scale = tq2_pair_scale::<S>(dy, dx, w0, w1, blk);
         acc = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(lanes), scale), acc);
@@ -384,7 +503,7 @@ unsafe fn tq2_tile_with<const R: usize, const T: usize, const S: bool>(
     for blk in 0..nb {
         let mut lanes = [[_mm512_setzero_si512(); T]; R];
         for t in 0..T {
-            let bs = bcast256(bsum.add(t * (k / 32) + 8 * blk).cast());
+            let bs = bcast256(bsum.add(t * (k / 32) + 8 * blk));
             for l in lanes.iter_mut().take(pairs) {
                 l[t] = _mm512_sub_epi32(l[t], bs);
             }
@@ -398,7 +517,7 @@ unsafe fn tq2_tile_with<const R: usize, const T: usize, const S: bool>(
             for g in 0..4 {
                 let mut qv = [_mm512_setzero_si512(); T];
                 for (t, v) in qv.iter_mut().enumerate() {
-                    *v = bcast256(q.add(t * k + blk * QK_K + 128 * half + 32 * g).cast());
+                    *v = bcast256(q.add(t * k + blk * QK_K + 128 * half + 32 * g));
                 }
                 for p in 0..pairs {
                     let c = match g {

@@ -22,10 +22,18 @@
 use std::arch::x86_64::*;
 
 use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
-use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
+use crate::runtime::kernels::reference::{check_i2s, check_q8_0, check_tq2};
+use crate::runtime::kernels::Q8kActs;
 
-use super::avx2::{ggml_tile, hsum8, hsum_i32, lanes8_tile, q8_0_tile};
+use super::avx2::{hsum8, hsum_i32, q8_0_tile};
+
+mod float;
+
+pub(super) use float::float_dots;
+
+/// How far ahead in a row (bytes) the one-token F16 kernels ask for the next line (see
+/// `float::ggml_tile`).
+const FAR_AHEAD: usize = 8192;
 
 /// `(w >> S) & 3`.
 ///
@@ -494,70 +502,4 @@ pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize
         let [[v]] = q8_0_tile::<1, 1>(wp.add((rows - 1) * rb), rb, qp, dp, k, nb);
         out[rows - 1] = v;
     }
-}
-
-/// F16 (`H`) or F32 weights × f32 activations with the AVX2 tiles, larger.
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn float_dots<const H: bool>(
-    order: FloatOrder,
-    w: &[u8],
-    stride: usize,
-    k: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
-    if n == 1 && order == FloatOrder::Ggml {
-        // One token: two streams (see the module docs), rows `r` and `half + r`.
-        let ty = if H { FloatType::F16 } else { FloatType::F32 };
-        let rows = check_float(ty, w.len(), stride, k, x.len(), n, out.len());
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let half = rows / 2;
-        for r in 0..half {
-            let [[a], [b]] = ggml_tile::<H, 2, 1, false>(wp.add(r * stride), half * stride, xp, k);
-            out[r] = a;
-            out[half + r] = b;
-        }
-        if rows % 2 == 1 {
-            let [[v]] = ggml_tile::<H, 1, 1, false>(wp.add((rows - 1) * stride), stride, xp, k);
-            out[rows - 1] = v;
-        }
-        return;
-    }
-    float_dots_body!(
-        order,
-        w,
-        stride,
-        k,
-        x,
-        n,
-        out,
-        false,
-        4,
-        [(1, 1), (2, 1), (3, 1), (4, 1)],
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ]
-    )
 }

@@ -159,6 +159,7 @@ fn floats<M: Measurement>(c: &mut Criterion<M>) {
         // transformers emulation's head).
         (FloatType::F16, FloatOrder::Ggml, 4096, 768, 16),
         (FloatType::F16, FloatOrder::Lanes8, 4096, 768, 1),
+        (FloatType::F16, FloatOrder::Lanes8, 32002, 768, 1),
         (FloatType::F16, FloatOrder::Lanes8, 4096, 768, 16),
     ] {
         let eb = ty.bytes();

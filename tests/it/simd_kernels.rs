@@ -290,6 +290,34 @@ proptest! {
         }
     }
 
+    /// [`one_token_float_dots_equal_reference`] for Q8_0.
+    #[test]
+    fn one_token_q8_0_dots_equal_reference(
+        rows in 1usize..70,
+        blocks in 1usize..13,
+        skew in 0usize..64,
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let k = 32 * blocks;
+        let mut bytes = vec![];
+        for _ in 0..rows * blocks {
+            bytes.extend(g.f16_scale());
+            bytes.extend(g.bytes(32));
+        }
+        let (buf, at) = placed(&bytes, skew);
+        let w = &buf[at..at + bytes.len()];
+        let q = g.i8s(k, -127, 127);
+        let d = g.floats(blocks, 0.05);
+        let mut want = vec![0f32; rows];
+        reference().q8_0_dots(w, k, &q, &d, 1, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows];
+            t.q8_0_dots(w, k, &q, &d, 1, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
+        }
+    }
+
     #[test]
     fn weighted_sums_equal_reference(
         p in 0usize..80,

@@ -21,17 +21,19 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::kernels::reference::{check_i2s, check_q8_0, check_tq2};
+use crate::runtime::format::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{check_i2s, check_tq2};
 use crate::runtime::kernels::Q8kActs;
 
-use super::avx2::{hsum8, hsum_i32, q8_0_tile};
+use super::avx2::{hsum8, hsum_i32};
 
 mod float;
+mod q8_0;
 
 pub(super) use float::float_dots;
+pub(super) use q8_0::q8_0_dots;
 
-/// How far ahead in a row (bytes) the one-token F16 kernels ask for the next line (see
+/// How far ahead in a row (bytes) the one-token F16 and Q8_0 kernels ask for the next line (see
 /// `float::ggml_tile`).
 const FAR_AHEAD: usize = 8192;
 
@@ -475,31 +477,4 @@ pub(super) unsafe fn tq2_dots(
             shared
         )
     );
-}
-
-/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`): the AVX2 kernel, except that one token's rows are
-/// walked as two streams (see the module docs) with its two-row tile. (`vpdpbusd` instead of
-/// `vpmaddubsw` + `vpmaddwd` was slower here: one block per accumulator.)
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
-    if n != 1 {
-        return super::avx2::q8_0_dots(w, k, q, d, n, out);
-    }
-    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
-    let nb = k / QK8_0;
-    let rb = nb * Q8_0_BLOCK_BYTES;
-    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
-    let half = rows / 2;
-    for r in 0..half {
-        let [[a], [b]] = q8_0_tile::<2, 1>(wp.add(r * rb), half * rb, qp, dp, k, nb);
-        out[r] = a;
-        out[half + r] = b;
-    }
-    if rows % 2 == 1 {
-        let [[v]] = q8_0_tile::<1, 1>(wp.add((rows - 1) * rb), rb, qp, dp, k, nb);
-        out[rows - 1] = v;
-    }
 }

@@ -1,17 +1,43 @@
-//! AVX-512 kernels: the integer dot products with VNNI's `vpdpbusd` (unsigned × signed bytes
-//! summed into i32 lanes in one instruction) on 256-bit vectors, and every tile larger than in
-//! the AVX2 table because AVX-512VL gives 32 vector registers. 512-bit vectors are not used:
-//! on the CPUs tested (Zen 4) they run at half rate, and the float orders to reproduce are
-//! defined on eight lanes. Same contract as `avx2`: `unsafe` only for the CPU features.
+//! AVX-512 kernels. Same contract as `avx2`: `unsafe` only for the CPU features.
 //!
-//! The one-token kernels (I2_S, TQ2_0, Q8_0, F16/F32 in ggml's order) walk the rows they are given
-//! as two streams: the first half of the rows and the second, one row of each at a time (tiles
-//! of two rows whose "row stride" is half the rows). The two rows share every load of the
-//! activations (and, for floats, two rows' independent sums hide the latency of the fused
-//! multiply-adds), and the hardware prefetchers see two long sequential streams. Two adjacent
-//! rows instead make each stream one row long, which the prefetchers miss: that is what made
-//! the AVX2 table's two-row GEMV slower (see `tiled!`). Each row's sums are its own, so the
-//! results are the same bits.
+//! The I2_S and TQ2_0 dot products use VNNI's `vpdpbusd` (unsigned × signed bytes summed into
+//! i32 lanes in one instruction) on 256-bit vectors, with every tile larger than in the AVX2
+//! table because AVX-512VL gives 32 vector registers. The float kernels (`float.rs`: F16/F32
+//! in ggml's and in llamafile's order) and Q8_0 for one token (`q8_0.rs`) use 512-bit vectors.
+//! Those were first left out because on Zen 4 they were measured at half rate; on Zen 5 (EPYC
+//! Turin, family 26, the machine measured since) `vfmadd`, `vcvtph2ps`, `vpdpbusd` and the
+//! logic and add instructions retire as many 512-bit as 256-bit instructions per cycle, twice
+//! the elements. The scalar orders are kept lane for lane, so the results are the same bits:
+//! ggml's 32 slots are two 512-bit accumulators (slots 0–15 and 16–31) whose lanes take the
+//! scalar slots' positions with the same fused multiply-adds, reduced in the scalar order; an
+//! order defined on eight lanes per row and token (llamafile's, Q8_0's) puts one row in each
+//! half of an accumulator, a pair of rows per vector, and sums each half as `hsum8`.
+//!
+//! The one-token kernels walk the rows they are given as long sequential streams: two (I2_S,
+//! TQ2_0, F16/F32 in ggml's order: the first half of the rows and the second, one row of each
+//! at a time, as tiles of two rows whose "row stride" is half the rows) or four (Q8_0 and the
+//! 8-lane order, whose pairs of rows need two vectors in flight to hide the latency of the
+//! fused multiply-adds: rows `r`, `q + r`, `2q + r`, `3q + r` for a quarter `q` of the rows).
+//! The rows share every load of the activations, and the hardware prefetchers see a few long
+//! streams. Adjacent rows instead make each stream one row long, which the prefetchers miss:
+//! that is what made the AVX2 table's two-row GEMV slower (see `tiled!`), and two streams of
+//! four adjacent rows took 4.4 ms for the 8-lane order over a 98 MB F16 matrix against 2.5 ms
+//! with four streams. Each row's sums are its own, so the results are the same bits.
+//!
+//! The F16 and Q8_0 one-token kernels also ask for the line [`FAR_AHEAD`] (8 KiB) further on
+//! in each row at every line they read. Their vector work per line (a conversion and a fused
+//! multiply-add per 16 values, or about a dozen instructions per pair of Q8_0 blocks) holds back
+//! how far ahead the loads run: from memory, a one-thread F16 product in ggml's order read
+//! 47 GiB/s without the hints against 58 GiB/s for a plain read of the same 49 MB, and 56 GiB/s
+//! with them (the 125M model's head: 1.08 → 0.81 ms, of which the 512-bit vectors alone gave
+//! little). Hints 0.5–2 KiB ahead were slower than none, 4 KiB about the same; 8 KiB cost nothing
+//! measurable on F16 matrices in the L3 cache, about 10% on Q8_0 ones (against 30% gained from
+//! memory). F32 rows (two lines per step) were slower with them and take none.
+//!
+//! F32 rows for one token in ggml's order that do not start on 64-byte boundaries (the
+//! pointer or the stride) go to the AVX2 tile: 64-byte loads that straddle two lines made the
+//! 512-bit kernel a quarter slower from memory. The model's resident copy starts every matrix
+//! on a 64-byte boundary.
 //!
 //! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
 //! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
@@ -33,8 +59,8 @@ mod q8_0;
 pub(super) use float::float_dots;
 pub(super) use q8_0::q8_0_dots;
 
-/// How far ahead in a row (bytes) the one-token F16 and Q8_0 kernels ask for the next line (see
-/// `float::ggml_tile`).
+/// How far ahead in a row (bytes) the one-token F16 and Q8_0 kernels ask for the next line
+/// (see the module docs).
 const FAR_AHEAD: usize = 8192;
 
 /// `(w >> S) & 3`.

@@ -26,6 +26,16 @@ fn tables() -> Vec<&'static Kernels> {
     simd::available()
 }
 
+/// `bytes` in a buffer at an offset on a 64-byte boundary, as the model's resident copy of its
+/// matrices places them (a `Vec` of this size starts 16 bytes past one): the returned buffer and
+/// offset.
+fn on_lines(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; bytes.len() + 64];
+    let at = (64 - buf.as_ptr() as usize % 64) % 64;
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+    (buf, at)
+}
+
 /// Int8 activations of `n` tokens of `k` values.
 fn i8_acts(g: &mut Rng, n: usize, k: usize) -> Vec<i8> {
     let x = g.floats(n * k, 1.0);
@@ -103,26 +113,33 @@ fn tq2<M: Measurement>(c: &mut Criterion<M>) {
 
 fn q8_0<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = Rng(3);
-    let (m, k) = (4096usize, 768usize);
-    let nb = k / 32;
-    let mut w = vec![];
-    for _ in 0..m * nb {
-        w.extend(f16::from_f32(0.01).to_le_bytes());
-        w.extend((0..32).map(|_| (g.next() % 255) as u8));
+    // 32002×1536 is the Q8_0 head of a 0.7B file (52 MB): a memory-bound case.
+    for &(m, k) in &[(4096usize, 768usize), (32002, 1536)] {
+        let nb = k / 32;
+        let mut w = vec![];
+        for _ in 0..m * nb {
+            w.extend(f16::from_f32(0.01).to_le_bytes());
+            w.extend((0..32).map(|_| (g.next() % 255) as u8));
+        }
+        let (buf, at) = on_lines(&w);
+        let w = &buf[at..at + w.len()];
+        let x = g.floats(k, 1.0);
+        let mut q = vec![0i8; k];
+        let mut d = vec![0f32; nb];
+        ops::quantize_q8_0(&x, &mut q, &mut d);
+        let mut out = vec![0f32; m];
+        let mut grp = c.benchmark_group(format!("q8_0_{m}x{k}_n1"));
+        grp.throughput(Throughput::Bytes(w.len() as u64));
+        if w.len() > 16 << 20 {
+            grp.sample_size(10).measurement_time(Duration::from_secs(4));
+        }
+        for t in tables() {
+            grp.bench_function(BenchmarkId::from_parameter(t.name()), |b| {
+                b.iter(|| t.q8_0_dots(black_box(w), k, &q, &d, 1, &mut out))
+            });
+        }
+        grp.finish();
     }
-    let x = g.floats(k, 1.0);
-    let mut q = vec![0i8; k];
-    let mut d = vec![0f32; nb];
-    ops::quantize_q8_0(&x, &mut q, &mut d);
-    let mut out = vec![0f32; m];
-    let mut grp = c.benchmark_group(format!("q8_0_{m}x{k}_n1"));
-    grp.throughput(Throughput::Bytes(w.len() as u64));
-    for t in tables() {
-        grp.bench_function(BenchmarkId::from_parameter(t.name()), |b| {
-            b.iter(|| t.q8_0_dots(black_box(&w), k, &q, &d, 1, &mut out))
-        });
-    }
-    grp.finish();
 }
 
 fn floats<M: Measurement>(c: &mut Criterion<M>) {
@@ -136,8 +153,15 @@ fn floats<M: Measurement>(c: &mut Criterion<M>) {
             768usize,
             1usize,
         ),
+        // The 0.7B model's (98 MB).
+        (FloatType::F16, FloatOrder::Ggml, 32002, 1536, 1),
         (FloatType::F16, FloatOrder::Ggml, 4096, 768, 1),
         (FloatType::F32, FloatOrder::Ggml, 4096, 768, 1),
+        // A prompt in ggml's order (mainline llama.cpp), and one token in llamafile's (the
+        // transformers emulation's head).
+        (FloatType::F16, FloatOrder::Ggml, 4096, 768, 16),
+        (FloatType::F16, FloatOrder::Lanes8, 4096, 768, 1),
+        (FloatType::F16, FloatOrder::Lanes8, 32002, 768, 1),
         (FloatType::F16, FloatOrder::Lanes8, 4096, 768, 16),
     ] {
         let eb = ty.bytes();
@@ -149,6 +173,8 @@ fn floats<M: Measurement>(c: &mut Criterion<M>) {
                 FloatType::F32 => v.to_le_bytes().to_vec(),
             })
             .collect();
+        let (buf, at) = on_lines(&w);
+        let w = &buf[at..at + w.len()];
         let x: Vec<f32> = g
             .floats(n * k, 1.0)
             .into_iter()
@@ -162,7 +188,7 @@ fn floats<M: Measurement>(c: &mut Criterion<M>) {
         }
         for t in tables() {
             grp.bench_function(BenchmarkId::from_parameter(t.name()), |b| {
-                b.iter(|| t.float_dots(order, ty, black_box(&w), k * eb, k, &x, n, &mut out))
+                b.iter(|| t.float_dots(order, ty, black_box(w), k * eb, k, &x, n, &mut out))
             });
         }
         grp.finish();

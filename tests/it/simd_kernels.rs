@@ -36,6 +36,14 @@ fn float_bytes(g: &mut Rng, ty: FloatType, n: usize, a: f32) -> Vec<u8> {
     out
 }
 
+/// A buffer holding `bytes` at the returned offset, `skew` bytes past a 64-byte boundary.
+fn placed(bytes: &[u8], skew: usize) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; bytes.len() + 128];
+    let at = (64 - buf.as_ptr() as usize % 64) % 64 + skew;
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+    (buf, at)
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -262,6 +270,70 @@ proptest! {
             let mut got = vec![0f32; rows * n];
             t.float_dots(order, ty, &w, stride, k, &x, n, &mut got);
             prop_assert_eq!(bits(&got), bits(&want), "{} {:?} {:?}", t.name(), ty, order);
+        }
+    }
+
+    /// One token over many rows (the one-token kernels walk the rows as two or four streams,
+    /// with the rows left over one at a time), rows that may start on a cache line with a
+    /// stride of whole lines (the AVX-512 F32 kernel's 64-byte loads) or `skew` bytes off it,
+    /// and K on either side of multiples of 8, 32 and 64.
+    #[test]
+    fn one_token_float_dots_equal_reference(
+        rows in 1usize..70,
+        k in prop_oneof![1usize..300, (1usize..6).prop_map(|m| 64 * m), (1usize..6).prop_map(|m| 64 * m - 32)],
+        pad in 0usize..20,
+        lines in any::<bool>(),
+        skew in prop_oneof![Just(0usize), 1usize..64],
+        half in any::<bool>(),
+        lanes8 in any::<bool>(),
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let ty = if half { FloatType::F16 } else { FloatType::F32 };
+        let order = if lanes8 { FloatOrder::Lanes8 } else { FloatOrder::Ggml };
+        let mut stride = (k + pad) * ty.bytes();
+        if lines {
+            stride = stride.next_multiple_of(64);
+        }
+        let len = (rows - 1) * stride + k * ty.bytes();
+        let bytes = float_bytes(&mut g, ty, len.div_ceil(ty.bytes()), 2.0);
+        let (buf, at) = placed(&bytes[..len], skew);
+        let w = &buf[at..at + len];
+        let x = g.floats(k, 2.0);
+        let mut want = vec![0f32; rows];
+        reference().float_dots(order, ty, w, stride, k, &x, 1, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows];
+            t.float_dots(order, ty, w, stride, k, &x, 1, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{} {:?} {:?}", t.name(), ty, order);
+        }
+    }
+
+    /// [`one_token_float_dots_equal_reference`] for Q8_0.
+    #[test]
+    fn one_token_q8_0_dots_equal_reference(
+        rows in 1usize..70,
+        blocks in 1usize..13,
+        skew in 0usize..64,
+        seed: u64,
+    ) {
+        let mut g = Rng::new(seed);
+        let k = 32 * blocks;
+        let mut bytes = vec![];
+        for _ in 0..rows * blocks {
+            bytes.extend(g.f16_scale());
+            bytes.extend(g.bytes(32));
+        }
+        let (buf, at) = placed(&bytes, skew);
+        let w = &buf[at..at + bytes.len()];
+        let q = g.i8s(k, -127, 127);
+        let d = g.floats(blocks, 0.05);
+        let mut want = vec![0f32; rows];
+        reference().q8_0_dots(w, k, &q, &d, 1, &mut want);
+        for t in tables() {
+            let mut got = vec![0f32; rows];
+            t.q8_0_dots(w, k, &q, &d, 1, &mut got);
+            prop_assert_eq!(bits(&got), bits(&want), "{}", t.name());
         }
     }
 

@@ -1,30 +1,48 @@
-//! AVX-512 kernels: the integer dot products with VNNI's `vpdpbusd` (unsigned × signed bytes
-//! summed into i32 lanes in one instruction), and every tile larger than in the AVX2 table
-//! because AVX-512 gives 32 vector registers. Same contract as `avx2`: `unsafe` only for the
-//! CPU features.
+//! AVX-512 kernels. Same contract as `avx2`: `unsafe` only for the CPU features.
 //!
-//! The I2_S and TQ2_0 kernels run on 512-bit vectors, two rows to a vector (one in each
-//! 256-bit half, each token's activations broadcast to both), so every `vpdpbusd` does the
-//! work of two 256-bit ones. On the machine measured (AMD family 26, Zen 5 EPYC, full-width
-//! 512-bit units) a 512-bit `vpdpbusd`, `vpand` or `vpaddd` retires at the same rate per
-//! instruction as a 256-bit one: twice the elements per second. (Zen 4 executes a 512-bit
-//! instruction as two 256-bit halves: half the instructions per second, the same elements;
-//! not measured here.) The I2_S batch tile took half the time of the 256-bit one, the
-//! one-token kernel 20–30% less on weights in cache; end to end on the 0.7B I2_S model, a
-//! 128-token prompt ran 1.3–1.5× as fast on two threads, and generation (bound by memory)
-//! did not measurably change. TQ2_0 keeps its scalar twin's eight float lanes per row (the
-//! low or high half of a 512-bit vector): its one-token kernel went from 29 to 38 GB/s on
-//! weights in cache, its batch tile from 421 to 262 µs (768×768, 128 tokens). Q8_0 and the
-//! float kernels are still on 256-bit vectors; their float orders are defined on eight lanes.
+//! Every kernel here runs on 512-bit vectors. They were first left out because on Zen 4 they
+//! were measured at half rate; on Zen 5 (EPYC Turin, AMD family 26, the machine measured
+//! since, which earlier notes called Zen 4) `vpdpbusd`, `vfmadd`, `vcvtph2ps` and the logic
+//! and add instructions retire as many 512-bit as 256-bit instructions per cycle: twice the
+//! elements. (Zen 4 splits a 512-bit instruction in two: the same elements per second.) The
+//! scalar orders are kept lane for lane, so the results are the same bits:
+//! - I2_S and TQ2_0 (VNNI's `vpdpbusd`, unsigned × signed bytes summed into i32 lanes): two
+//!   rows to a vector, one in each 256-bit half, each token's activations broadcast to both.
+//!   The I2_S batch tile took half the time of the 256-bit one, the one-token kernel 20–30%
+//!   less on weights in cache; TQ2_0 keeps its scalar twin's eight float lanes per row and
+//!   block (one half each): one token 29 -> 38 GB/s in cache, batch tile 421 -> 262 µs
+//!   (768×768, 128 tokens).
+//! - Floats (`float.rs`: F16/F32 in ggml's and in llamafile's order) and Q8_0 for one token
+//!   (`q8_0.rs`): ggml's 32 slots are two 512-bit accumulators (slots 0–15 and 16–31) whose
+//!   lanes take the scalar slots' positions with the same fused multiply-adds, reduced in the
+//!   scalar order; an order defined on eight lanes per row and token (llamafile's, Q8_0's)
+//!   puts one row in each half of an accumulator and sums each half as `hsum8`.
 //!
-//! The one-token kernels (I2_S, TQ2_0, Q8_0, F16/F32 in ggml's order) walk the rows they are given
-//! as two streams: the first half of the rows and the second, one row of each at a time (tiles
-//! of two rows whose "row stride" is half the rows; for I2_S the two halves of one vector).
-//! The two rows share every load of the activations (and, for floats, two rows' independent
-//! sums hide the latency of the fused multiply-adds), and the hardware prefetchers see two
-//! long sequential streams. Two adjacent rows instead make each stream one row long, which the
-//! prefetchers miss: that is what made the AVX2 table's two-row GEMV slower (see `tiled!`).
-//! Each row's sums are its own, so the results are the same bits.
+//! The one-token kernels walk the rows they are given as long sequential streams: two (I2_S,
+//! TQ2_0, F16/F32 in ggml's order: the first half of the rows and the second, one row of each
+//! at a time, as tiles of two rows whose "row stride" is half the rows) or four (Q8_0 and the
+//! 8-lane order, whose pairs of rows need two vectors in flight to hide the latency of the
+//! fused multiply-adds: rows `r`, `q + r`, `2q + r`, `3q + r` for a quarter `q` of the rows).
+//! The rows share every load of the activations, and the hardware prefetchers see a few long
+//! streams. Adjacent rows instead make each stream one row long, which the prefetchers miss:
+//! that is what made the AVX2 table's two-row GEMV slower (see `tiled!`), and two streams of
+//! four adjacent rows took 4.4 ms for the 8-lane order over a 98 MB F16 matrix against 2.5 ms
+//! with four streams. Each row's sums are its own, so the results are the same bits.
+//!
+//! The F16 and Q8_0 one-token kernels also ask for the line [`FAR_AHEAD`] (8 KiB) further on
+//! in each row at every line they read. Their vector work per line (a conversion and a fused
+//! multiply-add per 16 values, or about a dozen instructions per pair of Q8_0 blocks) holds back
+//! how far ahead the loads run: from memory, a one-thread F16 product in ggml's order read
+//! 47 GiB/s without the hints against 58 GiB/s for a plain read of the same 49 MB, and 56 GiB/s
+//! with them (the 125M model's head: 1.08 → 0.81 ms, of which the 512-bit vectors alone gave
+//! little). Hints 0.5–2 KiB ahead were slower than none, 4 KiB about the same; 8 KiB cost nothing
+//! measurable on F16 matrices in the L3 cache, about 10% on Q8_0 ones (against 30% gained from
+//! memory). F32 rows (two lines per step) were slower with them and take none.
+//!
+//! F32 rows for one token in ggml's order that do not start on 64-byte boundaries (the
+//! pointer or the stride) go to the AVX2 tile: 64-byte loads that straddle two lines made the
+//! 512-bit kernel a quarter slower from memory. The model's resident copy starts every matrix
+//! on a 64-byte boundary.
 //!
 //! Compiled only with Rust 1.89 or later (`cfg(bitconv_avx512)`, set by `build.rs`), where the
 //! AVX-512 target features and intrinsics are stable; hence the MSRV lint is silenced here.
@@ -34,11 +52,21 @@
 
 use std::arch::x86_64::*;
 
-use crate::runtime::format::{I2S_BLOCK, Q8_0_BLOCK_BYTES, QK8_0, QK_K, TQ2_BLOCK_BYTES};
-use crate::runtime::kernels::reference::{check_float, check_i2s, check_q8_0, check_tq2};
-use crate::runtime::kernels::{FloatOrder, FloatType, Q8kActs};
+use crate::runtime::format::{I2S_BLOCK, QK_K, TQ2_BLOCK_BYTES};
+use crate::runtime::kernels::reference::{check_i2s, check_tq2};
+use crate::runtime::kernels::Q8kActs;
 
-use super::avx2::{ggml_tile, hsum8, lanes8_tile, q8_0_tile};
+use super::avx2::hsum8;
+
+mod float;
+mod q8_0;
+
+pub(super) use float::float_dots;
+pub(super) use q8_0::q8_0_dots;
+
+/// How far ahead in a row (bytes) the one-token F16 and Q8_0 kernels ask for the next line
+/// (see the module docs).
+const FAR_AHEAD: usize = 8192;
 
 /// Two 32-byte pieces in one vector: `lo`'s in the low half, `hi`'s in the high (two rows'
 /// blocks, side by side).
@@ -627,97 +655,4 @@ pub(super) unsafe fn tq2_dots(
             shared
         )
     );
-}
-
-/// Q8_0 × Q8_0 (see `Kernels::q8_0_dots`): the AVX2 kernel, except that one token's rows are
-/// walked as two streams (see the module docs) with its two-row tile. (`vpdpbusd` instead of
-/// `vpmaddubsw` + `vpmaddwd` was slower here: one block per accumulator.)
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn q8_0_dots(w: &[u8], k: usize, q: &[i8], d: &[f32], n: usize, out: &mut [f32]) {
-    if n != 1 {
-        return super::avx2::q8_0_dots(w, k, q, d, n, out);
-    }
-    let rows = check_q8_0(w.len(), k, q.len(), d.len(), n, out.len());
-    let nb = k / QK8_0;
-    let rb = nb * Q8_0_BLOCK_BYTES;
-    let (wp, qp, dp) = (w.as_ptr(), q.as_ptr(), d.as_ptr());
-    let half = rows / 2;
-    for r in 0..half {
-        let [[a], [b]] = q8_0_tile::<2, 1>(wp.add(r * rb), half * rb, qp, dp, k, nb);
-        out[r] = a;
-        out[half + r] = b;
-    }
-    if rows % 2 == 1 {
-        let [[v]] = q8_0_tile::<1, 1>(wp.add((rows - 1) * rb), rb, qp, dp, k, nb);
-        out[rows - 1] = v;
-    }
-}
-
-/// F16 (`H`) or F32 weights × f32 activations with the AVX2 tiles, larger.
-///
-/// # Safety
-/// Needs AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn float_dots<const H: bool>(
-    order: FloatOrder,
-    w: &[u8],
-    stride: usize,
-    k: usize,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) {
-    if n == 1 && order == FloatOrder::Ggml {
-        // One token: two streams (see the module docs), rows `r` and `half + r`.
-        let ty = if H { FloatType::F16 } else { FloatType::F32 };
-        let rows = check_float(ty, w.len(), stride, k, x.len(), n, out.len());
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let half = rows / 2;
-        for r in 0..half {
-            let [[a], [b]] = ggml_tile::<H, 2, 1, false>(wp.add(r * stride), half * stride, xp, k);
-            out[r] = a;
-            out[half + r] = b;
-        }
-        if rows % 2 == 1 {
-            let [[v]] = ggml_tile::<H, 1, 1, false>(wp.add((rows - 1) * stride), stride, xp, k);
-            out[rows - 1] = v;
-        }
-        return;
-    }
-    float_dots_body!(
-        order,
-        w,
-        stride,
-        k,
-        x,
-        n,
-        out,
-        false,
-        4,
-        [(1, 1), (2, 1), (3, 1), (4, 1)],
-        4,
-        4,
-        [
-            (1, 1),
-            (2, 1),
-            (3, 1),
-            (4, 1),
-            (1, 2),
-            (1, 3),
-            (1, 4),
-            (2, 2),
-            (2, 3),
-            (2, 4),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-            (4, 2),
-            (4, 3),
-            (4, 4)
-        ]
-    )
 }

@@ -29,7 +29,7 @@
 //! four adjacent rows took 4.4 ms for the 8-lane order over a 98 MB F16 matrix against 2.5 ms
 //! with four streams. Each row's sums are its own, so the results are the same bits.
 //!
-//! The F16, Q8_0 and TQ2_0 one-token kernels also ask for the line [`FAR_AHEAD`] (8 KiB)
+//! The F16, Q8_0, I2_S and TQ2_0 one-token kernels also ask for the line [`FAR_AHEAD`] (8 KiB)
 //! further on in each row at every line they read. Their vector work per line (a conversion and a fused
 //! multiply-add per 16 values, or about a dozen instructions per pair of Q8_0 blocks) holds back
 //! how far ahead the loads run: from memory, a one-thread F16 product in ggml's order read
@@ -39,7 +39,9 @@
 //! measurable on F16 matrices in the L3 cache, about 10% on Q8_0 ones (against 30% gained from
 //! memory). TQ2_0 (its per-block float step) gained too: the 0.7B model's generation, 1 thread,
 //! 99–103 -> 106–112 tokens/s in four alternated pairs of processes, 2 threads +1 to +12% in
-//! three. F32 rows (two lines per step) were slower with them and take none.
+//! three; I2_S likewise, 101–114 -> 118–120 at 1 thread and 150–155 -> 158–170 at 2 in three
+//! alternated rounds (hints 2 KiB ahead, the AVX2 table's distance, had made no difference).
+//! F32 rows (two lines per step) were slower with them and take none.
 //!
 //! F32 rows for one token in ggml's order that do not start on 64-byte boundaries (the
 //! pointer or the stride) go to the AVX2 tile: 64-byte loads that straddle two lines made the
@@ -287,6 +289,8 @@ unsafe fn i2s_gemv_masked(lo: *const u8, hi: *const u8, q: *const i8, nb: usize)
     }
     let mut bb = 0;
     while bb + 2 <= nb {
+        _mm_prefetch::<_MM_HINT_T0>(lo.wrapping_add(32 * bb + FAR_AHEAD).cast());
+        _mm_prefetch::<_MM_HINT_T0>(hi.wrapping_add(32 * bb + FAR_AHEAD).cast());
         block!(0, bb);
         block!(1, bb + 1);
         bb += 2;

@@ -72,6 +72,23 @@ pub(super) use q8_0::q8_0_dots;
 /// (see the module docs).
 const FAR_AHEAD: usize = 8192;
 
+/// Walks the `out.len()` rows of a one-token product as two streams (see the module docs):
+/// `pair(r, half + r)` gives both rows' results for every `r < half`; an odd last row goes in
+/// as both rows of a pair, and the copy is dropped. Every kernel's rows are independent, so
+/// the pairing does not change any row's bits.
+#[inline(always)]
+fn two_streams<V>(out: &mut [V], mut pair: impl FnMut(usize, usize) -> [V; 2]) {
+    let rows = out.len();
+    let half = rows / 2;
+    for r in 0..half {
+        [out[r], out[half + r]] = pair(r, half + r);
+    }
+    if rows % 2 == 1 {
+        let [v, _] = pair(rows - 1, rows - 1);
+        out[rows - 1] = v;
+    }
+}
+
 /// Two 32-byte pieces in one vector: `lo`'s in the low half, `hi`'s in the high (two rows'
 /// blocks, side by side).
 ///
@@ -322,17 +339,9 @@ pub(super) unsafe fn i2s_dots(w: &[u8], k: usize, q: &[i8], n: usize, out: &mut 
         n,
     };
     if n == 1 && nb < 1 << 14 {
-        // Two streams: rows `r` and `half + r` together (see the module docs).
-        let half = rows / 2;
-        for r in 0..half {
-            let lo = a.w.add(r * rb);
-            [out[r], out[half + r]] = i2s_gemv_masked(lo, lo.add(half * rb), a.q, nb);
-        }
-        if rows % 2 == 1 {
-            // The last row in both halves.
-            let last = a.w.add((rows - 1) * rb);
-            out[rows - 1] = i2s_gemv_masked(last, last, a.q, nb)[0];
-        }
+        two_streams(&mut out[..rows], |lo, hi| {
+            i2s_gemv_masked(a.w.add(lo * rb), a.w.add(hi * rb), a.q, nb)
+        });
         return;
     }
     // Tiles of up to `2·PAIRS` rows × `TOKENS` tokens, smaller at the edges.
@@ -450,8 +459,7 @@ unsafe fn halves_hsum8(acc: __m512) -> [f32; 2] {
     [hsum8(_mm512_castps512_ps256(acc)), hsum8(hi)]
 }
 
-/// TQ2_0 × one Q8_K token over `rows` rows as two streams (see the module docs): rows `r` and
-/// `half + r` in one [`tq2_gemv_pair`]; an odd last row paired with itself.
+/// TQ2_0 × one Q8_K token over `out.len()` rows as [`two_streams`] of [`tq2_gemv_pair`].
 ///
 /// # Safety
 /// As [`tq2_gemv_pair`], `w` holding `rows` rows of `rb` bytes, `out` `rows` values.
@@ -467,17 +475,9 @@ unsafe fn tq2_gemv<const S: bool>(
     h: u16,
     out: &mut [f32],
 ) {
-    let rows = out.len();
-    let half = rows / 2;
-    for r in 0..half {
-        let [a, b] = tq2_gemv_pair::<S>(w.add(r * rb), w.add((half + r) * rb), q, d, bsum, nb, h);
-        out[r] = a;
-        out[half + r] = b;
-    }
-    if rows % 2 == 1 {
-        let last = w.add((rows - 1) * rb);
-        out[rows - 1] = tq2_gemv_pair::<S>(last, last, q, d, bsum, nb, h)[0];
-    }
+    two_streams(out, |lo, hi| {
+        tq2_gemv_pair::<S>(w.add(lo * rb), w.add(hi * rb), q, d, bsum, nb, h)
+    });
 }
 
 /// `R` TQ2_0 rows × `T` Q8_K tokens with `vpdpbusd`; lanes as in `avx2::tq2_tile`. The
@@ -611,8 +611,8 @@ pub(super) unsafe fn tq2_dots(
     let rb = nb * TQ2_BLOCK_BYTES;
     let (wp, qp, dp, bp) = (w.as_ptr(), q.as_ptr(), d.as_ptr(), bsum.as_ptr());
     if n == 1 {
-        // One token: masked `vpdpbusd` in two streams (the AVX-512 tile with shifts was slower
-        // than the AVX2 GEMV here, 44 against 38 µs for 3072×768 on Zen 4).
+        // One token: masked `vpdpbusd` on pairs of rows in two streams (the batch tile, with
+        // shifts instead of masks, is slower for one token).
         match shared {
             Some(h) => tq2_gemv::<true>(wp, rb, qp, dp, bp, nb, h, out),
             None => tq2_gemv::<false>(wp, rb, qp, dp, bp, nb, 0, out),

@@ -9,7 +9,7 @@ use crate::runtime::kernels::scalar;
 use crate::runtime::kernels::{FloatOrder, FloatType};
 
 use super::super::avx2::{self, lanes8_tile, load1};
-use super::FAR_AHEAD;
+use super::{two_streams, FAR_AHEAD};
 
 /// Sixteen elements at `p` widened to f32 (`H`: f16, else f32).
 ///
@@ -215,33 +215,23 @@ pub(in crate::runtime::kernels::x86_64) unsafe fn float_dots<const H: bool>(
         FloatOrder::Ggml if n == 1 && !H && (wp as usize | stride) % 64 != 0 => {
             // F32 rows off the cache lines: every 64-byte load would straddle two (30% slower
             // than the AVX2 tile's 32-byte loads on a 49 MB matrix). Two streams of that tile.
-            let half = rows / 2;
-            for r in 0..half {
-                let [[a], [b]] =
-                    avx2::ggml_tile::<H, 2, 1, false>(wp.add(r * stride), half * stride, xp, k);
-                out[r] = a;
-                out[half + r] = b;
-            }
-            if rows % 2 == 1 {
-                let last = wp.add((rows - 1) * stride);
-                let [[v]] = avx2::ggml_tile::<H, 1, 1, false>(last, stride, xp, k);
-                out[rows - 1] = v;
-            }
+            two_streams(&mut out[..rows], |lo, hi| {
+                let [[a], [b]] = avx2::ggml_tile::<H, 2, 1, false>(
+                    wp.add(lo * stride),
+                    (hi - lo) * stride,
+                    xp,
+                    k,
+                );
+                [a, b]
+            });
         }
         FloatOrder::Ggml if n == 1 => {
             // Two streams (see the module docs), rows `r` and `half + r`.
-            let half = rows / 2;
-            for r in 0..half {
+            two_streams(&mut out[..rows], |lo, hi| {
                 let [[a], [b]] =
-                    ggml_tile::<H, 2, 1, true>(wp.add(r * stride), half * stride, xp, k);
-                out[r] = a;
-                out[half + r] = b;
-            }
-            if rows % 2 == 1 {
-                let last = wp.add((rows - 1) * stride);
-                let [[v]] = ggml_tile::<H, 1, 1, true>(last, stride, xp, k);
-                out[rows - 1] = v;
-            }
+                    ggml_tile::<H, 2, 1, true>(wp.add(lo * stride), (hi - lo) * stride, xp, k);
+                [a, b]
+            });
         }
         FloatOrder::Ggml => {
             tiled!(
